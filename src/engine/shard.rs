@@ -1,0 +1,487 @@
+//! One shard: a hash table over a dense vector of slots, its policy, its
+//! timer wheel, behind one reader-writer lock.
+//!
+//! Reads take the shared lock and never allocate or reorder anything: they
+//! set the entry's referenced bit and record its hash in the read buffer.
+//! Every write takes the exclusive lock and first does the shard's pending
+//! maintenance (replaying buffered reads, reclaiming expired entries), so
+//! upkeep rides on ordinary traffic and no background thread is needed.
+//! Entries that leave are handed back to the caller, which tells the
+//! listener after the lock is released (so a listener may use the cache).
+
+use std::borrow::Borrow;
+use std::hash::{BuildHasher, Hash};
+use std::mem;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+
+use hashbrown::HashTable;
+use parking_lot::RwLock;
+
+use super::config::Config;
+use super::read_buffer::ReadBuffer;
+use super::slot::{QueueView, Slot, TimerView, NEVER};
+use super::stats::{CacheStats, RemovalCause, WriteCounters, WriteEvent};
+use super::timer_wheel::TimerWheel;
+use crate::policy::TinyLfu;
+use crate::Ttl;
+
+/// Entries that left the cache during one operation, for the listener.
+pub(crate) struct Departed<K, V> {
+    entries: Vec<(K, V, RemovalCause)>,
+    keep: bool,
+}
+
+impl<K, V> Departed<K, V> {
+    pub(crate) fn new(keep: bool) -> Self {
+        Departed {
+            entries: Vec::new(),
+            keep,
+        }
+    }
+
+    fn push(&mut self, key: K, value: V, cause: RemovalCause) {
+        if self.keep {
+            self.entries.push((key, value, cause));
+        }
+    }
+
+    pub(crate) fn into_entries(self) -> Vec<(K, V, RemovalCause)> {
+        self.entries
+    }
+}
+
+// `repr(C)` keeps the read counters on the lock's cache line: a reader has
+// just made that line exclusive by taking the lock, so counting is cheap.
+#[repr(C, align(64))]
+pub(crate) struct Shard<K, V> {
+    hits: AtomicU64,
+    misses: AtomicU64,
+    state: RwLock<State<K, V>>,
+    len: AtomicUsize,
+    weight: AtomicU64,
+    reads: ReadBuffer,
+    writes: WriteCounters,
+}
+
+struct State<K, V> {
+    table: HashTable<u32>,
+    slots: Vec<Slot<K, V>>,
+    policy: TinyLfu,
+    wheel: TimerWheel,
+    /// The shard never holds more slots than this (the entry capacity, plus
+    /// the one being inserted); `usize::MAX` when weighted.
+    max_slots: usize,
+    /// Read counters already fed to the hill climber.
+    seen_hits: u64,
+    seen_misses: u64,
+    /// State of the jitter's random generator.
+    rng: u64,
+}
+
+impl<K, V> Shard<K, V> {
+    pub(crate) fn len(&self) -> usize {
+        self.len.load(Relaxed)
+    }
+
+    pub(crate) fn weight(&self) -> u64 {
+        self.weight.load(Relaxed)
+    }
+
+    pub(crate) fn add_stats(&self, stats: &mut CacheStats) {
+        stats.hits += self.hits.load(Relaxed);
+        stats.misses += self.misses.load(Relaxed);
+        self.writes.add_to(stats);
+    }
+}
+
+impl<K, V> Shard<K, V>
+where
+    K: Hash + Eq,
+{
+    pub(crate) fn new(capacity: u64, weighted: bool, seed: u64) -> Self {
+        let max_slots = if weighted {
+            usize::MAX
+        } else {
+            usize::try_from(capacity)
+                .unwrap_or(usize::MAX)
+                .saturating_add(1)
+        };
+        Shard {
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+            state: RwLock::new(State {
+                table: HashTable::new(),
+                slots: Vec::new(),
+                policy: TinyLfu::new(capacity, weighted),
+                wheel: TimerWheel::new(0),
+                max_slots,
+                seen_hits: 0,
+                seen_misses: 0,
+                rng: seed | 1,
+            }),
+            len: AtomicUsize::new(0),
+            weight: AtomicU64::new(0),
+            reads: ReadBuffer::default(),
+            writes: WriteCounters::default(),
+        }
+    }
+
+    /// Looks `key` up and, if a live entry holds it, applies `read` to it
+    /// with the time the expiry check used (0 if the entry never expires).
+    /// `record` says whether this counts as a use of the entry (a hit).
+    #[inline]
+    pub(crate) fn read<Q, R, S>(
+        &self,
+        hash: u64,
+        key: &Q,
+        record: bool,
+        config: &Config<K, V, S>,
+        read: impl FnOnce(&Slot<K, V>, u64) -> R,
+    ) -> Option<R>
+    where
+        K: Borrow<Q>,
+        Q: Eq + ?Sized,
+        S: BuildHasher,
+    {
+        let state = self.state.read();
+        let found = state
+            .table
+            .find(hash, |&i| state.slots[i as usize].key.borrow() == key);
+        let Some(&idx) = found else {
+            drop(state);
+            if record {
+                self.misses.fetch_add(1, Relaxed);
+            }
+            return None;
+        };
+        let slot = &state.slots[idx as usize];
+        let mut now = 0;
+        if slot.expires() {
+            now = config.time.now();
+            if slot.is_expired(now) {
+                drop(state);
+                if record {
+                    self.misses.fetch_add(1, Relaxed);
+                }
+                self.try_maintain(config);
+                return None;
+            }
+        }
+        let result = read(slot, now);
+        let replay = record && {
+            slot.mark_referenced();
+            self.reads.record(slot.hash)
+        };
+        drop(state);
+        if record {
+            self.hits.fetch_add(1, Relaxed);
+        }
+        if replay {
+            self.try_maintain(config);
+        }
+        Some(result)
+    }
+
+    /// Inserts or replaces `key`'s value.
+    pub(crate) fn insert<S: BuildHasher>(
+        &self,
+        hash: u64,
+        key: K,
+        value: V,
+        ttl: Ttl,
+        config: &Config<K, V, S>,
+    ) -> Departed<K, V> {
+        let mut departed = Departed::new(config.listener.is_some());
+        let weight = config.weigh(&key, &value);
+        let mut state = self.state.write();
+        state.maintain(self, config, &mut departed);
+        let mut clock = LazyNow::new(config);
+        let deadline = state.deadline(ttl, config, &mut clock);
+        let state = &mut *state;
+        if let Some(idx) = state.find(hash, &key) {
+            let slot = &mut state.slots[idx as usize];
+            let old_weight = u64::from(slot.weight());
+            let old_expired = slot.expires() && slot.is_expired(clock.get());
+            let old_value = mem::replace(&mut slot.value, value);
+            slot.set_weight(weight);
+            let old_deadline = mem::replace(&mut slot.deadline, deadline);
+            if old_deadline != deadline {
+                let timers = &mut TimerView(&mut state.slots);
+                state.wheel.cancel(timers, idx);
+                if deadline != NEVER {
+                    state.wheel.schedule(timers, idx, deadline);
+                }
+            }
+            state
+                .policy
+                .on_update(&mut QueueView(&mut state.slots), idx, old_weight);
+            let cause = if old_expired {
+                self.writes.count(WriteEvent::Insert);
+                RemovalCause::Expired
+            } else {
+                RemovalCause::Replaced
+            };
+            self.writes.count(WriteEvent::Removed(cause));
+            departed.push(key, old_value, cause);
+        } else if u64::from(weight) > state.policy.capacity() {
+            // It could never fit: refuse it rather than empty the shard.
+            self.writes.count(WriteEvent::Removed(RemovalCause::Size));
+            departed.push(key, value, RemovalCause::Size);
+        } else {
+            state.push(hash, key, value, weight, deadline, config);
+            self.writes.count(WriteEvent::Insert);
+        }
+        state.evict(self, config, &mut departed);
+        self.publish_size(state);
+        departed
+    }
+
+    /// Removes `key`; returns its value if it was live.
+    pub(crate) fn remove<Q, S>(
+        &self,
+        hash: u64,
+        key: &Q,
+        config: &Config<K, V, S>,
+    ) -> (Option<V>, Departed<K, V>)
+    where
+        K: Borrow<Q>,
+        Q: Eq + ?Sized,
+        V: Clone,
+        S: BuildHasher,
+    {
+        let mut departed = Departed::new(config.listener.is_some());
+        let mut state = self.state.write();
+        state.maintain(self, config, &mut departed);
+        let Some(idx) = state.find(hash, key) else {
+            return (None, departed);
+        };
+        let expired = {
+            let slot = &state.slots[idx as usize];
+            slot.expires() && slot.is_expired(config.time.now())
+        };
+        let slot = state.remove_at(idx, &config.hasher);
+        self.publish_size(&state);
+        drop(state);
+        if expired {
+            self.writes
+                .count(WriteEvent::Removed(RemovalCause::Expired));
+            departed.push(slot.key, slot.value, RemovalCause::Expired);
+            return (None, departed);
+        }
+        self.writes
+            .count(WriteEvent::Removed(RemovalCause::Explicit));
+        let value = if departed.keep {
+            let copy = slot.value.clone();
+            departed.push(slot.key, slot.value, RemovalCause::Explicit);
+            copy
+        } else {
+            slot.value
+        };
+        (Some(value), departed)
+    }
+
+    /// Removes every entry.
+    pub(crate) fn clear<S>(&self, config: &Config<K, V, S>) -> Departed<K, V> {
+        let mut departed = Departed::new(config.listener.is_some());
+        let mut state = self.state.write();
+        let policy = &mut state.policy;
+        self.reads.drain(|hash| policy.on_read(hash));
+        let slots = mem::take(&mut state.slots);
+        state.table = HashTable::new();
+        state.policy.reset();
+        state.wheel.reset();
+        self.publish_size(&state);
+        drop(state);
+        for slot in slots {
+            self.writes
+                .count(WriteEvent::Removed(RemovalCause::Explicit));
+            departed.push(slot.key, slot.value, RemovalCause::Explicit);
+        }
+        departed
+    }
+
+    /// Runs pending maintenance now (replays reads, reclaims expired entries).
+    pub(crate) fn run_pending<S: BuildHasher>(&self, config: &Config<K, V, S>) -> Departed<K, V> {
+        let mut departed = Departed::new(config.listener.is_some());
+        let mut state = self.state.write();
+        state.maintain(self, config, &mut departed);
+        self.publish_size(&state);
+        departed
+    }
+
+    /// Maintenance on the read path: only if the lock is free right now.
+    fn try_maintain<S: BuildHasher>(&self, config: &Config<K, V, S>) {
+        let Some(mut state) = self.state.try_write() else {
+            return;
+        };
+        let mut departed = Departed::new(config.listener.is_some());
+        state.maintain(self, config, &mut departed);
+        self.publish_size(&state);
+        drop(state);
+        config.notify(departed);
+    }
+
+    fn publish_size(&self, state: &State<K, V>) {
+        self.len.store(state.slots.len(), Relaxed);
+        self.weight.store(state.policy.weight(), Relaxed);
+    }
+}
+
+impl<K, V> State<K, V>
+where
+    K: Hash + Eq,
+{
+    fn find<Q>(&self, hash: u64, key: &Q) -> Option<u32>
+    where
+        K: Borrow<Q>,
+        Q: Eq + ?Sized,
+    {
+        self.table
+            .find(hash, |&i| self.slots[i as usize].key.borrow() == key)
+            .copied()
+    }
+
+    /// Stores a new entry and hands it to the policy and the wheel.
+    fn push<S: BuildHasher>(
+        &mut self,
+        hash: u64,
+        key: K,
+        value: V,
+        weight: u32,
+        deadline: u64,
+        config: &Config<K, V, S>,
+    ) {
+        if self.slots.len() == self.slots.capacity() {
+            // Double, but never past the entry capacity: a full cache holds
+            // no spare slots.
+            let room = self.max_slots - self.slots.len();
+            self.slots
+                .reserve_exact(self.slots.len().clamp(4, room.max(1)));
+        }
+        let idx = self.slots.len() as u32;
+        self.slots
+            .push(Slot::new(key, value, hash as u32, weight, deadline));
+        let slots = &self.slots;
+        self.table.insert_unique(hash, idx, |&i| {
+            config.hasher.hash_one(&slots[i as usize].key)
+        });
+        self.policy
+            .on_insert(&mut QueueView(&mut self.slots), idx, idx as usize + 1);
+        if deadline != NEVER {
+            self.wheel
+                .schedule(&mut TimerView(&mut self.slots), idx, deadline);
+        }
+    }
+
+    /// Unlinks the entry at `idx` everywhere and takes it out of the slot
+    /// vector, moving the last slot into its place.
+    fn remove_at<S: BuildHasher>(&mut self, idx: u32, hasher: &S) -> Slot<K, V> {
+        let hash = hasher.hash_one(&self.slots[idx as usize].key);
+        if let Ok(entry) = self.table.find_entry(hash, |&i| i == idx) {
+            entry.remove();
+        }
+        self.policy.on_remove(&mut QueueView(&mut self.slots), idx);
+        self.wheel.cancel(&mut TimerView(&mut self.slots), idx);
+        let last = (self.slots.len() - 1) as u32;
+        if idx != last {
+            let last_hash = hasher.hash_one(&self.slots[last as usize].key);
+            if let Some(entry) = self.table.find_mut(last_hash, |&i| i == last) {
+                *entry = idx;
+            }
+            self.policy
+                .relocate(&mut QueueView(&mut self.slots), last, idx);
+            self.wheel
+                .relocate(&mut TimerView(&mut self.slots), last, idx);
+        }
+        self.slots.swap_remove(idx as usize)
+    }
+
+    /// Replays buffered reads, feeds the hill climber, reclaims expired entries.
+    fn maintain<S: BuildHasher>(
+        &mut self,
+        shard: &Shard<K, V>,
+        config: &Config<K, V, S>,
+        departed: &mut Departed<K, V>,
+    ) {
+        let policy = &mut self.policy;
+        shard.reads.drain(|hash| policy.on_read(hash));
+        let hits = shard.hits.load(Relaxed);
+        let misses = shard.misses.load(Relaxed);
+        self.policy.record_requests(
+            hits.wrapping_sub(self.seen_hits),
+            misses.wrapping_sub(self.seen_misses),
+        );
+        self.seen_hits = hits;
+        self.seen_misses = misses;
+        if self.wheel.is_empty() {
+            return;
+        }
+        let now = config.time.now();
+        self.wheel.advance(&mut TimerView(&mut self.slots), now);
+        while let Some(idx) = self.wheel.pop_due(&mut TimerView(&mut self.slots)) {
+            let slot = self.remove_at(idx, &config.hasher);
+            shard
+                .writes
+                .count(WriteEvent::Removed(RemovalCause::Expired));
+            departed.push(slot.key, slot.value, RemovalCause::Expired);
+        }
+    }
+
+    /// Evicts until the shard is within its capacity.
+    fn evict<S: BuildHasher>(
+        &mut self,
+        shard: &Shard<K, V>,
+        config: &Config<K, V, S>,
+        departed: &mut Departed<K, V>,
+    ) {
+        while let Some(victim) = self.policy.next_victim(&mut QueueView(&mut self.slots)) {
+            let slot = self.remove_at(victim, &config.hasher);
+            shard.writes.count(WriteEvent::Removed(RemovalCause::Size));
+            departed.push(slot.key, slot.value, RemovalCause::Size);
+        }
+    }
+
+    /// The deadline a write with this TTL choice gets.
+    fn deadline<S>(
+        &mut self,
+        ttl: Ttl,
+        config: &Config<K, V, S>,
+        clock: &mut LazyNow<'_, K, V, S>,
+    ) -> u64 {
+        let ttl = match ttl {
+            Ttl::Never => return NEVER,
+            Ttl::After(ttl) => super::clock::duration_to_nanos(ttl),
+            Ttl::Default => match config.default_ttl {
+                None => return NEVER,
+                Some(ttl) => ttl - (ttl as f64 * config.jitter * self.next_unit()) as u64,
+            },
+        };
+        clock.get().saturating_add(ttl).min(NEVER - 1)
+    }
+
+    /// A uniform draw from [0, 1) (splitmix64; jitter needs no more).
+    fn next_unit(&mut self) -> f64 {
+        self.rng = self.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.rng;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        (z >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// Reads the clock at most once per operation, and only if needed.
+struct LazyNow<'a, K, V, S> {
+    config: &'a Config<K, V, S>,
+    now: Option<u64>,
+}
+
+impl<'a, K, V, S> LazyNow<'a, K, V, S> {
+    fn new(config: &'a Config<K, V, S>) -> Self {
+        LazyNow { config, now: None }
+    }
+
+    fn get(&mut self) -> u64 {
+        *self.now.get_or_insert_with(|| self.config.time.now())
+    }
+}

@@ -1,0 +1,26 @@
+//! # cachex
+//!
+//! A caching library for tokio services: one interface over an in-memory
+//! engine, Redis, and a two-tier hybrid.
+//!
+//! The foundation is [`MemoryCache`], a concurrent, bounded, synchronous
+//! cache with adaptive W-TinyLFU admission and eviction, per-entry
+//! time-to-live and an eviction listener.
+//!
+//! ```
+//! use cachex::MemoryCache;
+//!
+//! let cache = MemoryCache::new(1_000);
+//! cache.insert(1u64, "one");
+//! assert_eq!(cache.get(&1), Some("one"));
+//! ```
+#![warn(missing_docs)]
+
+pub mod engine;
+mod policy;
+mod ttl;
+
+pub use engine::{
+    CacheStats, Clock, DefaultHashBuilder, MemoryCache, MemoryCacheBuilder, RemovalCause,
+};
+pub use ttl::Ttl;

@@ -1,0 +1,267 @@
+//! Adaptive W-TinyLFU: which entry leaves when a shard is over capacity.
+//!
+//! New entries enter an admission **window**; the rest of the capacity is
+//! the **main** space, split into **probation** and **protected** (~80%)
+//! segments. When the window overflows, its oldest entry becomes a
+//! candidate: it enters main if main has room, or if the frequency sketch
+//! rates it above main's victim (the oldest probation entry); otherwise the
+//! candidate itself is evicted. The window's share of the capacity is tuned
+//! at run time by the [`HillClimber`].
+//!
+//! # Why CLOCK rather than strict LRU order
+//! A read never reorders a queue: it sets a "referenced" bit in the entry
+//! (a plain store, under the shard's *shared* lock) and records the key's
+//! hash in a lossy buffer that feeds the sketch. Queue order is corrected
+//! lazily, when an entry reaches the head of its queue: a referenced window
+//! entry gets a second pass through the window, a referenced probation
+//! entry is promoted to protected, and a referenced protected entry goes
+//! back to its tail (an unreferenced one is demoted to probation). That is
+//! the CLOCK approximation of each segment's LRU order, and it keeps the hit
+//! path free of the pointer chasing that strict LRU needs.
+
+use super::climber::HillClimber;
+use super::sketch::FrequencySketch;
+use crate::engine::list::{LinkArena, Lists};
+
+/// The three segments, also used as list ids in [`Lists`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum Segment {
+    Window = 0,
+    Probation = 1,
+    Protected = 2,
+}
+
+impl Segment {
+    pub(crate) fn from_bits(bits: u32) -> Segment {
+        match bits {
+            0 => Segment::Window,
+            1 => Segment::Probation,
+            _ => Segment::Protected,
+        }
+    }
+}
+
+/// What the policy needs to know about each entry.
+pub(crate) trait PolicyArena: LinkArena {
+    fn weight(&mut self, idx: u32) -> u64;
+    fn hash(&mut self, idx: u32) -> u32;
+    fn segment(&mut self, idx: u32) -> Segment;
+    fn set_segment(&mut self, idx: u32, segment: Segment);
+    /// Returns whether the entry was read since the last call, and clears it.
+    fn take_referenced(&mut self, idx: u32) -> bool;
+}
+
+/// Share of the capacity the window starts with.
+const INITIAL_WINDOW_SHARE: f64 = 0.01;
+/// Share of the main space reserved for the protected segment.
+const PROTECTED_SHARE: f64 = 0.80;
+/// Requests per hill-climbing sample, per unit of capacity in entries.
+const SAMPLE_PER_ENTRY: u64 = 10;
+
+/// The eviction policy of one shard.
+#[derive(Debug)]
+pub(crate) struct TinyLfu {
+    queues: Lists,
+    weights: [u64; 3],
+    capacity: u64,
+    window_max: u64,
+    protected_max: u64,
+    sketch: FrequencySketch,
+    climber: HillClimber,
+    /// Capacity in entries when bounded by count; `None` when weighted.
+    entry_capacity: Option<u64>,
+}
+
+impl TinyLfu {
+    /// `capacity` is in weight units; `weighted` says whether entries weigh
+    /// more than one (then the sketch is sized from the entry count seen).
+    pub(crate) fn new(capacity: u64, weighted: bool) -> Self {
+        let window_max = if capacity == 0 {
+            0
+        } else {
+            ((capacity as f64 * INITIAL_WINDOW_SHARE) as u64).max(1)
+        };
+        let sample = capacity.saturating_mul(SAMPLE_PER_ENTRY).max(1024);
+        let mut policy = TinyLfu {
+            queues: Lists::new(3),
+            weights: [0; 3],
+            capacity,
+            window_max,
+            protected_max: 0,
+            sketch: FrequencySketch::default(),
+            climber: HillClimber::new(capacity, sample),
+            entry_capacity: (!weighted).then_some(capacity),
+        };
+        policy.protected_max = policy.protected_share();
+        policy
+    }
+
+    /// Total weight of the entries the policy tracks.
+    pub(crate) fn weight(&self) -> u64 {
+        self.weights.iter().sum()
+    }
+
+    pub(crate) fn capacity(&self) -> u64 {
+        self.capacity
+    }
+
+    /// A new entry was stored at `idx`; `entries` is the shard's entry count.
+    pub(crate) fn on_insert(&mut self, arena: &mut impl PolicyArena, idx: u32, entries: usize) {
+        let weight = arena.weight(idx);
+        self.weights[Segment::Window as usize] += weight;
+        arena.set_segment(idx, Segment::Window);
+        self.queues.push_back(arena, Segment::Window as usize, idx);
+        self.ensure_sketch(entries);
+        self.sketch.increment(arena.hash(idx));
+    }
+
+    /// An entry's value was replaced; its weight went from `old` to its current one.
+    pub(crate) fn on_update(&mut self, arena: &mut impl PolicyArena, idx: u32, old: u64) {
+        let segment = arena.segment(idx) as usize;
+        self.weights[segment] = self.weights[segment] - old + arena.weight(idx);
+        self.sketch.increment(arena.hash(idx));
+    }
+
+    /// A read of the key with this hash was recorded (replayed from the read buffer).
+    pub(crate) fn on_read(&mut self, hash: u32) {
+        self.sketch.increment(hash);
+    }
+
+    /// The entry at `idx` is leaving the cache.
+    pub(crate) fn on_remove(&mut self, arena: &mut impl PolicyArena, idx: u32) {
+        let segment = arena.segment(idx) as usize;
+        self.weights[segment] -= arena.weight(idx);
+        self.queues.unlink(arena, idx);
+    }
+
+    /// The entry at `from` is moving to `to` (see [`Lists::relocate`]).
+    pub(crate) fn relocate(&mut self, arena: &mut impl PolicyArena, from: u32, to: u32) {
+        self.queues.relocate(arena, from, to);
+    }
+
+    /// Forgets every entry (the shard was cleared); frequencies are kept.
+    pub(crate) fn reset(&mut self) {
+        self.queues.reset();
+        self.weights = [0; 3];
+    }
+
+    /// Feeds a sample of requests to the climber and resizes the window.
+    pub(crate) fn record_requests(&mut self, hits: u64, misses: u64) {
+        if let Some(delta) = self.climber.record(hits, misses) {
+            let window = (self.window_max as i64).saturating_add(delta);
+            self.window_max = window.clamp(0, self.capacity as i64) as u64;
+            self.protected_max = self.protected_share();
+        }
+    }
+
+    /// The next entry to evict while the shard is over capacity, or `None`
+    /// once it fits. The returned entry is still linked; the caller removes
+    /// it (calling [`TinyLfu::on_remove`]) before asking again.
+    pub(crate) fn next_victim(&mut self, arena: &mut impl PolicyArena) -> Option<u32> {
+        while self.weight() > self.capacity {
+            if self.weights[Segment::Window as usize] > self.window_max {
+                let candidate = self.queues.head(Segment::Window as usize)?;
+                if arena.take_referenced(candidate) {
+                    // Read while in the window: another pass through it.
+                    self.queues
+                        .move_to_back(arena, Segment::Window as usize, candidate);
+                    continue;
+                }
+                let weight = arena.weight(candidate);
+                if self.main_weight() + weight <= self.main_max() {
+                    self.move_to(arena, candidate, Segment::Probation);
+                    continue;
+                }
+                let Some(victim) = self.main_victim(arena) else {
+                    return Some(candidate);
+                };
+                let admit = self.sketch.frequency(arena.hash(candidate))
+                    > self.sketch.frequency(arena.hash(victim));
+                if admit {
+                    self.move_to(arena, candidate, Segment::Probation);
+                    return Some(victim);
+                }
+                return Some(candidate);
+            }
+            // The window is within its share, so main is over its own.
+            return self
+                .main_victim(arena)
+                .or_else(|| self.queues.head(Segment::Window as usize));
+        }
+        None
+    }
+
+    /// Main space's eviction candidate: the oldest unreferenced probation
+    /// entry, promoting referenced ones on the way; protected's oldest when
+    /// probation is empty.
+    fn main_victim(&mut self, arena: &mut impl PolicyArena) -> Option<u32> {
+        loop {
+            if let Some(idx) = self.queues.head(Segment::Probation as usize) {
+                if !arena.take_referenced(idx) {
+                    return Some(idx);
+                }
+                self.move_to(arena, idx, Segment::Protected);
+                self.rebalance_protected(arena);
+                continue;
+            }
+            let idx = self.queues.head(Segment::Protected as usize)?;
+            if !arena.take_referenced(idx) {
+                return Some(idx);
+            }
+            self.queues
+                .move_to_back(arena, Segment::Protected as usize, idx);
+        }
+    }
+
+    /// Demotes protected entries to probation while protected is over its
+    /// share, giving referenced ones another pass instead.
+    fn rebalance_protected(&mut self, arena: &mut impl PolicyArena) {
+        while self.weights[Segment::Protected as usize] > self.protected_max {
+            let Some(idx) = self.queues.head(Segment::Protected as usize) else {
+                return;
+            };
+            if arena.take_referenced(idx) {
+                self.queues
+                    .move_to_back(arena, Segment::Protected as usize, idx);
+            } else {
+                self.move_to(arena, idx, Segment::Probation);
+            }
+        }
+    }
+
+    /// Moves an entry to the tail of another segment, carrying its weight.
+    fn move_to(&mut self, arena: &mut impl PolicyArena, idx: u32, to: Segment) {
+        let weight = arena.weight(idx);
+        let from = arena.segment(idx);
+        self.weights[from as usize] -= weight;
+        self.weights[to as usize] += weight;
+        arena.set_segment(idx, to);
+        self.queues.move_to_back(arena, to as usize, idx);
+    }
+
+    fn main_weight(&self) -> u64 {
+        self.weights[Segment::Probation as usize] + self.weights[Segment::Protected as usize]
+    }
+
+    fn main_max(&self) -> u64 {
+        self.capacity - self.window_max
+    }
+
+    fn protected_share(&self) -> u64 {
+        (self.main_max() as f64 * PROTECTED_SHARE) as u64
+    }
+
+    /// Allocates the sketch once the shard is half full: admission decisions
+    /// only start when it is full, and an idle cache should not pay for it.
+    fn ensure_sketch(&mut self, entries: usize) {
+        if self.sketch.is_allocated() || self.weight() * 2 < self.capacity {
+            return;
+        }
+        let expected = match self.entry_capacity {
+            Some(capacity) => capacity as usize,
+            None => entries.saturating_mul(2),
+        };
+        self.sketch.ensure_capacity(expected);
+    }
+}
