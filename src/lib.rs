@@ -16,9 +16,22 @@
 //! ```
 #![warn(missing_docs)]
 
+mod cache;
 pub mod engine;
+mod error;
+mod loading;
+mod mock;
 mod policy;
+pub mod store;
 mod ttl;
+
+pub use cache::{
+    AsyncCache, AsyncCacheExt, BoxFuture, BoxLoader, Cache, CacheBuilder, Stats, DEFAULT_JITTER,
+    DEFAULT_NEGATIVE_TTL, DEFAULT_TTL, MAX_KEY_LEN,
+};
+pub use error::{BoxError, Error, Result, StoreOp};
+pub use mock::MockCache;
+pub use store::{Envelope, MemoryStore, Store};
 
 pub use engine::{
     CacheStats, Clock, DefaultHashBuilder, MemoryCache, MemoryCacheBuilder, RemovalCause,

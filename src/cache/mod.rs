@@ -1,0 +1,265 @@
+//! The async cache handle users program against.
+//!
+//! Module map: [`Cache`] and its plain operations (this file), loading
+//! through it (`load.rs`), building it (`builder.rs`), its counters
+//! (`stats.rs`), and the object-safe interface it shares with
+//! [`MockCache`](crate::MockCache) (`api.rs`).
+
+mod api;
+mod builder;
+mod load;
+mod stats;
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use api::{AsyncCache, AsyncCacheExt, BoxFuture, BoxLoader};
+pub use builder::{CacheBuilder, DEFAULT_JITTER, DEFAULT_NEGATIVE_TTL, DEFAULT_TTL};
+pub use stats::Stats;
+
+use stats::{Counter, Counters};
+
+use crate::loading::{jittered, Background, Flights, Random, RefreshPolicy};
+use crate::store::{Envelope, Store};
+use crate::{Error, Result, Ttl};
+
+/// The longest key accepted, in bytes. Longer keys are refused with
+/// [`Error::KeyTooLong`]: a key that long is almost certainly a bug (a
+/// serialized object used as a key), and remote stores penalise long keys.
+pub const MAX_KEY_LEN: usize = 4096;
+
+/// An async cache of `V`s under string keys, over any [`Store`].
+///
+/// - **Lookups**: [`get`](Self::get) answers `Ok(None)` on a miss; a miss is
+///   not an error.
+/// - **Loading**: [`get_or_load`](Self::get_or_load) and
+///   [`get_or_load_optional`](Self::get_or_load_optional) call a loader on a
+///   miss, at most once per key at a time however many callers ask
+///   (singleflight), cache the answer (a "not found" too, for the negative
+///   TTL), and can refresh entries in the background before they expire.
+/// - **Expiry**: the TTLs the cache chooses itself (the default and the
+///   negative TTL) are jittered, shortened by up to the jitter fraction, so
+///   entries written together do not expire together. TTLs passed explicitly
+///   are exact.
+/// - **Shutdown**: [`close`](Self::close) stops background work; later calls
+///   fail with [`Error::Closed`].
+///
+/// Cheap to clone: clones share one cache. Dropping the last clone aborts
+/// any background refresh still running.
+///
+/// ```
+/// use std::time::Duration;
+/// use cachex::{Cache, Ttl};
+///
+/// #[derive(Clone, Debug, PartialEq)]
+/// struct User { name: String }
+///
+/// async fn fetch_user(id: u64) -> Result<Option<User>, std::io::Error> {
+///     Ok((id == 7).then(|| User { name: "alice".into() }))
+/// }
+///
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// let cache: Cache<User> = Cache::builder()
+///     .default_ttl(Duration::from_secs(60))
+///     .stale_while_revalidate(Duration::from_secs(10))
+///     .build();
+///
+/// let alice = cache.get_or_load_optional("user:7", || fetch_user(7)).await?;
+/// assert_eq!(alice.unwrap().name, "alice");
+/// // Absent rows are cached too, as "not found".
+/// assert_eq!(cache.get_or_load_optional("user:8", || fetch_user(8)).await?, None);
+///
+/// cache.set("user:9", User { name: "bob".into() }, Ttl::After(Duration::from_secs(5))).await?;
+/// assert!(cache.get("user:9").await?.is_some());
+///
+/// cache.close().await;
+/// assert!(cache.get("user:7").await.unwrap_err().is_closed());
+/// # Ok::<(), cachex::Error>(())
+/// # }).unwrap();
+/// ```
+pub struct Cache<V> {
+    core: Arc<Core<V>>,
+    /// Kept apart from `core`, which background tasks hold: when the last
+    /// handle goes, this goes, and with it the tasks.
+    background: Arc<Background>,
+}
+
+/// Everything a background refresh needs from its cache.
+struct Core<V> {
+    store: Arc<dyn Store<V>>,
+    flights: Arc<Flights<V>>,
+    settings: Settings,
+    random: Random,
+    counters: Counters,
+    closed: AtomicBool,
+}
+
+/// The builder's choices, fixed for the cache's life.
+#[derive(Clone, Copy, Debug)]
+struct Settings {
+    default_ttl: Duration,
+    jitter: f64,
+    negative_ttl: Duration,
+    refresh: RefreshPolicy,
+}
+
+impl<V> Cache<V>
+where
+    V: Clone + Send + Sync + 'static,
+{
+    /// A builder, starting from the defaults: an in-memory store of 10,000
+    /// entries, a 5-minute TTL with 10% jitter, a 30-second negative TTL, no
+    /// background refresh, metrics on.
+    pub fn builder() -> CacheBuilder<V> {
+        CacheBuilder::default()
+    }
+
+    /// The value under `key`: `Ok(None)` when there is none, or when a
+    /// "not found" is cached for it.
+    #[inline]
+    pub async fn get(&self, key: &str) -> Result<Option<V>> {
+        self.core.check(key)?;
+        let stored = self.core.store.get(key).await;
+        let stored = stored.inspect_err(|_| self.core.counters.incr(Counter::StoreErrors))?;
+        let entry = stored.map(|stored| stored.envelope);
+        self.core.count_lookup(entry.as_ref());
+        Ok(entry.and_then(Envelope::into_value))
+    }
+
+    /// Stores `value` under `key` for `ttl`: [`Ttl::Default`] is the cache's
+    /// default TTL with jitter, [`Ttl::Never`] never expires (the store may
+    /// still evict it), [`Ttl::After`] is exact.
+    ///
+    /// A load of `key` already under way is not allowed to overwrite this
+    /// value: it may have read the data this write replaces. It still
+    /// answers the callers waiting for it.
+    pub async fn set(&self, key: &str, value: V, ttl: Ttl) -> Result<()> {
+        self.core.check(key)?;
+        let ttl = self.core.resolve(ttl);
+        self.core.flights.forget(key);
+        let written = self.core.store.set(key, Envelope::found(value), ttl).await;
+        written.inspect_err(|_| self.core.counters.incr(Counter::StoreErrors))
+    }
+
+    /// Removes `key`'s entry (a value or a cached "not found"); answers
+    /// whether there was one. A load of `key` under way will not store its
+    /// result, as with [`set`](Self::set).
+    pub async fn delete(&self, key: &str) -> Result<bool> {
+        self.core.check(key)?;
+        self.core.flights.forget(key);
+        let deleted = self.core.store.delete(key).await;
+        deleted.inspect_err(|_| self.core.counters.incr(Counter::StoreErrors))
+    }
+
+    /// Removes every entry. Loads under way will not store their results.
+    pub async fn clear(&self) -> Result<()> {
+        self.core.ensure_open()?;
+        self.core.flights.forget_all();
+        let cleared = self.core.store.clear().await;
+        cleared.inspect_err(|_| self.core.counters.incr(Counter::StoreErrors))
+    }
+
+    /// The remaining time-to-live of `key`'s entry: `None` if there is no
+    /// entry, `Some(None)` if it never expires.
+    pub async fn remaining_ttl(&self, key: &str) -> Result<Option<Option<Duration>>> {
+        self.core.check(key)?;
+        let ttl = self.core.store.remaining_ttl(key).await;
+        ttl.inspect_err(|_| self.core.counters.incr(Counter::StoreErrors))
+    }
+
+    /// A snapshot of the counters (all zero with
+    /// [`metrics(false)`](CacheBuilder::metrics)).
+    pub fn stats(&self) -> Stats {
+        self.core.counters.snapshot()
+    }
+
+    /// Closes the cache: later calls fail with [`Error::Closed`], and
+    /// background refreshes are aborted; this returns once they are gone.
+    /// Calls already under way finish normally. Closing twice is harmless.
+    ///
+    /// The entries themselves are left to the store (a shared remote store
+    /// keeps them for other processes).
+    pub async fn close(&self) {
+        self.core.closed.store(true, Ordering::Release);
+        self.background.shutdown().await;
+    }
+
+    /// Whether [`close`](Self::close) was called.
+    pub fn is_closed(&self) -> bool {
+        self.core.closed.load(Ordering::Acquire)
+    }
+}
+
+impl<V> Core<V> {
+    fn ensure_open(&self) -> Result<()> {
+        if self.closed.load(Ordering::Acquire) {
+            Err(Error::Closed)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Refuses calls on a closed cache and keys the stores must not see.
+    #[inline]
+    fn check(&self, key: &str) -> Result<()> {
+        self.ensure_open()?;
+        check_key(key)
+    }
+
+    /// Counts a lookup that found `entry` (`None`: nothing).
+    #[inline]
+    fn count_lookup(&self, entry: Option<&Envelope<V>>) {
+        let counter = match entry {
+            None => Counter::Misses,
+            Some(entry) if entry.is_not_found() => Counter::NegativeHits,
+            Some(_) => Counter::Hits,
+        };
+        self.counters.incr(counter);
+    }
+
+    /// The explicit TTL a write with `ttl` gets (`None`: never expires).
+    fn resolve(&self, ttl: Ttl) -> Option<Duration> {
+        match ttl {
+            Ttl::Default => Some(self.jittered(self.settings.default_ttl)),
+            Ttl::Never => None,
+            Ttl::After(ttl) => Some(ttl),
+        }
+    }
+
+    fn jittered(&self, ttl: Duration) -> Duration {
+        jittered(ttl, self.settings.jitter, self.random.unit())
+    }
+}
+
+/// Refuses the keys no store should see: empty, or over [`MAX_KEY_LEN`].
+#[inline]
+pub(crate) fn check_key(key: &str) -> Result<()> {
+    match key.len() {
+        0 => Err(Error::EmptyKey),
+        len if len > MAX_KEY_LEN => Err(Error::KeyTooLong {
+            len,
+            max: MAX_KEY_LEN,
+        }),
+        _ => Ok(()),
+    }
+}
+
+impl<V> Clone for Cache<V> {
+    fn clone(&self) -> Self {
+        Cache {
+            core: Arc::clone(&self.core),
+            background: Arc::clone(&self.background),
+        }
+    }
+}
+
+impl<V> fmt::Debug for Cache<V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Cache")
+            .field("settings", &self.core.settings)
+            .field("closed", &self.core.closed.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}

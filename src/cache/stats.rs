@@ -1,0 +1,215 @@
+//! What the async layer counts, and how it counts it cheaply.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::time::Duration;
+
+/// A snapshot of a [`Cache`](crate::Cache)'s counters.
+///
+/// These count what the async layer did: lookups, loads, refreshes. The
+/// in-memory engine keeps its own counters (evictions, admissions) in
+/// [`CacheStats`](crate::CacheStats), reachable through
+/// [`MemoryStore::engine`](crate::MemoryStore::engine).
+///
+/// Counters are read one by one without stopping writers, so a snapshot
+/// taken under load is consistent per counter, not across them. With
+/// [`metrics(false)`](crate::CacheBuilder::metrics) every counter stays 0.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Lookups (by `get` or `get_or_load`) answered with a cached value.
+    pub hits: u64,
+    /// Lookups answered with a cached "not found".
+    pub negative_hits: u64,
+    /// Lookups that found nothing usable in the store.
+    pub misses: u64,
+    /// Loader calls made for callers (on a miss) that returned a value or
+    /// "not found". A load abandoned by its caller is not counted.
+    pub loads: u64,
+    /// Loader calls made for callers that failed, by error or by panic.
+    pub load_errors: u64,
+    /// Background refreshes (stale-while-revalidate, XFetch) that returned a
+    /// value or "not found".
+    pub refreshes: u64,
+    /// Background refreshes that failed; the old value was kept.
+    pub refresh_errors: u64,
+    /// Time spent in the loader calls counted above, all four kinds.
+    pub load_time: Duration,
+    /// Hits due for a refresh (inside the stale-while-revalidate window, or
+    /// picked early by XFetch), served the current value at once while one
+    /// background refresh ran.
+    pub stale_served: u64,
+    /// Calls that waited for another caller's load instead of running their
+    /// own loader: the loads singleflight saved.
+    pub singleflight_waits: u64,
+    /// Store operations that failed, whether reported to the caller or
+    /// absorbed by `get_or_load`.
+    pub store_errors: u64,
+}
+
+impl Stats {
+    /// Lookups answered from the cache (values and "not found" alike) over
+    /// all lookups, or 0 when there was none.
+    pub fn hit_ratio(&self) -> f64 {
+        let answered = self.hits + self.negative_hits;
+        let lookups = answered + self.misses;
+        if lookups == 0 {
+            0.0
+        } else {
+            answered as f64 / lookups as f64
+        }
+    }
+
+    /// Every loader call that completed: loads and refreshes, successful or
+    /// not.
+    pub fn loader_calls(&self) -> u64 {
+        self.loads + self.load_errors + self.refreshes + self.refresh_errors
+    }
+
+    /// The mean duration of a loader call, if any completed.
+    pub fn mean_load_time(&self) -> Option<Duration> {
+        let calls = u32::try_from(self.loader_calls()).unwrap_or(u32::MAX);
+        (calls > 0).then(|| self.load_time / calls)
+    }
+}
+
+/// One counter of [`Stats`].
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Counter {
+    Hits,
+    NegativeHits,
+    Misses,
+    Loads,
+    LoadErrors,
+    Refreshes,
+    RefreshErrors,
+    LoadNanos,
+    StaleServed,
+    SingleflightWaits,
+    StoreErrors,
+}
+
+const COUNTERS: usize = Counter::StoreErrors as usize + 1;
+
+/// The live counters behind [`Stats`].
+///
+/// Striped: each thread adds to one of several cache-line-sized stripes,
+/// so cores hitting the cache at once do not contend on one counter's cache
+/// line; a snapshot sums the stripes. `None` when metrics are off, which
+/// makes counting a single branch.
+pub(crate) struct Counters {
+    stripes: Option<Box<[Stripe]>>,
+}
+
+/// Two cache lines, so that neighbouring stripes share none even with
+/// adjacent-line prefetching.
+#[repr(align(128))]
+#[derive(Default)]
+struct Stripe([AtomicU64; COUNTERS]);
+
+static NEXT_STRIPE: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    /// This thread's stripe, handed out round-robin.
+    static STRIPE: usize = NEXT_STRIPE.fetch_add(1, Relaxed);
+}
+
+impl Counters {
+    pub(crate) fn new(enabled: bool) -> Self {
+        let stripes = enabled.then(|| {
+            let threads = std::thread::available_parallelism().map_or(8, |n| n.get());
+            let count = threads.next_power_of_two().min(64);
+            (0..count).map(|_| Stripe::default()).collect()
+        });
+        Counters { stripes }
+    }
+
+    #[inline]
+    pub(crate) fn incr(&self, counter: Counter) {
+        self.add(counter, 1);
+    }
+
+    #[inline]
+    pub(crate) fn add(&self, counter: Counter, n: u64) {
+        if let Some(stripes) = &self.stripes {
+            // `try_with` fails only while this thread's locals are being
+            // destroyed; any stripe will do then.
+            let index = STRIPE.try_with(|&i| i).unwrap_or(0) & (stripes.len() - 1);
+            stripes[index].0[counter as usize].fetch_add(n, Relaxed);
+        }
+    }
+
+    /// Records a finished loader call.
+    pub(crate) fn record_load(&self, background: bool, ok: bool, took: Duration) {
+        let counter = match (background, ok) {
+            (false, true) => Counter::Loads,
+            (false, false) => Counter::LoadErrors,
+            (true, true) => Counter::Refreshes,
+            (true, false) => Counter::RefreshErrors,
+        };
+        self.incr(counter);
+        self.add(
+            Counter::LoadNanos,
+            u64::try_from(took.as_nanos()).unwrap_or(u64::MAX),
+        );
+    }
+
+    pub(crate) fn snapshot(&self) -> Stats {
+        let mut sums = [0u64; COUNTERS];
+        for stripe in self.stripes.iter().flatten() {
+            for (sum, counter) in sums.iter_mut().zip(&stripe.0) {
+                *sum = sum.wrapping_add(counter.load(Relaxed));
+            }
+        }
+        let get = |counter: Counter| sums[counter as usize];
+        Stats {
+            hits: get(Counter::Hits),
+            negative_hits: get(Counter::NegativeHits),
+            misses: get(Counter::Misses),
+            loads: get(Counter::Loads),
+            load_errors: get(Counter::LoadErrors),
+            refreshes: get(Counter::Refreshes),
+            refresh_errors: get(Counter::RefreshErrors),
+            load_time: Duration::from_nanos(get(Counter::LoadNanos)),
+            stale_served: get(Counter::StaleServed),
+            singleflight_waits: get(Counter::SingleflightWaits),
+            store_errors: get(Counter::StoreErrors),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_across_threads_and_sums() {
+        let counters = Counters::new(true);
+        std::thread::scope(|scope| {
+            for _ in 0..4 {
+                scope.spawn(|| {
+                    for _ in 0..1000 {
+                        counters.incr(Counter::Hits);
+                    }
+                    counters.record_load(false, true, Duration::from_millis(2));
+                    counters.record_load(true, false, Duration::from_millis(1));
+                });
+            }
+        });
+        let stats = counters.snapshot();
+        assert_eq!(stats.hits, 4000);
+        assert_eq!(stats.loads, 4);
+        assert_eq!(stats.refresh_errors, 4);
+        assert_eq!(stats.loader_calls(), 8);
+        assert_eq!(stats.load_time, Duration::from_millis(12));
+        assert_eq!(stats.mean_load_time(), Some(Duration::from_micros(1500)));
+    }
+
+    #[test]
+    fn disabled_counts_nothing() {
+        let counters = Counters::new(false);
+        counters.incr(Counter::Misses);
+        assert_eq!(counters.snapshot(), Stats::default());
+        assert_eq!(Stats::default().hit_ratio(), 0.0);
+        assert_eq!(Stats::default().mean_load_time(), None);
+    }
+}

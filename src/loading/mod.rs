@@ -1,0 +1,27 @@
+//! The machinery behind [`Cache::get_or_load`](crate::Cache::get_or_load),
+//! one mechanism per file:
+//!
+//! - `singleflight`: one load per key at a time; everyone else waits for it.
+//! - `panic`: turning a loader's panic into an error for its waiters.
+//! - `answer`: the two shapes of a load's result (value, or maybe a value).
+//! - `refresh`: when a hit should start a background refresh
+//!   (stale-while-revalidate's window, XFetch's early draw in `xfetch`).
+//! - `jitter` and `random`: spreading the TTLs the cache chooses itself.
+//! - `tasks`: the background refreshes a cache owns and stops on close.
+
+mod answer;
+mod jitter;
+mod panic;
+mod random;
+mod refresh;
+mod singleflight;
+mod tasks;
+mod xfetch;
+
+pub(crate) use answer::Answer;
+pub(crate) use jitter::jittered;
+pub(crate) use panic::catch_unwind;
+pub(crate) use random::Random;
+pub(crate) use refresh::RefreshPolicy;
+pub(crate) use singleflight::{Flights, Leader, Role};
+pub(crate) use tasks::Background;

@@ -1,0 +1,313 @@
+//! Singleflight: at most one load per key at a time in this process;
+//! everyone else who asks for the key meanwhile waits for that load's
+//! outcome instead of running their own.
+//!
+//! # Protocol
+//!
+//! A sharded table maps each key being loaded to its *flight*: an id and the
+//! receiving half of a `watch` channel. The caller that finds no flight
+//! registers one and becomes its [`Leader`], holding the sending half;
+//! callers that find one clone the receiver and become waiters.
+//!
+//! The leader runs the loader inline, in its own task, then
+//! [`publish`](Leader::publish)es the outcome (a value, "not found", or an
+//! error, panics included) and, when dropped, removes the flight from the
+//! table. Between the two, late arrivals still find the flight and read the
+//! published outcome at once; that span covers the leader's write to the
+//! store, so no caller falls between "flight gone" and "value stored".
+//!
+//! # Cancellation and takeover
+//!
+//! A waiter owns nothing but its receiver: dropping it (a timeout, a
+//! dropped request) affects no one else. A leader that is dropped before
+//! publishing (its caller timed out or went away, or its task was aborted)
+//! removes the flight and drops the sender; every waiter then sees the
+//! channel closed with no outcome, and retries: the first to reach the table
+//! leads a new flight with its own loader, the others join that one. Since
+//! the old loader is dropped with the leader, two loaders for one key never
+//! run at once. Loads are thus bound to callers who still want them: a
+//! loader that hangs is abandoned when its caller gives up, instead of
+//! holding the key forever as a detached task would.
+//!
+//! # Why no wake-up is lost
+//!
+//! - A waiter clones the receiver while holding the table's shard lock, and
+//!   the leader removes the flight under the same lock *before* dropping the
+//!   sender. So every waiter holds a receiver of a channel whose sender was
+//!   alive when the receiver was made, or at worst one that is already
+//!   closed, which it notices at once.
+//! - `watch` keeps the latest value, and waiters wait with `wait_for`, which
+//!   checks the current value before sleeping. An outcome published before a
+//!   waiter starts waiting (even before it joined) is seen; the waiter does
+//!   not depend on a notification that may have gone out before it listened.
+//! - A sender dropped without an outcome closes the channel, which wakes
+//!   every sleeping receiver and fails every later wait: abandonment cannot
+//!   be missed either.
+//!
+//! # Invalidation
+//!
+//! A write or delete of the key (see [`Flights::forget`]) removes its flight
+//! from the table without ending it, as Go's `singleflight.Forget` does:
+//! the load may have read the data the write replaced, so later callers
+//! start a fresh load instead of joining it. The forgotten load still
+//! answers its own waiters, but [`Leader::is_current`] tells it not to store
+//! its outcome.
+
+use std::collections::HashMap;
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+
+use foldhash::fast::RandomState;
+use parking_lot::Mutex;
+use tokio::sync::watch;
+
+use crate::Error;
+
+/// What a load produced: a value or "not found" (`None`), or an error.
+pub(crate) type Outcome<V> = Result<Option<V>, Error>;
+
+/// Flights in flight are few (one per key being loaded), so a fixed,
+/// modest shard count keeps lock contention between unrelated keys low
+/// without a per-core table.
+const SHARDS: usize = 64;
+
+/// The keys being loaded, each with its flight.
+pub(crate) struct Flights<V> {
+    shards: Box<[Mutex<Table<V>>]>,
+    hasher: RandomState,
+    next_id: AtomicU64,
+}
+
+type Table<V> = HashMap<Arc<str>, Flight<V>, RandomState>;
+
+struct Flight<V> {
+    /// Tells this flight from a later one for the same key.
+    id: u64,
+    /// Cloned by each caller that joins.
+    progress: watch::Receiver<Progress<V>>,
+}
+
+#[derive(Clone)]
+enum Progress<V> {
+    Loading,
+    Done(Outcome<V>),
+}
+
+/// What a caller is to the flight for its key.
+pub(crate) enum Role<V> {
+    /// It registered the flight and must run the load.
+    Leader(Leader<V>),
+    /// It joined a flight already under way.
+    Waiter(Waiter<V>),
+}
+
+impl<V: Clone> Flights<V> {
+    pub(crate) fn new() -> Arc<Self> {
+        Arc::new(Flights {
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            hasher: RandomState::default(),
+            next_id: AtomicU64::new(0),
+        })
+    }
+
+    /// Joins the flight for `key`, or starts one if there is none.
+    ///
+    /// `unusable` names a flight whose outcome the caller has already seen
+    /// and could not use (a "not found" for a caller that needs a value): it
+    /// counts as absent and is replaced rather than joined again, which
+    /// would only return the same outcome until its leader is gone.
+    pub(crate) fn join_or_lead(self: &Arc<Self>, key: &str, unusable: Option<u64>) -> Role<V> {
+        let mut table = self.shard(key).lock();
+        match table.get(key) {
+            Some(flight) if Some(flight.id) != unusable => Role::Waiter(Waiter {
+                id: flight.id,
+                progress: flight.progress.clone(),
+            }),
+            _ => Role::Leader(self.register(&mut table, key)),
+        }
+    }
+
+    /// Starts a flight for `key` unless one is under way.
+    pub(crate) fn try_lead(self: &Arc<Self>, key: &str) -> Option<Leader<V>> {
+        let mut table = self.shard(key).lock();
+        (!table.contains_key(key)).then(|| self.register(&mut table, key))
+    }
+
+    /// Detaches `key`'s flight, if any: later callers start a new one.
+    pub(crate) fn forget(&self, key: &str) {
+        self.shard(key).lock().remove(key);
+    }
+
+    /// Detaches every flight.
+    pub(crate) fn forget_all(&self) {
+        for shard in self.shards.iter() {
+            shard.lock().clear();
+        }
+    }
+
+    fn register(self: &Arc<Self>, table: &mut Table<V>, key: &str) -> Leader<V> {
+        let id = self.next_id.fetch_add(1, Relaxed);
+        let key: Arc<str> = Arc::from(key);
+        let (sender, progress) = watch::channel(Progress::Loading);
+        table.insert(Arc::clone(&key), Flight { id, progress });
+        Leader {
+            flights: Arc::clone(self),
+            key,
+            id,
+            progress: sender,
+        }
+    }
+}
+
+impl<V> Flights<V> {
+    fn shard(&self, key: &str) -> &Mutex<Table<V>> {
+        &self.shards[self.hasher.hash_one(key) as usize % SHARDS]
+    }
+}
+
+/// The caller running a flight's load. Dropping it ends the flight: with
+/// the published outcome if there is one, as abandoned otherwise.
+pub(crate) struct Leader<V> {
+    flights: Arc<Flights<V>>,
+    key: Arc<str>,
+    id: u64,
+    progress: watch::Sender<Progress<V>>,
+}
+
+impl<V> Leader<V> {
+    /// The key being loaded.
+    pub(crate) fn key(&self) -> &Arc<str> {
+        &self.key
+    }
+
+    /// Hands `outcome` to every waiter, present and yet to join.
+    pub(crate) fn publish(&self, outcome: Outcome<V>) {
+        // `send_replace` stores the value even with no receiver left: the
+        // table's own receiver keeps it readable for late joiners.
+        self.progress.send_replace(Progress::Done(outcome));
+    }
+
+    /// Whether this flight is still the key's registered one, i.e. no write
+    /// or delete of the key has happened since it started.
+    pub(crate) fn is_current(&self) -> bool {
+        let table = self.flights.shard(&self.key).lock();
+        table
+            .get(&*self.key)
+            .is_some_and(|flight| flight.id == self.id)
+    }
+}
+
+impl<V> Drop for Leader<V> {
+    fn drop(&mut self) {
+        let mut table = self.flights.shard(&self.key).lock();
+        if table
+            .get(&*self.key)
+            .is_some_and(|flight| flight.id == self.id)
+        {
+            table.remove(&*self.key);
+        }
+        // The sender is dropped after this, outside the lock and after the
+        // removal: see "Why no wake-up is lost" above.
+    }
+}
+
+/// A caller waiting for another caller's load.
+pub(crate) struct Waiter<V> {
+    id: u64,
+    progress: watch::Receiver<Progress<V>>,
+}
+
+impl<V: Clone> Waiter<V> {
+    /// The flight this waiter joined, for [`Flights::join_or_lead`].
+    pub(crate) fn flight(&self) -> u64 {
+        self.id
+    }
+
+    /// The flight's outcome, or `None` if its leader went away without one.
+    /// Dropping this future abandons only this waiter's wait.
+    pub(crate) async fn outcome(mut self) -> Option<Outcome<V>> {
+        let progress = self
+            .progress
+            .wait_for(|progress| matches!(progress, Progress::Done(_)))
+            .await
+            .ok()?;
+        match &*progress {
+            Progress::Done(outcome) => Some(outcome.clone()),
+            Progress::Loading => None, // excluded by `wait_for`'s predicate
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn leader(role: Role<u32>) -> Leader<u32> {
+        match role {
+            Role::Leader(leader) => leader,
+            Role::Waiter(_) => panic!("expected to lead"),
+        }
+    }
+
+    fn waiter(role: Role<u32>) -> Waiter<u32> {
+        match role {
+            Role::Waiter(waiter) => waiter,
+            Role::Leader(_) => panic!("expected to wait"),
+        }
+    }
+
+    #[tokio::test]
+    async fn waiters_get_the_published_outcome_even_joining_late() {
+        let flights = Flights::new();
+        let lead = leader(flights.join_or_lead("k", None));
+        let early = waiter(flights.join_or_lead("k", None));
+        lead.publish(Ok(Some(7)));
+        let late = waiter(flights.join_or_lead("k", None));
+        assert_eq!(early.outcome().await.unwrap().unwrap(), Some(7));
+        assert_eq!(late.outcome().await.unwrap().unwrap(), Some(7));
+        drop(lead);
+        assert!(matches!(flights.join_or_lead("k", None), Role::Leader(_)));
+    }
+
+    #[tokio::test]
+    async fn a_dropped_leader_releases_its_waiters_and_the_key() {
+        let flights = Flights::new();
+        let lead = leader(flights.join_or_lead("k", None));
+        let wait = waiter(flights.join_or_lead("k", None));
+        let outcome = tokio::spawn(wait.outcome());
+        tokio::task::yield_now().await;
+        drop(lead);
+        assert!(outcome.await.unwrap().is_none());
+        assert!(flights.try_lead("k").is_some());
+    }
+
+    #[tokio::test]
+    async fn forgetting_detaches_without_ending_the_flight() {
+        let flights = Flights::new();
+        let old = leader(flights.join_or_lead("k", None));
+        let wait = waiter(flights.join_or_lead("k", None));
+        flights.forget("k");
+        assert!(!old.is_current());
+        let new = leader(flights.join_or_lead("k", None));
+        assert!(new.is_current());
+        old.publish(Ok(None));
+        drop(old); // must not remove the new flight
+        assert_eq!(wait.outcome().await.unwrap().unwrap(), None);
+        assert!(flights.try_lead("k").is_none());
+        drop(new);
+        assert!(flights.try_lead("k").is_some());
+    }
+
+    #[tokio::test]
+    async fn a_finished_flight_can_be_replaced() {
+        let flights = Flights::new();
+        let lead = leader(flights.join_or_lead("k", None));
+        let wait = waiter(flights.join_or_lead("k", None));
+        let id = wait.flight();
+        lead.publish(Ok(None));
+        let replacement = leader(flights.join_or_lead("k", Some(id)));
+        assert!(!lead.is_current());
+        assert!(replacement.is_current());
+    }
+}

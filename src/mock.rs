@@ -1,0 +1,369 @@
+//! A stand-in for [`Cache`](crate::Cache) in tests.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock};
+
+use crate::cache::check_key;
+use crate::loading::{catch_unwind, Answer};
+use crate::{AsyncCache, BoxError, BoxFuture, BoxLoader, Error, Result, Stats, Ttl};
+
+/// A hook called with the key of a lookup.
+type Hook = Arc<dyn Fn(&str) + Send + Sync>;
+
+/// An in-memory [`AsyncCache`] for tests: a plain map with counters and
+/// hooks, so a test can hand it to the code under test and then check what
+/// that code asked of its cache.
+///
+/// **What it models**, as [`Cache`](crate::Cache) does: `Ok(None)` for a
+/// miss; the key rules ([`Error::EmptyKey`], [`Error::KeyTooLong`]);
+/// [`Error::Closed`] after [`close`](Self::close); `get_or_load` calling its
+/// loader on a miss and caching the value; a loader's error or panic
+/// reported as [`Error::Loader`] or [`Error::LoaderPanicked`] and not cached;
+/// `get_or_load_optional` caching "not found", which `get` then reports as
+/// `Ok(None)`.
+///
+/// **What it does not model**: time (TTLs passed to `set` are ignored and
+/// nothing expires, "not found" included, until deleted or cleared);
+/// capacity and eviction (it keeps everything); singleflight (concurrent
+/// misses on one key each run their loader); background refreshes and
+/// jitter; store failures. Test those against a real [`Cache`](crate::Cache)
+/// with tokio's paused clock.
+///
+/// Thread-safe and cheap to clone: clones share one map, its counters and
+/// its hooks.
+///
+/// ```
+/// use std::sync::atomic::{AtomicUsize, Ordering};
+/// use std::sync::Arc;
+/// use cachex::{MockCache, Ttl};
+///
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// let misses = Arc::new(AtomicUsize::new(0));
+/// let seen = misses.clone();
+/// let mock = MockCache::new().on_miss(move |key| {
+///     assert!(key.starts_with("user:"));
+///     seen.fetch_add(1, Ordering::Relaxed);
+/// });
+///
+/// mock.set("user:1", "alice".to_string(), Ttl::Default).await?;
+/// assert_eq!(mock.get("user:1").await?, Some("alice".to_string()));
+/// assert_eq!(mock.get("user:2").await?, None);
+/// assert_eq!((mock.hits(), mock.misses(), mock.sets()), (1, 1, 1));
+/// assert_eq!(misses.load(Ordering::Relaxed), 1);
+/// # Ok::<(), cachex::Error>(())
+/// # }).unwrap();
+/// ```
+pub struct MockCache<V> {
+    inner: Arc<Inner<V>>,
+}
+
+struct Inner<V> {
+    /// `None` values are cached "not found" answers.
+    entries: Mutex<HashMap<String, Option<V>>>,
+    counts: Counts,
+    closed: AtomicBool,
+    on_hit: RwLock<Option<Hook>>,
+    on_miss: RwLock<Option<Hook>>,
+}
+
+#[derive(Default)]
+struct Counts {
+    hits: AtomicU64,
+    negative_hits: AtomicU64,
+    misses: AtomicU64,
+    sets: AtomicU64,
+    deletes: AtomicU64,
+    loads: AtomicU64,
+    load_errors: AtomicU64,
+}
+
+impl<V> MockCache<V>
+where
+    V: Clone + Send + Sync + 'static,
+{
+    /// An empty mock.
+    pub fn new() -> Self {
+        MockCache {
+            inner: Arc::new(Inner {
+                entries: Mutex::default(),
+                counts: Counts::default(),
+                closed: AtomicBool::new(false),
+                on_hit: RwLock::new(None),
+                on_miss: RwLock::new(None),
+            }),
+        }
+    }
+
+    /// Calls `hook` with the key of every lookup (`get`, `get_or_load`)
+    /// answered from the mock, "not found" answers included. Replaces any
+    /// earlier hit hook, for every clone. Hooks run outside the mock's lock,
+    /// so they may use the mock.
+    #[must_use]
+    pub fn on_hit(self, hook: impl Fn(&str) + Send + Sync + 'static) -> Self {
+        *self.inner.on_hit.write() = Some(Arc::new(hook));
+        self
+    }
+
+    /// Calls `hook` with the key of every lookup that found nothing.
+    /// Replaces any earlier miss hook, for every clone.
+    #[must_use]
+    pub fn on_miss(self, hook: impl Fn(&str) + Send + Sync + 'static) -> Self {
+        *self.inner.on_miss.write() = Some(Arc::new(hook));
+        self
+    }
+
+    /// Lookups answered from the mock: values and cached "not found" alike.
+    pub fn hits(&self) -> u64 {
+        count(&self.inner.counts.hits) + count(&self.inner.counts.negative_hits)
+    }
+
+    /// Lookups that found nothing.
+    pub fn misses(&self) -> u64 {
+        count(&self.inner.counts.misses)
+    }
+
+    /// Calls to [`set`](Self::set) (values stored by loads not included).
+    pub fn sets(&self) -> u64 {
+        count(&self.inner.counts.sets)
+    }
+
+    /// Calls to [`delete`](Self::delete), whether or not the key was there.
+    pub fn deletes(&self) -> u64 {
+        count(&self.inner.counts.deletes)
+    }
+
+    /// Loader calls, whatever their outcome.
+    pub fn loads(&self) -> u64 {
+        count(&self.inner.counts.loads) + count(&self.inner.counts.load_errors)
+    }
+
+    /// Entries held, "not found" answers included.
+    pub fn len(&self) -> usize {
+        self.inner.entries.lock().len()
+    }
+
+    /// Whether the mock holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether `key` holds an entry (a value or "not found"). Not counted
+    /// as a lookup.
+    pub fn contains_key(&self, key: &str) -> bool {
+        self.inner.entries.lock().contains_key(key)
+    }
+
+    /// See [`Cache::get`](crate::Cache::get).
+    pub async fn get(&self, key: &str) -> Result<Option<V>> {
+        self.check(key)?;
+        Ok(self.lookup(key).flatten())
+    }
+
+    /// See [`Cache::set`](crate::Cache::set); `ttl` is ignored.
+    pub async fn set(&self, key: &str, value: V, _ttl: Ttl) -> Result<()> {
+        self.check(key)?;
+        self.inner.counts.sets.fetch_add(1, Ordering::Relaxed);
+        self.inner
+            .entries
+            .lock()
+            .insert(key.to_owned(), Some(value));
+        Ok(())
+    }
+
+    /// See [`Cache::delete`](crate::Cache::delete).
+    pub async fn delete(&self, key: &str) -> Result<bool> {
+        self.check(key)?;
+        self.inner.counts.deletes.fetch_add(1, Ordering::Relaxed);
+        Ok(self.inner.entries.lock().remove(key).is_some())
+    }
+
+    /// See [`Cache::clear`](crate::Cache::clear).
+    pub async fn clear(&self) -> Result<()> {
+        self.ensure_open()?;
+        self.inner.entries.lock().clear();
+        Ok(())
+    }
+
+    /// See [`Cache::get_or_load`](crate::Cache::get_or_load). Without
+    /// singleflight: concurrent misses each call their loader.
+    pub async fn get_or_load<F, Fut, E>(&self, key: &str, loader: F) -> Result<V>
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<V, E>> + Send + 'static,
+        E: Into<BoxError>,
+    {
+        self.load(key, loader).await
+    }
+
+    /// See [`Cache::get_or_load_optional`](crate::Cache::get_or_load_optional).
+    /// A "not found" is kept until deleted or cleared.
+    pub async fn get_or_load_optional<F, Fut, E>(&self, key: &str, loader: F) -> Result<Option<V>>
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<Option<V>, E>> + Send + 'static,
+        E: Into<BoxError>,
+    {
+        self.load(key, loader).await
+    }
+
+    /// The counters, in the shape of [`Cache::stats`](crate::Cache::stats);
+    /// the counters the mock does not model stay 0.
+    pub fn stats(&self) -> Stats {
+        let counts = &self.inner.counts;
+        Stats {
+            hits: count(&counts.hits),
+            negative_hits: count(&counts.negative_hits),
+            misses: count(&counts.misses),
+            loads: count(&counts.loads),
+            load_errors: count(&counts.load_errors),
+            ..Stats::default()
+        }
+    }
+
+    /// Closes the mock: later calls fail with [`Error::Closed`].
+    pub async fn close(&self) {
+        self.inner.closed.store(true, Ordering::Release);
+    }
+
+    async fn load<A, F, Fut, E>(&self, key: &str, loader: F) -> Result<A>
+    where
+        A: Answer<V>,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<A, E>>,
+        E: Into<BoxError>,
+    {
+        self.check(key)?;
+        if let Some(answer) = self.lookup(key).and_then(A::from_shared) {
+            return Ok(answer);
+        }
+        let counts = &self.inner.counts;
+        match catch_unwind(async move { loader().await }).await {
+            Ok(Ok(answer)) => {
+                counts.loads.fetch_add(1, Ordering::Relaxed);
+                let shared = answer.to_shared();
+                self.inner.entries.lock().insert(key.to_owned(), shared);
+                Ok(answer)
+            }
+            Ok(Err(source)) => {
+                counts.load_errors.fetch_add(1, Ordering::Relaxed);
+                Err(Error::loader(key, source))
+            }
+            Err(message) => {
+                counts.load_errors.fetch_add(1, Ordering::Relaxed);
+                Err(Error::panicked(Arc::from(key), message))
+            }
+        }
+    }
+
+    /// The entry under `key` (`Some(None)`: a cached "not found"), counted
+    /// and reported to the hooks.
+    fn lookup(&self, key: &str) -> Option<Option<V>> {
+        let entry = self.inner.entries.lock().get(key).cloned();
+        let counts = &self.inner.counts;
+        let (counter, hook) = match &entry {
+            Some(Some(_)) => (&counts.hits, &self.inner.on_hit),
+            Some(None) => (&counts.negative_hits, &self.inner.on_hit),
+            None => (&counts.misses, &self.inner.on_miss),
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        // Cloned out so the hook runs with no lock held.
+        let hook = hook.read().clone();
+        if let Some(hook) = hook {
+            hook(key);
+        }
+        entry
+    }
+
+    fn ensure_open(&self) -> Result<()> {
+        if self.inner.closed.load(Ordering::Acquire) {
+            Err(Error::Closed)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn check(&self, key: &str) -> Result<()> {
+        self.ensure_open()?;
+        check_key(key)
+    }
+}
+
+fn count(counter: &AtomicU64) -> u64 {
+    counter.load(Ordering::Relaxed)
+}
+
+impl<V> Default for MockCache<V>
+where
+    V: Clone + Send + Sync + 'static,
+{
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<V> Clone for MockCache<V> {
+    fn clone(&self) -> Self {
+        MockCache {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+impl<V> fmt::Debug for MockCache<V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MockCache")
+            .field("len", &self.inner.entries.lock().len())
+            .field("closed", &self.inner.closed.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl<V> AsyncCache<V> for MockCache<V>
+where
+    V: Clone + Send + Sync + 'static,
+{
+    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<V>>> {
+        Box::pin(MockCache::get(self, key))
+    }
+
+    fn set<'a>(&'a self, key: &'a str, value: V, ttl: Ttl) -> BoxFuture<'a, Result<()>> {
+        Box::pin(MockCache::set(self, key, value, ttl))
+    }
+
+    fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(MockCache::delete(self, key))
+    }
+
+    fn clear(&self) -> BoxFuture<'_, Result<()>> {
+        Box::pin(MockCache::clear(self))
+    }
+
+    fn get_or_load_boxed<'a>(
+        &'a self,
+        key: &'a str,
+        loader: BoxLoader<V>,
+    ) -> BoxFuture<'a, Result<V>> {
+        Box::pin(MockCache::get_or_load(self, key, loader))
+    }
+
+    fn get_or_load_optional_boxed<'a>(
+        &'a self,
+        key: &'a str,
+        loader: BoxLoader<Option<V>>,
+    ) -> BoxFuture<'a, Result<Option<V>>> {
+        Box::pin(MockCache::get_or_load_optional(self, key, loader))
+    }
+
+    fn stats(&self) -> Stats {
+        MockCache::stats(self)
+    }
+
+    fn close(&self) -> BoxFuture<'_, ()> {
+        Box::pin(MockCache::close(self))
+    }
+}

@@ -1,0 +1,94 @@
+//! What a store keeps under a key.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// A stored entry: a value, or the cached answer "not found", plus how long
+/// the load that produced it took.
+///
+/// - The negative form is what makes negative caching work on every
+///   backend: a store only ever sees envelopes, so "this row does not exist"
+///   is stored, expires and is replicated exactly like a value.
+/// - The load time is XFetch's `delta` (see
+///   [`CacheBuilder::xfetch`](crate::CacheBuilder::xfetch)): how long
+///   recomputing this entry costs, which tells how early to refresh it. It is
+///   zero for values written with [`Cache::set`](crate::Cache::set).
+///
+/// It implements serde's `Serialize` and `Deserialize` (whenever `V` does),
+/// unconditionally, so that a backend storing bytes (Redis) can encode it with
+/// the codec of its choice. The field names are part of that encoding.
+///
+/// ```
+/// use std::time::Duration;
+/// use cachex::Envelope;
+///
+/// let hit = Envelope::found("alice").with_load_time(Duration::from_millis(3));
+/// assert_eq!(hit.value(), Some(&"alice"));
+/// assert_eq!(hit.load_time(), Duration::from_millis(3));
+///
+/// let miss = Envelope::<&str>::not_found();
+/// assert!(miss.is_not_found());
+/// assert_eq!(miss.into_value(), None);
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Envelope<V> {
+    value: Option<V>,
+    /// Defaulted so that entries written without it still decode.
+    #[serde(default)]
+    load_time: Duration,
+}
+
+impl<V> Envelope<V> {
+    /// An envelope holding `value`.
+    pub fn found(value: V) -> Self {
+        Envelope {
+            value: Some(value),
+            load_time: Duration::ZERO,
+        }
+    }
+
+    /// An envelope recording that the value does not exist.
+    pub fn not_found() -> Self {
+        Envelope {
+            value: None,
+            load_time: Duration::ZERO,
+        }
+    }
+
+    /// An envelope holding `value` if there is one, "not found" otherwise.
+    pub fn from_option(value: Option<V>) -> Self {
+        Envelope {
+            value,
+            load_time: Duration::ZERO,
+        }
+    }
+
+    /// Records how long the load that produced this entry took.
+    #[must_use]
+    pub fn with_load_time(mut self, load_time: Duration) -> Self {
+        self.load_time = load_time;
+        self
+    }
+
+    /// The value, or `None` for a "not found" entry.
+    pub fn value(&self) -> Option<&V> {
+        self.value.as_ref()
+    }
+
+    /// Takes the value out, or `None` for a "not found" entry.
+    pub fn into_value(self) -> Option<V> {
+        self.value
+    }
+
+    /// Whether this entry records that the value does not exist.
+    pub fn is_not_found(&self) -> bool {
+        self.value.is_none()
+    }
+
+    /// How long the load that produced this entry took (zero if it was
+    /// written directly).
+    pub fn load_time(&self) -> Duration {
+        self.load_time
+    }
+}

@@ -1,0 +1,77 @@
+//! The future a [`Store`](super::Store) operation returns.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+/// The result of a [`Store`](super::Store) operation: either already known,
+/// or still to be computed by a boxed future.
+///
+/// Why not a plain `Pin<Box<dyn Future>>` (what `async-trait` generates)? The
+/// trait has to stay object-safe, so its methods cannot be `async fn`s, and a
+/// boxed future costs an allocation per call. An in-memory store answers
+/// every operation synchronously, and the cache's hit path goes through
+/// [`Store::get`](super::Store::get): making that path allocate would slow
+/// the engine down measurably. `StoreFuture` keeps one signature for every
+/// backend while letting synchronous ones skip the box:
+///
+/// ```
+/// use cachex::store::StoreFuture;
+///
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// // An in-memory backend: no allocation, ready at the first poll.
+/// let ready: StoreFuture<'_, u32> = StoreFuture::ready(7);
+/// // A remote backend: any `Send` future, boxed.
+/// let remote: StoreFuture<'_, u32> = StoreFuture::new(async { 7 });
+/// assert_eq!(ready.await, remote.await);
+/// # });
+/// ```
+#[must_use = "futures do nothing unless polled"]
+pub struct StoreFuture<'a, T>(State<'a, T>);
+
+enum State<'a, T> {
+    /// The answer, until the first poll takes it.
+    Ready(Option<T>),
+    Pending(Pin<Box<dyn Future<Output = T> + Send + 'a>>),
+}
+
+impl<'a, T> StoreFuture<'a, T> {
+    /// A future that is already complete.
+    pub fn ready(value: T) -> Self {
+        StoreFuture(State::Ready(Some(value)))
+    }
+
+    /// Wraps (and boxes) a future that still has work to do.
+    pub fn new(future: impl Future<Output = T> + Send + 'a) -> Self {
+        StoreFuture(State::Pending(Box::pin(future)))
+    }
+}
+
+// Sound because nothing inside is ever pinned in place: the boxed future is
+// pinned on the heap, and the ready value is moved out, never pinned.
+impl<T> Unpin for StoreFuture<'_, T> {}
+
+impl<T> Future for StoreFuture<'_, T> {
+    type Output = T;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
+        match &mut self.get_mut().0 {
+            State::Ready(value) => {
+                Poll::Ready(value.take().expect("StoreFuture polled after completion"))
+            }
+            State::Pending(future) => future.as_mut().poll(cx),
+        }
+    }
+}
+
+impl<T> fmt::Debug for StoreFuture<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match self.0 {
+            State::Ready(Some(_)) => "ready",
+            State::Ready(None) => "completed",
+            State::Pending(_) => "pending",
+        };
+        f.debug_tuple("StoreFuture").field(&state).finish()
+    }
+}

@@ -1,0 +1,142 @@
+//! The in-memory [`Store`]: the W-TinyLFU engine behind the async handle.
+
+use std::fmt;
+use std::time::Duration;
+
+use super::{Envelope, Store, StoreFuture, Stored};
+use crate::{MemoryCache, Result, Ttl};
+
+/// A [`Store`] over the in-memory engine, [`MemoryCache`].
+///
+/// Every operation completes synchronously, so no operation allocates a
+/// future (see [`StoreFuture`]) and a hit through
+/// [`Cache::get`](crate::Cache::get) costs an engine lookup plus a value
+/// clone. Entries expire on tokio's clock, so a paused test clock
+/// (`tokio::time::pause`, `#[tokio::test(start_paused = true)]`) drives
+/// their expiry.
+///
+/// Cheap to clone: clones share one store.
+///
+/// ```
+/// use std::time::Duration;
+/// use cachex::{Cache, MemoryStore};
+///
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// let store = MemoryStore::new(50_000);
+/// let cache: Cache<String> = Cache::builder().store(store.clone()).build();
+/// cache.set("greeting", "hello".to_string(), cachex::Ttl::Default).await?;
+/// // The engine underneath is there for its own statistics.
+/// assert_eq!(store.engine().len(), 1);
+/// # Ok::<(), cachex::Error>(())
+/// # }).unwrap();
+/// ```
+pub struct MemoryStore<V> {
+    engine: MemoryCache<String, Envelope<V>>,
+}
+
+impl<V> MemoryStore<V>
+where
+    V: Clone + Send + Sync + 'static,
+{
+    /// A store holding at most `capacity` entries, expiring them on tokio's
+    /// clock.
+    pub fn new(capacity: u64) -> Self {
+        Self::from_engine(
+            MemoryCache::builder()
+                .max_capacity(capacity)
+                .clock(tokio_now)
+                .build(),
+        )
+    }
+
+    /// A store over an engine configured by hand (a weigher, an eviction
+    /// listener, a shard count...).
+    ///
+    /// The cache passes an explicit time-to-live with every write, so the
+    /// engine's own default TTL and jitter are never used. Give the engine
+    /// `.clock(|| tokio::time::Instant::now().into_std())` if tests should be
+    /// able to pause its time.
+    pub fn from_engine(engine: MemoryCache<String, Envelope<V>>) -> Self {
+        MemoryStore { engine }
+    }
+
+    /// The engine underneath, for its statistics and upkeep.
+    pub fn engine(&self) -> &MemoryCache<String, Envelope<V>> {
+        &self.engine
+    }
+}
+
+/// The engine's default capacity, 10,000 entries.
+impl<V> Default for MemoryStore<V>
+where
+    V: Clone + Send + Sync + 'static,
+{
+    fn default() -> Self {
+        Self::from_engine(MemoryCache::builder().clock(tokio_now).build())
+    }
+}
+
+/// Tokio's clock (pausable in tests), as the engine's time source.
+fn tokio_now() -> std::time::Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+impl<V> Store<V> for MemoryStore<V>
+where
+    V: Clone + Send + Sync + 'static,
+{
+    #[inline]
+    fn get<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Result<Option<Stored<V>>>> {
+        let entry = self
+            .engine
+            .get_with_ttl(key)
+            .map(|(envelope, remaining_ttl)| Stored {
+                envelope,
+                remaining_ttl,
+            });
+        StoreFuture::ready(Ok(entry))
+    }
+
+    fn set<'a>(
+        &'a self,
+        key: &'a str,
+        entry: Envelope<V>,
+        ttl: Option<Duration>,
+    ) -> StoreFuture<'a, Result<()>> {
+        let ttl = ttl.map_or(Ttl::Never, Ttl::After);
+        self.engine.insert_with_ttl(key.to_owned(), entry, ttl);
+        StoreFuture::ready(Ok(()))
+    }
+
+    fn delete<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Result<bool>> {
+        StoreFuture::ready(Ok(self.engine.remove(key).is_some()))
+    }
+
+    fn clear(&self) -> StoreFuture<'_, Result<()>> {
+        self.engine.clear();
+        StoreFuture::ready(Ok(()))
+    }
+
+    fn remaining_ttl<'a>(
+        &'a self,
+        key: &'a str,
+    ) -> StoreFuture<'a, Result<Option<Option<Duration>>>> {
+        StoreFuture::ready(Ok(self.engine.remaining_ttl(key)))
+    }
+}
+
+impl<V> Clone for MemoryStore<V> {
+    fn clone(&self) -> Self {
+        MemoryStore {
+            engine: self.engine.clone(),
+        }
+    }
+}
+
+impl<V> fmt::Debug for MemoryStore<V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemoryStore")
+            .field("engine", &self.engine)
+            .finish()
+    }
+}

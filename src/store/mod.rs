@@ -1,0 +1,176 @@
+//! The backend seam: where a [`Cache`](crate::Cache) keeps its entries.
+//!
+//! A [`Store`] is a dumb, possibly remote, key-value store with expiry. All
+//! the loading logic (singleflight, stale-while-revalidate, jitter, negative
+//! caching) lives above it in the cache, so every backend gets it for free,
+//! and a backend only has to store [`Envelope`]s with a time-to-live.
+//!
+//! [`MemoryStore`] is the in-memory implementation; the Redis and two-tier
+//! backends implement the same trait.
+
+mod envelope;
+mod future;
+mod memory;
+
+use std::time::Duration;
+
+pub use envelope::Envelope;
+pub use future::StoreFuture;
+pub use memory::MemoryStore;
+
+use crate::Result;
+
+/// An entry read from a [`Store`], with its remaining time-to-live.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stored<V> {
+    /// The stored value, or the cached "not found".
+    pub envelope: Envelope<V>,
+    /// How long the entry has left to live; `None` if it never expires.
+    /// Stale-while-revalidate and early refresh decide on it, and a
+    /// two-tier store copies it when promoting an entry.
+    pub remaining_ttl: Option<Duration>,
+}
+
+/// An async, fallible key-value store with per-entry expiry: the backend of
+/// a [`Cache`](crate::Cache).
+///
+/// # Contract
+///
+/// - **Keys** arrive validated: non-empty and at most
+///   [`MAX_KEY_LEN`](crate::MAX_KEY_LEN) bytes. A store may namespace them
+///   (a Redis key prefix, say) but must map distinct keys to distinct entries.
+/// - **Expiry**: `ttl` is `Some(d)` to expire `d` after the write, `None` to
+///   never expire. The cache has already applied jitter; the store applies
+///   the TTL as given. [`get`](Self::get) never returns an expired entry and
+///   reports the time the entry has left.
+/// - **Errors** carry the operation and the key: build them with
+///   [`Error::store`](crate::Error::store) (I/O, protocol) and
+///   [`Error::codec`](crate::Error::codec) (a value that does not encode or
+///   decode). The cache reports them to the caller; only `get_or_load` treats
+///   a failed read as a miss and a failed write as "not cached", since a
+///   working loader should not fail because its cache is down.
+/// - **Cancellation**: callers wrap operations in timeouts, so a future may
+///   be dropped at any await point. The store must remain usable; a dropped
+///   write may or may not have happened.
+/// - **Concurrency**: methods are called from many tasks at once.
+///
+/// # Why `StoreFuture` instead of `async fn`
+///
+/// The cache holds its store as `Arc<dyn Store<V>>` so that the backend is
+/// chosen at run time without a type parameter on [`Cache`](crate::Cache).
+/// That requires an object-safe trait, which `async fn` in traits is not.
+/// The usual alternative, returning `Pin<Box<dyn Future>>`, allocates on
+/// every call, including every cache hit of the in-memory store.
+/// [`StoreFuture`] is either a ready value or such a boxed future: a remote
+/// backend writes `StoreFuture::new(async move { ... })`, an in-memory one
+/// `StoreFuture::ready(..)` and allocates nothing.
+///
+/// # Example: a decorator
+///
+/// ```
+/// use std::sync::atomic::{AtomicU64, Ordering};
+/// use std::time::Duration;
+/// use cachex::store::{Envelope, MemoryStore, Store, StoreFuture, Stored};
+/// use cachex::{Cache, Result};
+///
+/// /// Counts the reads that reach the backend.
+/// struct Counting<S> {
+///     inner: S,
+///     reads: AtomicU64,
+/// }
+///
+/// impl<V, S: Store<V>> Store<V> for Counting<S> {
+///     fn get<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Result<Option<Stored<V>>>> {
+///         self.reads.fetch_add(1, Ordering::Relaxed);
+///         self.inner.get(key)
+///     }
+///     fn set<'a>(
+///         &'a self,
+///         key: &'a str,
+///         entry: Envelope<V>,
+///         ttl: Option<Duration>,
+///     ) -> StoreFuture<'a, Result<()>> {
+///         self.inner.set(key, entry, ttl)
+///     }
+///     fn delete<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Result<bool>> {
+///         self.inner.delete(key)
+///     }
+///     fn clear(&self) -> StoreFuture<'_, Result<()>> {
+///         self.inner.clear()
+///     }
+///     fn remaining_ttl<'a>(
+///         &'a self,
+///         key: &'a str,
+///     ) -> StoreFuture<'a, Result<Option<Option<Duration>>>> {
+///         self.inner.remaining_ttl(key)
+///     }
+/// }
+///
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// let store = Counting { inner: MemoryStore::new(1_000), reads: AtomicU64::new(0) };
+/// let cache: Cache<u32> = Cache::builder().store(store).build();
+/// cache.set("a", 1, cachex::Ttl::Default).await?;
+/// assert_eq!(cache.get("a").await?, Some(1));
+/// # Ok::<(), cachex::Error>(())
+/// # }).unwrap();
+/// ```
+pub trait Store<V>: Send + Sync {
+    /// The live entry under `key`, with its remaining time-to-live, or
+    /// `None` if there is none.
+    fn get<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Result<Option<Stored<V>>>>;
+
+    /// Stores `entry` under `key`, replacing any entry there, to expire
+    /// after `ttl` (`None`: never).
+    fn set<'a>(
+        &'a self,
+        key: &'a str,
+        entry: Envelope<V>,
+        ttl: Option<Duration>,
+    ) -> StoreFuture<'a, Result<()>>;
+
+    /// Removes the entry under `key`; answers whether there was a live one.
+    fn delete<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Result<bool>>;
+
+    /// Removes every entry this store holds (for a shared remote store: every
+    /// entry under this store's namespace, not the whole server).
+    fn clear(&self) -> StoreFuture<'_, Result<()>>;
+
+    /// The remaining time-to-live of `key`'s entry: `None` if there is no
+    /// live entry, `Some(None)` if it never expires.
+    fn remaining_ttl<'a>(
+        &'a self,
+        key: &'a str,
+    ) -> StoreFuture<'a, Result<Option<Option<Duration>>>>;
+}
+
+/// A shared store is a store: several caches (or a cache and a two-tier
+/// store) can hold one backend.
+impl<V, S: Store<V> + ?Sized> Store<V> for std::sync::Arc<S> {
+    fn get<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Result<Option<Stored<V>>>> {
+        (**self).get(key)
+    }
+
+    fn set<'a>(
+        &'a self,
+        key: &'a str,
+        entry: Envelope<V>,
+        ttl: Option<Duration>,
+    ) -> StoreFuture<'a, Result<()>> {
+        (**self).set(key, entry, ttl)
+    }
+
+    fn delete<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Result<bool>> {
+        (**self).delete(key)
+    }
+
+    fn clear(&self) -> StoreFuture<'_, Result<()>> {
+        (**self).clear()
+    }
+
+    fn remaining_ttl<'a>(
+        &'a self,
+        key: &'a str,
+    ) -> StoreFuture<'a, Result<Option<Option<Duration>>>> {
+        (**self).remaining_ttl(key)
+    }
+}
