@@ -1,1 +1,59 @@
-fn main() {}
+//! `cachex-bench`: throughput, hit-ratio and memory comparisons of cachex
+//! against moka, quick_cache and an unbounded concurrent map, following the
+//! standard workloads of `shared/workloads.md`.
+//!
+//! ```text
+//! cargo run --release -p cachex-bench -- throughput --threads 1,2 --json
+//! cargo run --release -p cachex-bench -- hitratio --all-traces --chart docs/charts
+//! cargo run --release -p cachex-bench -- memory
+//! ```
+
+mod alloc;
+mod chart;
+mod contenders;
+mod reference;
+mod report;
+mod trace;
+mod workloads;
+mod zipf;
+
+use clap::{Parser, Subcommand};
+
+use workloads::hitratio::HitratioArgs;
+use workloads::memory::MemoryArgs;
+use workloads::throughput::ThroughputArgs;
+
+#[global_allocator]
+static GLOBAL: alloc::CountingAlloc = alloc::CountingAlloc;
+
+/// Benchmarks cachex against its peers on the standard workloads.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// T1, T2, T3: operations per second at several thread counts.
+    Throughput(ThroughputArgs),
+    /// H: hit ratios on recorded and synthetic traces, with LRU, Bélády's
+    /// optimum and the ideal Zipf policy as references.
+    Hitratio(HitratioArgs),
+    /// M: heap bytes per entry of a full cache.
+    Memory(MemoryArgs),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Throughput(args) => workloads::throughput::run(args),
+        Command::Hitratio(args) => workloads::hitratio::run(args),
+        Command::Memory(args) => workloads::memory::run(args),
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e}");
+        std::process::exit(2);
+    }
+}

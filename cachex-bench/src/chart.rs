@@ -1,0 +1,193 @@
+//! Hit-ratio bar charts with `plotters`: one group of bars per capacity, one
+//! bar per contender, a legend at the side.
+//!
+//! Text is rendered with `ab_glyph` from a TrueType font found on the system
+//! (DejaVu Sans or Liberation Sans, or the file named by
+//! `CACHEX_BENCH_FONT`), so building needs no C font libraries.
+
+use std::path::Path;
+use std::sync::OnceLock;
+
+use clap::ValueEnum;
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
+
+const WIDTH: u32 = 1100;
+const HEIGHT: u32 = 560;
+const LEGEND_WIDTH: u32 = 150;
+const FONT: &str = "sans-serif";
+
+/// Image format of a chart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ChartFormat {
+    /// A PNG bitmap.
+    Png,
+    /// An SVG drawing.
+    Svg,
+}
+
+impl ChartFormat {
+    /// The file extension.
+    pub fn extension(self) -> &'static str {
+        match self {
+            ChartFormat::Png => "png",
+            ChartFormat::Svg => "svg",
+        }
+    }
+}
+
+/// Font files tried, in order, after `CACHEX_BENCH_FONT`.
+const FONT_CANDIDATES: [&str; 5] = [
+    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+    "/usr/share/fonts/TTF/DejaVuSans.ttf",
+    "/usr/share/fonts/dejavu/DejaVuSans.ttf",
+    "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf",
+    "/usr/share/fonts/liberation/LiberationSans-Regular.ttf",
+];
+
+/// Registers a system font for [`FONT`] once.
+fn ensure_font() -> Result<(), String> {
+    static LOADED: OnceLock<Result<(), String>> = OnceLock::new();
+    LOADED
+        .get_or_init(|| {
+            let env = std::env::var("CACHEX_BENCH_FONT").ok();
+            let candidates = env.iter().map(String::as_str).chain(FONT_CANDIDATES);
+            for path in candidates {
+                if let Ok(bytes) = std::fs::read(path) {
+                    let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
+                    if plotters::style::register_font(FONT, FontStyle::Normal, bytes).is_ok() {
+                        return Ok(());
+                    }
+                }
+            }
+            Err("no TrueType font found (set CACHEX_BENCH_FONT to a .ttf file)".to_string())
+        })
+        .clone()
+}
+
+/// Colour of a contender's bars: cachex stands out, references are grey.
+fn colour(name: &str, index: usize) -> RGBColor {
+    match name {
+        "cachex" => RGBColor(214, 69, 65),
+        "moka" => RGBColor(52, 114, 186),
+        "quick_cache" => RGBColor(72, 160, 90),
+        "lru" => RGBColor(160, 160, 160),
+        "belady" => RGBColor(60, 60, 60),
+        "ideal" => RGBColor(140, 95, 180),
+        _ => {
+            let c = Palette99::pick(index).to_rgba();
+            RGBColor(c.0, c.1, c.2)
+        }
+    }
+}
+
+/// Draws a grouped bar chart of percentages to `path`: `groups` label the
+/// x-axis groups, each series gives one value per group (NaN: no bar).
+pub fn bars(
+    path: &Path,
+    format: ChartFormat,
+    title: &str,
+    groups: &[String],
+    series: &[(String, Vec<f64>)],
+) -> Result<(), String> {
+    ensure_font()?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    match format {
+        ChartFormat::Png => {
+            let root = BitMapBackend::new(path, (WIDTH, HEIGHT)).into_drawing_area();
+            draw(&root, title, groups, series)
+        }
+        ChartFormat::Svg => {
+            let root = SVGBackend::new(path, (WIDTH, HEIGHT)).into_drawing_area();
+            draw(&root, title, groups, series)
+        }
+    }
+}
+
+fn draw<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    title: &str,
+    groups: &[String],
+    series: &[(String, Vec<f64>)],
+) -> Result<(), String> {
+    let err = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
+    root.fill(&WHITE).map_err(err)?;
+    let (plot_area, legend_area) = root.split_horizontally(WIDTH - LEGEND_WIDTH);
+    let top = series
+        .iter()
+        .flat_map(|(_, v)| v.iter().copied())
+        .filter(|v| v.is_finite())
+        .fold(0.0f64, f64::max);
+    // Headroom for the value labels, in steps of 10, at most 100.
+    let y_max = ((top + 8.0) / 10.0).ceil().clamp(1.0, 10.0) * 10.0;
+    let n = groups.len().max(1) as f64;
+    let mut chart = ChartBuilder::on(&plot_area)
+        .caption(title, (FONT, 20))
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(50)
+        .build_cartesian_2d(0f64..n, 0f64..y_max)
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(0)
+        .y_desc("hit ratio %")
+        .y_label_style((FONT, 14))
+        .axis_desc_style((FONT, 15))
+        .draw()
+        .map_err(err)?;
+
+    let k = series.len().max(1) as f64;
+    let slot = 0.84 / k;
+    let value_style =
+        TextStyle::from((FONT, 11).into_font()).pos(Pos::new(HPos::Center, VPos::Bottom));
+    for (j, (name, values)) in series.iter().enumerate() {
+        let fill = colour(name, j).filled();
+        let bars = values
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| v.is_finite())
+            .map(|(i, &v)| {
+                let x0 = i as f64 + 0.08 + j as f64 * slot;
+                Rectangle::new([(x0, 0.0), (x0 + slot * 0.88, v)], fill)
+            });
+        chart.draw_series(bars).map_err(err)?;
+        let labels = values
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| v.is_finite())
+            .map(|(i, &v)| {
+                let x = i as f64 + 0.08 + (j as f64 + 0.44) * slot;
+                Text::new(format!("{v:.1}"), (x, v), value_style.clone())
+            });
+        chart.draw_series(labels).map_err(err)?;
+    }
+
+    let group_style =
+        TextStyle::from((FONT, 15).into_font()).pos(Pos::new(HPos::Center, VPos::Top));
+    for (i, g) in groups.iter().enumerate() {
+        let (x, y) = chart.backend_coord(&(i as f64 + 0.5, 0.0));
+        plot_area
+            .draw(&Text::new(g.clone(), (x, y + 8), group_style.clone()))
+            .map_err(err)?;
+    }
+    let (_, y_top) = chart.backend_coord(&(0.0, y_max));
+    for (j, (name, _)) in series.iter().enumerate() {
+        let y = y_top + 6 + 26 * j as i32;
+        legend_area
+            .draw(&Rectangle::new(
+                [(8, y), (26, y + 16)],
+                colour(name, j).filled(),
+            ))
+            .map_err(err)?;
+        legend_area
+            .draw(&Text::new(name.clone(), (34, y + 1), (FONT, 16)))
+            .map_err(err)?;
+    }
+    root.present().map_err(err)
+}

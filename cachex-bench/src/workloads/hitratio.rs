@@ -1,0 +1,397 @@
+//! Hit-ratio workload H: single-threaded get-then-insert-on-miss replays of
+//! recorded and synthetic Zipf traces, beside exact LRU, Bélády's optimal
+//! and (for Zipf) the ideal online policy.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use clap::Args;
+use serde_json::json;
+
+use crate::chart::{self, ChartFormat};
+use crate::contenders::{Contender, Kind, Visitor};
+use crate::reference::{belady_hits, lru_hits};
+use crate::report::{emit, round, thousands, Table};
+use crate::trace::{capacity_at, list_traces, standard_percents, Trace};
+use crate::zipf::ideal_hit_ratio;
+
+/// Exponents of the standard synthetic Zipf grid.
+pub const GRID_S: [f64; 3] = [0.8, 1.01, 1.2];
+/// Capacities of the standard synthetic Zipf grid.
+pub const GRID_CAPACITIES: [u64; 2] = [10_000, 100_000];
+
+/// Options of the `hitratio` command.
+#[derive(Debug, Args)]
+pub struct HitratioArgs {
+    /// A trace file of one decimal key per line (repeatable).
+    #[arg(long)]
+    pub trace: Vec<PathBuf>,
+    /// Capacities in entries, e.g. `1868,9344`. Default: the traces
+    /// README's shares of each trace's distinct keys (1%, 5%, 25%), or
+    /// 10,000 and 100,000 for Zipf.
+    #[arg(long, value_delimiter = ',')]
+    pub capacity: Vec<u64>,
+    /// A synthetic Zipf trace with these exponents (comma list).
+    #[arg(long, value_delimiter = ',')]
+    pub zipf: Vec<f64>,
+    /// Distinct keys of the synthetic Zipf trace.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub keys: u64,
+    /// Accesses of the synthetic Zipf trace.
+    #[arg(long, default_value_t = 5_000_000)]
+    pub len: usize,
+    /// Every trace in --traces-dir at its standard capacities, plus the
+    /// synthetic Zipf grid (s = 0.8, 1.01, 1.2; capacities 10,000, 100,000).
+    #[arg(long)]
+    pub all_traces: bool,
+    /// Where --all-traces looks for `*.txt` traces.
+    #[arg(long, default_value = "../shared/traces")]
+    pub traces_dir: PathBuf,
+    /// Write one hit-ratio chart per trace into this directory.
+    #[arg(long)]
+    pub chart: Option<PathBuf>,
+    /// Image format of the charts.
+    #[arg(long, value_enum, default_value = "png")]
+    pub chart_format: ChartFormat,
+    /// Seed of the synthetic Zipf traces.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Replays run at once (each one is single-threaded).
+    #[arg(long, default_value_t = default_jobs())]
+    pub jobs: usize,
+    /// Print one JSON object per result line instead of tables.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn default_jobs() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// A policy whose hit ratio is measured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Policy {
+    /// One of the caches, replayed through its public API.
+    Cache(Kind),
+    /// Exact LRU.
+    Lru,
+    /// Bélády's MIN with bypass (offline optimum).
+    Belady,
+    /// Mass of the `capacity` most popular Zipf ranks (Zipf traces only).
+    Ideal,
+}
+
+impl Policy {
+    fn name(self) -> &'static str {
+        match self {
+            Policy::Cache(k) => k.name(),
+            Policy::Lru => "lru",
+            Policy::Belady => "belady",
+            Policy::Ideal => "ideal",
+        }
+    }
+
+    /// Every policy that applies to `trace`.
+    fn for_trace(trace: &Trace) -> Vec<Policy> {
+        let mut out: Vec<Policy> = Kind::CACHES.iter().map(|&k| Policy::Cache(k)).collect();
+        out.extend([Policy::Lru, Policy::Belady]);
+        if trace.zipf.is_some() {
+            out.push(Policy::Ideal);
+        }
+        out
+    }
+
+    /// The hit ratio (hits / gets) of this policy on `trace`.
+    fn hit_ratio(self, trace: &Trace, capacity: u64) -> f64 {
+        let keys = &trace.keys;
+        let hits = match self {
+            Policy::Cache(kind) => kind.visit(Replay { keys, capacity }),
+            Policy::Lru => lru_hits(keys, capacity as usize),
+            Policy::Belady => belady_hits(keys, capacity as usize),
+            Policy::Ideal => {
+                let (s, n) = trace.zipf.expect("ideal only applies to Zipf traces");
+                return ideal_hit_ratio(n, s, capacity);
+            }
+        };
+        hits as f64 / keys.len().max(1) as f64
+    }
+}
+
+/// Replays keys through a cache with get-then-insert-on-miss; counts hits.
+struct Replay<'a> {
+    keys: &'a [u64],
+    capacity: u64,
+}
+
+impl Visitor for Replay<'_> {
+    type Output = u64;
+
+    fn visit<C: Contender>(self) -> u64 {
+        let cache = C::with_capacity(self.capacity);
+        let mut hits = 0;
+        for &key in self.keys {
+            if cache.get(key).is_some() {
+                hits += 1;
+            } else {
+                cache.insert(key, key);
+            }
+        }
+        hits
+    }
+}
+
+/// A trace with the capacities to measure it at.
+struct Subject {
+    trace: Trace,
+    distinct: usize,
+    /// (capacity, share of distinct keys in percent if standard).
+    capacities: Vec<(u64, Option<u32>)>,
+}
+
+/// Runs the `hitratio` command.
+pub fn run(args: &HitratioArgs) -> Result<(), String> {
+    let subjects = subjects(args)?;
+    if subjects.is_empty() {
+        return Err("nothing to measure: give --trace, --zipf or --all-traces".into());
+    }
+    let jobs: Vec<(usize, usize, Policy)> = subjects
+        .iter()
+        .enumerate()
+        .flat_map(|(t, s)| {
+            let policies = Policy::for_trace(&s.trace);
+            (0..s.capacities.len())
+                .flat_map(move |c| policies.clone().into_iter().map(move |p| (t, c, p)))
+        })
+        .collect();
+    let results = run_parallel(&subjects, &jobs, args.jobs.max(1));
+
+    if !args.json {
+        println!("cachex-bench hitratio: single thread, get-then-insert-on-miss; hit ratio = hits / gets, in percent.");
+        println!("Differences (cachex-peer) are in percentage points; cachex/belady is the share of the optimum reached.\n");
+    }
+    for (t, subject) in subjects.iter().enumerate() {
+        let policies = Policy::for_trace(&subject.trace);
+        let lookup = |c: usize, p: Policy| {
+            jobs.iter()
+                .position(|&j| j == (t, c, p))
+                .map(|i| results[i])
+        };
+        if args.json {
+            for (c, &(capacity, pct)) in subject.capacities.iter().enumerate() {
+                for &p in &policies {
+                    let hit_ratio = lookup(c, p).unwrap_or(f64::NAN);
+                    let mut line = json!({
+                        "workload": "H",
+                        "trace": subject.trace.name,
+                        "capacity": capacity,
+                        "capacity_percent_of_distinct": pct,
+                        "contender": p.name(),
+                        "hit_ratio": round(hit_ratio, 6),
+                        "accesses": subject.trace.keys.len(),
+                        "distinct": subject.distinct,
+                    });
+                    if let Some((s, n)) = subject.trace.zipf {
+                        line["zipf_s"] = json!(s);
+                        line["zipf_keys"] = json!(n);
+                    }
+                    emit(&line);
+                }
+            }
+        } else {
+            print_table(subject, &policies, |c, p| lookup(c, p).unwrap_or(f64::NAN));
+        }
+        if let Some(dir) = &args.chart {
+            let groups: Vec<String> = subject
+                .capacities
+                .iter()
+                .map(|&(cap, pct)| capacity_label(cap, pct))
+                .collect();
+            let series: Vec<(String, Vec<f64>)> = policies
+                .iter()
+                .map(|&p| {
+                    let values = (0..subject.capacities.len())
+                        .map(|c| lookup(c, p).unwrap_or(f64::NAN) * 100.0)
+                        .collect();
+                    (p.name().to_string(), values)
+                })
+                .collect();
+            let title = format!(
+                "{}: hit ratio % ({} accesses, {} distinct keys)",
+                subject.trace.name,
+                thousands(subject.trace.keys.len() as u64),
+                thousands(subject.distinct as u64)
+            );
+            let path = dir.join(format!(
+                "{}.{}",
+                subject.trace.name,
+                args.chart_format.extension()
+            ));
+            match chart::bars(&path, args.chart_format, &title, &groups, &series) {
+                Ok(()) => eprintln!("chart: {}", path.display()),
+                Err(e) => eprintln!("chart {} not written: {e}", path.display()),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The traces and capacities the options ask for.
+fn subjects(args: &HitratioArgs) -> Result<Vec<Subject>, String> {
+    let mut paths: Vec<PathBuf> = args.trace.clone();
+    let mut grid: Vec<f64> = args.zipf.clone();
+    if args.all_traces {
+        paths.extend(list_traces(&args.traces_dir)?);
+        grid.extend(GRID_S);
+    }
+    let mut out = Vec::new();
+    for path in &paths {
+        let started = Instant::now();
+        let trace = Trace::load(path)?;
+        let distinct = trace.distinct();
+        eprintln!(
+            "loaded {} ({} accesses, {} distinct) in {:.2} s",
+            path.display(),
+            thousands(trace.keys.len() as u64),
+            thousands(distinct as u64),
+            started.elapsed().as_secs_f64()
+        );
+        let capacities =
+            if args.capacity.is_empty() || (args.all_traces && !is_explicit(path, args)) {
+                standard_percents(&trace.name)
+                    .iter()
+                    .map(|&p| (capacity_at(distinct, p), Some(p)))
+                    .collect()
+            } else {
+                args.capacity
+                    .iter()
+                    .map(|&c| (c, percent_of(c, distinct)))
+                    .collect()
+            };
+        out.push(Subject {
+            trace,
+            distinct,
+            capacities,
+        });
+    }
+    for &s in &grid {
+        if !(s > 0.0 && s.is_finite()) {
+            return Err(format!("--zipf {s}: the exponent must be positive"));
+        }
+        let trace = Trace::zipf(s, args.keys, args.len, args.seed);
+        let distinct = trace.distinct();
+        let explicit = args.zipf.contains(&s) && !args.capacity.is_empty();
+        let capacities = if explicit {
+            args.capacity.clone()
+        } else {
+            GRID_CAPACITIES.to_vec()
+        };
+        out.push(Subject {
+            trace,
+            distinct,
+            capacities: capacities.into_iter().map(|c| (c, None)).collect(),
+        });
+    }
+    Ok(out)
+}
+
+/// Whether `path` was named with `--trace` (its capacities then come from
+/// `--capacity`), as opposed to found by `--all-traces`.
+fn is_explicit(path: &Path, args: &HitratioArgs) -> bool {
+    args.trace.iter().any(|p| p == path)
+}
+
+/// The standard percentage `capacity` is, if it is one of them.
+fn percent_of(capacity: u64, distinct: usize) -> Option<u32> {
+    [1, 5, 25]
+        .into_iter()
+        .find(|&p| capacity_at(distinct, p) == capacity)
+}
+
+fn capacity_label(capacity: u64, pct: Option<u32>) -> String {
+    match pct {
+        Some(p) => format!("{} ({p}%)", thousands(capacity)),
+        None => thousands(capacity),
+    }
+}
+
+/// Runs every (subject, capacity, policy) job on `threads` threads; the
+/// results come back in job order.
+fn run_parallel(subjects: &[Subject], jobs: &[(usize, usize, Policy)], threads: usize) -> Vec<f64> {
+    let next = AtomicUsize::new(0);
+    let results = Mutex::new(vec![f64::NAN; jobs.len()]);
+    std::thread::scope(|s| {
+        for _ in 0..threads.min(jobs.len()) {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(&(t, c, policy)) = jobs.get(i) else {
+                    return;
+                };
+                let subject = &subjects[t];
+                let capacity = subject.capacities[c].0;
+                let started = Instant::now();
+                let ratio = policy.hit_ratio(&subject.trace, capacity);
+                eprintln!(
+                    "{} capacity {} {}: {:.2}% in {:.2} s",
+                    subject.trace.name,
+                    capacity,
+                    policy.name(),
+                    ratio * 100.0,
+                    started.elapsed().as_secs_f64()
+                );
+                results.lock().unwrap()[i] = ratio;
+            });
+        }
+    });
+    results.into_inner().unwrap()
+}
+
+fn print_table(subject: &Subject, policies: &[Policy], hit: impl Fn(usize, Policy) -> f64) {
+    let trace = &subject.trace;
+    let what = match trace.zipf {
+        Some((s, n)) => format!("synthetic Zipf(s = {s}) over {} keys", thousands(n)),
+        None => "recorded trace".to_string(),
+    };
+    println!(
+        "{}: {what}, {} accesses, {} distinct keys; hit ratio %",
+        trace.name,
+        thousands(trace.keys.len() as u64),
+        thousands(subject.distinct as u64)
+    );
+    let peers = [
+        Policy::Cache(Kind::Moka),
+        Policy::Cache(Kind::QuickCache),
+        Policy::Lru,
+    ];
+    let mut header = vec!["capacity".to_string()];
+    header.extend(policies.iter().map(|p| p.name().to_string()));
+    header.extend(peers.iter().map(|p| format!("cachex-{}", p.name())));
+    header.push("cachex/belady".into());
+    if trace.zipf.is_some() {
+        header.push("cachex/ideal".into());
+    }
+    let mut table = Table::new(header);
+    let cachex = Policy::Cache(Kind::Cachex);
+    for (c, &(capacity, pct)) in subject.capacities.iter().enumerate() {
+        let mut cells = vec![capacity_label(capacity, pct)];
+        cells.extend(
+            policies
+                .iter()
+                .map(|&p| format!("{:.2}", hit(c, p) * 100.0)),
+        );
+        let x = hit(c, cachex);
+        cells.extend(
+            peers
+                .iter()
+                .map(|&p| format!("{:+.2}", (x - hit(c, p)) * 100.0)),
+        );
+        cells.push(crate::report::ratio(x, hit(c, Policy::Belady)));
+        if trace.zipf.is_some() {
+            cells.push(crate::report::ratio(x, hit(c, Policy::Ideal)));
+        }
+        table.row(cells);
+    }
+    print!("{}", table.render());
+    println!();
+}

@@ -1,0 +1,5 @@
+//! The benchmark commands, one module each.
+
+pub mod hitratio;
+pub mod memory;
+pub mod throughput;
