@@ -10,6 +10,7 @@ use super::clock::{duration_to_nanos, Clock, TimeSource};
 use super::config::{Config, Listener, Weigher};
 use super::shard::Shard;
 use super::stats::RemovalCause;
+use super::stripes::{stripe_count, ReadCounters};
 use super::{DefaultHashBuilder, Inner, MemoryCache};
 
 /// Capacity used when none is given.
@@ -148,10 +149,11 @@ where
         let base = self.capacity / shard_count as u64;
         let extra = self.capacity % shard_count as u64;
         let seed = hasher.hash_one(0x5eed_u64);
+        let stripes = stripe_count();
         let shards = (0..shard_count)
             .map(|i| {
                 let capacity = base + u64::from((i as u64) < extra);
-                Shard::new(capacity, weighted, seed.wrapping_add(i as u64))
+                Shard::new(capacity, weighted, stripes, seed.wrapping_add(i as u64))
             })
             .collect();
         let config = Config {
@@ -161,6 +163,8 @@ where
             jitter: self.jitter,
             weigher: self.weigher,
             listener: self.listener,
+            counters: ReadCounters::new(stripes),
+            shards: shard_count as u64,
         };
         MemoryCache {
             inner: Arc::new(Inner {

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use super::clock::TimeSource;
 use super::shard::Departed;
 use super::stats::RemovalCause;
+use super::stripes::ReadCounters;
 
 /// Computes an entry's weight (its share of the capacity).
 pub(crate) type Weigher<K, V> = Arc<dyn Fn(&K, &V) -> u32 + Send + Sync>;
@@ -21,6 +22,11 @@ pub(crate) struct Config<K, V, S> {
     pub(crate) jitter: f64,
     pub(crate) weigher: Option<Weigher<K, V>>,
     pub(crate) listener: Option<Listener<K, V>>,
+    /// Hits and misses of the whole cache (shared state, not a setting,
+    /// but every shard's read path needs it next to the settings).
+    pub(crate) counters: ReadCounters,
+    /// Number of shards, for per-shard shares of cache-wide counts.
+    pub(crate) shards: u64,
 }
 
 impl<K, V, S> Config<K, V, S> {

@@ -15,6 +15,7 @@ mod read_buffer;
 mod shard;
 mod slot;
 mod stats;
+mod stripes;
 mod timer_wheel;
 
 use std::borrow::Borrow;
@@ -238,7 +239,12 @@ impl<K, V, S> MemoryCache<K, V, S> {
 
     /// A snapshot of the cache's counters.
     pub fn stats(&self) -> CacheStats {
-        let mut stats = CacheStats::default();
+        let (hits, misses) = self.inner.config.counters.totals();
+        let mut stats = CacheStats {
+            hits,
+            misses,
+            ..CacheStats::default()
+        };
         for shard in self.inner.shards.iter() {
             shard.add_stats(&mut stats);
         }

@@ -2,10 +2,12 @@
 //! timer wheel, behind one reader-writer lock.
 //!
 //! Reads take the shared lock and never allocate or reorder anything: they
-//! set the entry's referenced bit and record its hash in the read buffer.
-//! Every write takes the exclusive lock and first does the shard's pending
-//! maintenance (replaying buffered reads, reclaiming expired entries), so
-//! upkeep rides on ordinary traffic and no background thread is needed.
+//! set the entry's referenced bit and record its hash in the read buffer,
+//! which is replayed into the frequency sketch under the sketch's own mutex,
+//! so replaying never blocks readers. Every write takes the exclusive lock
+//! (then the sketch's) and first does the shard's pending maintenance
+//! (replaying buffered reads, reclaiming expired entries), so upkeep rides
+//! on ordinary traffic and no background thread is needed.
 //! Entries that leave are handed back to the caller, which tells the
 //! listener after the lock is released (so a listener may use the cache).
 
@@ -14,15 +16,19 @@ use std::hash::{BuildHasher, Hash};
 use std::mem;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 
+/// The hill climber is fed every this many maintenance runs of a shard.
+const CLIMB_EVERY: u32 = 16;
+
 use hashbrown::HashTable;
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 
 use super::config::Config;
 use super::read_buffer::ReadBuffer;
-use super::slot::{QueueView, Slot, TimerView, NEVER};
+use super::slot::{QueueView, Slot, TimerView, MAX_ENTRY_WEIGHT, NEVER};
 use super::stats::{CacheStats, RemovalCause, WriteCounters, WriteEvent};
+use super::stripes::thread_id;
 use super::timer_wheel::TimerWheel;
-use crate::policy::TinyLfu;
+use crate::policy::{FrequencySketch, TinyLfu};
 use crate::Ttl;
 
 /// Entries that left the cache during one operation, for the listener.
@@ -50,13 +56,11 @@ impl<K, V> Departed<K, V> {
     }
 }
 
-// `repr(C)` keeps the read counters on the lock's cache line: a reader has
-// just made that line exclusive by taking the lock, so counting is cheap.
-#[repr(C, align(64))]
+#[repr(align(64))]
 pub(crate) struct Shard<K, V> {
-    hits: AtomicU64,
-    misses: AtomicU64,
     state: RwLock<State<K, V>>,
+    /// Lock order: `state` before `sketch`.
+    sketch: Mutex<FrequencySketch>,
     len: AtomicUsize,
     weight: AtomicU64,
     reads: ReadBuffer,
@@ -74,6 +78,8 @@ struct State<K, V> {
     /// Read counters already fed to the hill climber.
     seen_hits: u64,
     seen_misses: u64,
+    /// Maintenance runs since the hill climber was last fed.
+    since_climb: u32,
     /// State of the jitter's random generator.
     rng: u64,
 }
@@ -88,8 +94,6 @@ impl<K, V> Shard<K, V> {
     }
 
     pub(crate) fn add_stats(&self, stats: &mut CacheStats) {
-        stats.hits += self.hits.load(Relaxed);
-        stats.misses += self.misses.load(Relaxed);
         self.writes.add_to(stats);
     }
 }
@@ -98,7 +102,7 @@ impl<K, V> Shard<K, V>
 where
     K: Hash + Eq,
 {
-    pub(crate) fn new(capacity: u64, weighted: bool, seed: u64) -> Self {
+    pub(crate) fn new(capacity: u64, weighted: bool, stripes: usize, seed: u64) -> Self {
         let max_slots = if weighted {
             usize::MAX
         } else {
@@ -107,8 +111,6 @@ where
                 .saturating_add(1)
         };
         Shard {
-            hits: AtomicU64::new(0),
-            misses: AtomicU64::new(0),
             state: RwLock::new(State {
                 table: HashTable::new(),
                 slots: Vec::new(),
@@ -117,11 +119,13 @@ where
                 max_slots,
                 seen_hits: 0,
                 seen_misses: 0,
+                since_climb: 0,
                 rng: seed | 1,
             }),
+            sketch: Mutex::new(FrequencySketch::default()),
             len: AtomicUsize::new(0),
             weight: AtomicU64::new(0),
-            reads: ReadBuffer::default(),
+            reads: ReadBuffer::new(stripes),
             writes: WriteCounters::default(),
         }
     }
@@ -143,6 +147,7 @@ where
         Q: Eq + ?Sized,
         S: BuildHasher,
     {
+        let stripe = thread_id();
         let state = self.state.read();
         let found = state
             .table
@@ -150,7 +155,7 @@ where
         let Some(&idx) = found else {
             drop(state);
             if record {
-                self.misses.fetch_add(1, Relaxed);
+                config.counters.miss(stripe);
             }
             return None;
         };
@@ -161,7 +166,7 @@ where
             if slot.is_expired(now) {
                 drop(state);
                 if record {
-                    self.misses.fetch_add(1, Relaxed);
+                    config.counters.miss(stripe);
                 }
                 self.try_maintain(config);
                 return None;
@@ -170,14 +175,17 @@ where
         let result = read(slot, now);
         let replay = record && {
             slot.mark_referenced();
-            self.reads.record(slot.hash)
+            self.reads.record(stripe, slot.hash)
         };
         drop(state);
         if record {
-            self.hits.fetch_add(1, Relaxed);
-        }
-        if replay {
-            self.try_maintain(config);
+            config.counters.hit(stripe);
+            if replay {
+                if let Some(mut sketch) = self.sketch.try_lock() {
+                    self.reads
+                        .drain_stripe(stripe, |hash| sketch.increment(hash));
+                }
+            }
         }
         Some(result)
     }
@@ -194,11 +202,29 @@ where
         let mut departed = Departed::new(config.listener.is_some());
         let weight = config.weigh(&key, &value);
         let mut state = self.state.write();
+        let mut sketch = self.sketch.lock();
         state.maintain(self, config, &mut departed);
         let mut clock = LazyNow::new(config);
         let deadline = state.deadline(ttl, config, &mut clock);
         let state = &mut *state;
-        if let Some(idx) = state.find(hash, &key) {
+        let fits = weight <= MAX_ENTRY_WEIGHT && u64::from(weight) <= state.policy.capacity();
+        let existing = state.find(hash, &key);
+        if !fits {
+            // It could never fit: refuse it rather than empty the shard, and
+            // drop the old value, which the caller meant to overwrite.
+            if let Some(idx) = existing {
+                let old = state.remove_at(idx, &config.hasher);
+                let cause = if old.expires() && old.is_expired(clock.get()) {
+                    RemovalCause::Expired
+                } else {
+                    RemovalCause::Replaced
+                };
+                self.writes.count(WriteEvent::Removed(cause));
+                departed.push(old.key, old.value, cause);
+            }
+            self.writes.count(WriteEvent::Removed(RemovalCause::Size));
+            departed.push(key, value, RemovalCause::Size);
+        } else if let Some(idx) = existing {
             let slot = &mut state.slots[idx as usize];
             let old_weight = u64::from(slot.weight());
             let old_expired = slot.expires() && slot.is_expired(clock.get());
@@ -212,9 +238,12 @@ where
                     state.wheel.schedule(timers, idx, deadline);
                 }
             }
-            state
-                .policy
-                .on_update(&mut QueueView(&mut state.slots), idx, old_weight);
+            state.policy.on_update(
+                &mut QueueView(&mut state.slots),
+                &mut sketch,
+                idx,
+                old_weight,
+            );
             let cause = if old_expired {
                 self.writes.count(WriteEvent::Insert);
                 RemovalCause::Expired
@@ -223,15 +252,12 @@ where
             };
             self.writes.count(WriteEvent::Removed(cause));
             departed.push(key, old_value, cause);
-        } else if u64::from(weight) > state.policy.capacity() {
-            // It could never fit: refuse it rather than empty the shard.
-            self.writes.count(WriteEvent::Removed(RemovalCause::Size));
-            departed.push(key, value, RemovalCause::Size);
         } else {
-            state.push(hash, key, value, weight, deadline, config);
+            state.push(hash, key, value, weight, deadline, &mut sketch, config);
             self.writes.count(WriteEvent::Insert);
         }
-        state.evict(self, config, &mut departed);
+        state.evict(self, &sketch, config, &mut departed);
+        drop(sketch);
         self.publish_size(state);
         departed
     }
@@ -253,6 +279,8 @@ where
         let mut state = self.state.write();
         state.maintain(self, config, &mut departed);
         let Some(idx) = state.find(hash, key) else {
+            // Maintenance may still have reclaimed expired entries.
+            self.publish_size(&state);
             return (None, departed);
         };
         let expired = {
@@ -284,8 +312,9 @@ where
     pub(crate) fn clear<S>(&self, config: &Config<K, V, S>) -> Departed<K, V> {
         let mut departed = Departed::new(config.listener.is_some());
         let mut state = self.state.write();
-        let policy = &mut state.policy;
-        self.reads.drain(|hash| policy.on_read(hash));
+        let mut sketch = self.sketch.lock();
+        self.reads.drain(|hash| sketch.increment(hash));
+        drop(sketch);
         let slots = mem::take(&mut state.slots);
         state.table = HashTable::new();
         state.policy.reset();
@@ -304,6 +333,9 @@ where
     pub(crate) fn run_pending<S: BuildHasher>(&self, config: &Config<K, V, S>) -> Departed<K, V> {
         let mut departed = Departed::new(config.listener.is_some());
         let mut state = self.state.write();
+        let mut sketch = self.sketch.lock();
+        self.reads.drain(|hash| sketch.increment(hash));
+        drop(sketch);
         state.maintain(self, config, &mut departed);
         self.publish_size(&state);
         departed
@@ -349,14 +381,14 @@ where
         value: V,
         weight: u32,
         deadline: u64,
+        sketch: &mut FrequencySketch,
         config: &Config<K, V, S>,
     ) {
         if self.slots.len() == self.slots.capacity() {
             // Double, but never past the entry capacity: a full cache holds
             // no spare slots.
-            let room = self.max_slots - self.slots.len();
-            self.slots
-                .reserve_exact(self.slots.len().clamp(4, room.max(1)));
+            let room = self.max_slots.saturating_sub(self.slots.len()).max(1);
+            self.slots.reserve_exact(self.slots.len().max(4).min(room));
         }
         let idx = self.slots.len() as u32;
         self.slots
@@ -365,8 +397,12 @@ where
         self.table.insert_unique(hash, idx, |&i| {
             config.hasher.hash_one(&slots[i as usize].key)
         });
-        self.policy
-            .on_insert(&mut QueueView(&mut self.slots), idx, idx as usize + 1);
+        self.policy.on_insert(
+            &mut QueueView(&mut self.slots),
+            sketch,
+            idx,
+            idx as usize + 1,
+        );
         if deadline != NEVER {
             self.wheel
                 .schedule(&mut TimerView(&mut self.slots), idx, deadline);
@@ -396,23 +432,29 @@ where
         self.slots.swap_remove(idx as usize)
     }
 
-    /// Replays buffered reads, feeds the hill climber, reclaims expired entries.
+    /// Feeds the hill climber and reclaims expired entries.
     fn maintain<S: BuildHasher>(
         &mut self,
         shard: &Shard<K, V>,
         config: &Config<K, V, S>,
         departed: &mut Departed<K, V>,
     ) {
-        let policy = &mut self.policy;
-        shard.reads.drain(|hash| policy.on_read(hash));
-        let hits = shard.hits.load(Relaxed);
-        let misses = shard.misses.load(Relaxed);
-        self.policy.record_requests(
-            hits.wrapping_sub(self.seen_hits),
-            misses.wrapping_sub(self.seen_misses),
-        );
-        self.seen_hits = hits;
-        self.seen_misses = misses;
+        // Buffered reads are replayed by the readers whose stripe fills, not
+        // here: a write would otherwise scan every stripe, mostly empty.
+        self.since_climb += 1;
+        if self.since_climb >= CLIMB_EVERY {
+            // The climber follows the whole cache's hit rate: every shard
+            // sees a statistically alike slice of the traffic, and reading
+            // one striped counter set is cheaper than keeping one per shard.
+            self.since_climb = 0;
+            let (hits, misses) = config.counters.totals();
+            self.policy.record_requests(
+                hits.wrapping_sub(self.seen_hits) / config.shards,
+                misses.wrapping_sub(self.seen_misses) / config.shards,
+            );
+            self.seen_hits = hits;
+            self.seen_misses = misses;
+        }
         if self.wheel.is_empty() {
             return;
         }
@@ -431,10 +473,14 @@ where
     fn evict<S: BuildHasher>(
         &mut self,
         shard: &Shard<K, V>,
+        sketch: &FrequencySketch,
         config: &Config<K, V, S>,
         departed: &mut Departed<K, V>,
     ) {
-        while let Some(victim) = self.policy.next_victim(&mut QueueView(&mut self.slots)) {
+        while let Some(victim) = self
+            .policy
+            .next_victim(&mut QueueView(&mut self.slots), sketch)
+        {
             let slot = self.remove_at(victim, &config.hasher);
             shard.writes.count(WriteEvent::Removed(RemovalCause::Size));
             departed.push(slot.key, slot.value, RemovalCause::Size);

@@ -42,6 +42,11 @@ impl HillClimber {
         }
     }
 
+    /// Changes how many requests make one sample.
+    pub(crate) fn set_sample_size(&mut self, sample_size: u64) {
+        self.sample_size = sample_size.max(1);
+    }
+
     /// Records requests; at the end of a sample returns the signed amount
     /// (in capacity units) by which the window should change.
     pub(crate) fn record(&mut self, hits: u64, misses: u64) -> Option<i64> {

@@ -12,4 +12,5 @@ mod climber;
 mod sketch;
 mod tinylfu;
 
+pub(crate) use sketch::FrequencySketch;
 pub(crate) use tinylfu::{PolicyArena, Segment, TinyLfu};

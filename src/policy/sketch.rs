@@ -10,19 +10,22 @@
 //! The input is a 32-bit hash derived from the cache's per-instance random
 //! hasher, so an attacker cannot pick keys that collide in the sketch.
 
-/// Words per block: 8 × 8 bytes = one cache line.
-const BLOCK_WORDS: usize = 8;
 /// Every 4-bit counter with its top bit cleared, for halving a word at once.
 const HALVE_MASK: u64 = 0x7777_7777_7777_7777;
 /// Each 4-bit counter's lowest bit, for counting odd counters when halving.
 const ONE_MASK: u64 = 0x1111_1111_1111_1111;
 const COUNTER_MAX: u64 = 15;
 
+/// Eight words of sixteen counters, aligned so one block is one cache line.
+#[derive(Clone, Copy, Debug, Default)]
+#[repr(align(64))]
+struct Block([u64; 8]);
+
 /// A count-min sketch sized to a cache's capacity in entries.
 #[derive(Debug, Default)]
 pub(crate) struct FrequencySketch {
-    table: Vec<u64>,
-    /// `table.len() / BLOCK_WORDS - 1`; the table length is a power of two.
+    blocks: Vec<Block>,
+    /// `blocks.len() - 1`; the block count is a power of two.
     block_mask: usize,
     /// Increments since the last halving.
     additions: u64,
@@ -34,91 +37,88 @@ impl FrequencySketch {
     /// Whether the table has been allocated yet (it is allocated lazily, once
     /// the cache is half full, because admission only matters when it is full).
     pub(crate) fn is_allocated(&self) -> bool {
-        !self.table.is_empty()
+        !self.blocks.is_empty()
     }
 
-    /// (Re)allocates the table for `entries` distinct keys. Counts are lost,
-    /// which is acceptable: it happens once per growth step of the cache.
+    /// (Re)allocates the table for `entries` distinct keys: one 64-bit word
+    /// (sixteen counters) per entry. Counts are lost, which is acceptable: it
+    /// happens once per growth step of the cache.
     pub(crate) fn ensure_capacity(&mut self, entries: usize) {
-        let words = entries.max(BLOCK_WORDS).next_power_of_two();
-        if words <= self.table.len() {
+        let blocks = (entries.max(8) / 8).next_power_of_two();
+        if blocks <= self.blocks.len() {
             return;
         }
-        self.table = vec![0; words];
-        self.block_mask = words / BLOCK_WORDS - 1;
+        self.blocks = vec![Block::default(); blocks];
+        self.block_mask = blocks - 1;
         self.additions = 0;
         self.sample_size = (10 * entries.max(1)) as u64;
     }
 
     /// Bumps the key's four counters (those not saturated yet).
+    #[inline]
     pub(crate) fn increment(&mut self, hash: u32) {
-        if self.table.is_empty() {
+        let Some(block) = self.blocks.get_mut(hash as usize & self.block_mask) else {
             return;
-        }
-        let (block, spread) = self.locate(hash);
-        let mut added = false;
+        };
+        let spread = spread(hash);
         for depth in 0..4 {
-            let (word, shift) = Self::counter(block, spread, depth);
-            let value = (self.table[word] >> shift) & COUNTER_MAX;
-            if value < COUNTER_MAX {
-                self.table[word] += 1 << shift;
-                added = true;
-            }
+            let (word, shift) = counter(spread, depth);
+            let word = &mut block.0[word];
+            // +1 unless the counter is already 15: (c + 1) >> 4 is 1 only for 15.
+            let count = (*word >> shift) & COUNTER_MAX;
+            *word += (((count + 1) >> 4) ^ 1) << shift;
         }
-        if added {
-            self.additions += 1;
-            if self.additions >= self.sample_size {
-                self.halve();
-            }
+        // Counted whether or not a counter saturated: aging just comes a
+        // little sooner when very hot keys dominate, which is harmless.
+        self.additions += 1;
+        if self.additions >= self.sample_size {
+            self.halve();
         }
     }
 
     /// The key's estimated recent frequency, 0..=15.
     pub(crate) fn frequency(&self, hash: u32) -> u8 {
-        if self.table.is_empty() {
+        let Some(block) = self.blocks.get(hash as usize & self.block_mask) else {
             return 0;
-        }
-        let (block, spread) = self.locate(hash);
-        let mut min = COUNTER_MAX;
-        for depth in 0..4 {
-            let (word, shift) = Self::counter(block, spread, depth);
-            min = min.min((self.table[word] >> shift) & COUNTER_MAX);
-        }
-        min as u8
+        };
+        let spread = spread(hash);
+        (0..4)
+            .map(|depth| {
+                let (word, shift) = counter(spread, depth);
+                (block.0[word] >> shift) & COUNTER_MAX
+            })
+            .min()
+            .unwrap_or(0) as u8
     }
 
     /// Halves every counter; the additions count drops by what was lost.
     fn halve(&mut self) {
         let mut odd = 0u64;
-        for word in &mut self.table {
+        for word in self.blocks.iter_mut().flat_map(|b| b.0.iter_mut()) {
             odd += u64::from((*word & ONE_MASK).count_ones());
             *word = (*word >> 1) & HALVE_MASK;
         }
-        self.additions = (self.additions - odd / 4) / 2;
+        self.additions = self.additions.saturating_sub(odd / 4) / 2;
     }
+}
 
-    /// Picks the block and a 64-bit spread from which the four counters'
-    /// positions are drawn. The multiply-xorshift mixing keeps the positions
-    /// of different depths independent even for similar inputs.
-    fn locate(&self, hash: u32) -> (usize, u64) {
-        let mut x = u64::from(hash).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        x ^= x >> 29;
-        x = x.wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        x ^= x >> 32;
-        let block = (x as usize) & self.block_mask;
-        let spread = x.rotate_left(23).wrapping_mul(0x94D0_49BB_1331_11EB);
-        (block, spread)
-    }
+/// 32 well-mixed bits from which the four counters' positions are drawn
+/// (the block comes from the hash's low bits). The input is already a
+/// randomly seeded hash, so one multiplication is mixing enough.
+#[inline]
+fn spread(hash: u32) -> u32 {
+    (u64::from(hash).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as u32
+}
 
-    /// Word index and bit shift of counter `depth`: depth `d` uses word `2d`
-    /// or `2d + 1` of the block and one of its sixteen counters, so the four
-    /// counters never share a word.
-    fn counter(block: usize, spread: u64, depth: u32) -> (usize, u32) {
-        let bits = spread >> (depth * 8);
-        let word = block * BLOCK_WORDS + (depth as usize) * 2 + (bits & 1) as usize;
-        let shift = (((bits >> 1) & 15) as u32) * 4;
-        (word, shift)
-    }
+/// Word and bit shift of counter `depth`: depth `d` uses word `2d` or
+/// `2d + 1` of the block (so the four counters never share a word) and one of
+/// that word's sixteen counters, all drawn from 5 bits of `spread` per depth.
+#[inline]
+fn counter(spread: u32, depth: u32) -> (usize, u32) {
+    let bits = spread >> (depth * 5);
+    let word = (depth as usize * 2 + (bits & 1) as usize) & 7;
+    let shift = ((bits >> 1) & 15) * 4;
+    (word, shift)
 }
 
 #[cfg(test)]

@@ -58,6 +58,8 @@ const INITIAL_WINDOW_SHARE: f64 = 0.01;
 const PROTECTED_SHARE: f64 = 0.80;
 /// Requests per hill-climbing sample, per unit of capacity in entries.
 const SAMPLE_PER_ENTRY: u64 = 10;
+/// Fewest requests per sample: fewer would measure mostly noise.
+const MIN_SAMPLE: u64 = 1024;
 
 /// The eviction policy of one shard.
 #[derive(Debug)]
@@ -67,7 +69,6 @@ pub(crate) struct TinyLfu {
     capacity: u64,
     window_max: u64,
     protected_max: u64,
-    sketch: FrequencySketch,
     climber: HillClimber,
     /// Capacity in entries when bounded by count; `None` when weighted.
     entry_capacity: Option<u64>,
@@ -82,14 +83,13 @@ impl TinyLfu {
         } else {
             ((capacity as f64 * INITIAL_WINDOW_SHARE) as u64).max(1)
         };
-        let sample = capacity.saturating_mul(SAMPLE_PER_ENTRY).max(1024);
+        let sample = capacity.saturating_mul(SAMPLE_PER_ENTRY).max(MIN_SAMPLE);
         let mut policy = TinyLfu {
             queues: Lists::new(3),
             weights: [0; 3],
             capacity,
             window_max,
             protected_max: 0,
-            sketch: FrequencySketch::default(),
             climber: HillClimber::new(capacity, sample),
             entry_capacity: (!weighted).then_some(capacity),
         };
@@ -107,25 +107,32 @@ impl TinyLfu {
     }
 
     /// A new entry was stored at `idx`; `entries` is the shard's entry count.
-    pub(crate) fn on_insert(&mut self, arena: &mut impl PolicyArena, idx: u32, entries: usize) {
+    pub(crate) fn on_insert(
+        &mut self,
+        arena: &mut impl PolicyArena,
+        sketch: &mut FrequencySketch,
+        idx: u32,
+        entries: usize,
+    ) {
         let weight = arena.weight(idx);
         self.weights[Segment::Window as usize] += weight;
         arena.set_segment(idx, Segment::Window);
         self.queues.push_back(arena, Segment::Window as usize, idx);
-        self.ensure_sketch(entries);
-        self.sketch.increment(arena.hash(idx));
+        self.ensure_sketch(sketch, entries);
+        sketch.increment(arena.hash(idx));
     }
 
     /// An entry's value was replaced; its weight went from `old` to its current one.
-    pub(crate) fn on_update(&mut self, arena: &mut impl PolicyArena, idx: u32, old: u64) {
+    pub(crate) fn on_update(
+        &mut self,
+        arena: &mut impl PolicyArena,
+        sketch: &mut FrequencySketch,
+        idx: u32,
+        old: u64,
+    ) {
         let segment = arena.segment(idx) as usize;
         self.weights[segment] = self.weights[segment] - old + arena.weight(idx);
-        self.sketch.increment(arena.hash(idx));
-    }
-
-    /// A read of the key with this hash was recorded (replayed from the read buffer).
-    pub(crate) fn on_read(&mut self, hash: u32) {
-        self.sketch.increment(hash);
+        sketch.increment(arena.hash(idx));
     }
 
     /// The entry at `idx` is leaving the cache.
@@ -158,7 +165,11 @@ impl TinyLfu {
     /// The next entry to evict while the shard is over capacity, or `None`
     /// once it fits. The returned entry is still linked; the caller removes
     /// it (calling [`TinyLfu::on_remove`]) before asking again.
-    pub(crate) fn next_victim(&mut self, arena: &mut impl PolicyArena) -> Option<u32> {
+    pub(crate) fn next_victim(
+        &mut self,
+        arena: &mut impl PolicyArena,
+        sketch: &FrequencySketch,
+    ) -> Option<u32> {
         while self.weight() > self.capacity {
             if self.weights[Segment::Window as usize] > self.window_max {
                 let candidate = self.queues.head(Segment::Window as usize)?;
@@ -176,8 +187,8 @@ impl TinyLfu {
                 let Some(victim) = self.main_victim(arena) else {
                     return Some(candidate);
                 };
-                let admit = self.sketch.frequency(arena.hash(candidate))
-                    > self.sketch.frequency(arena.hash(victim));
+                let admit =
+                    sketch.frequency(arena.hash(candidate)) > sketch.frequency(arena.hash(victim));
                 if admit {
                     self.move_to(arena, candidate, Segment::Probation);
                     return Some(victim);
@@ -254,14 +265,21 @@ impl TinyLfu {
 
     /// Allocates the sketch once the shard is half full: admission decisions
     /// only start when it is full, and an idle cache should not pay for it.
-    fn ensure_sketch(&mut self, entries: usize) {
-        if self.sketch.is_allocated() || self.weight() * 2 < self.capacity {
+    fn ensure_sketch(&mut self, sketch: &mut FrequencySketch, entries: usize) {
+        if sketch.is_allocated() || self.weight() * 2 < self.capacity {
             return;
         }
         let expected = match self.entry_capacity {
             Some(capacity) => capacity as usize,
             None => entries.saturating_mul(2),
         };
-        self.sketch.ensure_capacity(expected);
+        sketch.ensure_capacity(expected);
+        // Sample the hit rate over ~10 requests per entry, whatever the
+        // weights are.
+        self.climber.set_sample_size(
+            (expected as u64)
+                .saturating_mul(SAMPLE_PER_ENTRY)
+                .max(MIN_SAMPLE),
+        );
     }
 }
