@@ -191,3 +191,47 @@ where
         Box::pin(Cache::close(self))
     }
 }
+
+/// A shared cache is a cache: `Arc<dyn AsyncCache<V>>` (or `Arc<Cache<V>>`)
+/// can be passed where a generic `C: AsyncCache<V>` is expected.
+impl<V, C: AsyncCache<V> + ?Sized> AsyncCache<V> for std::sync::Arc<C> {
+    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<V>>> {
+        (**self).get(key)
+    }
+
+    fn set<'a>(&'a self, key: &'a str, value: V, ttl: Ttl) -> BoxFuture<'a, Result<()>> {
+        (**self).set(key, value, ttl)
+    }
+
+    fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<bool>> {
+        (**self).delete(key)
+    }
+
+    fn clear(&self) -> BoxFuture<'_, Result<()>> {
+        (**self).clear()
+    }
+
+    fn get_or_load_boxed<'a>(
+        &'a self,
+        key: &'a str,
+        loader: BoxLoader<V>,
+    ) -> BoxFuture<'a, Result<V>> {
+        (**self).get_or_load_boxed(key, loader)
+    }
+
+    fn get_or_load_optional_boxed<'a>(
+        &'a self,
+        key: &'a str,
+        loader: BoxLoader<Option<V>>,
+    ) -> BoxFuture<'a, Result<Option<V>>> {
+        (**self).get_or_load_optional_boxed(key, loader)
+    }
+
+    fn stats(&self) -> Stats {
+        (**self).stats()
+    }
+
+    fn close(&self) -> BoxFuture<'_, ()> {
+        (**self).close()
+    }
+}
