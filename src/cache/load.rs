@@ -136,6 +136,7 @@ where
         let core = &self.core;
         core.check(key)?;
 
+        let mut read = core.flights.endings(key);
         let entry = core.read(key).await;
         core.count_lookup(entry.as_ref().map(|stored| &stored.envelope));
         if let Some(Stored {
@@ -162,8 +163,18 @@ where
         // A flight whose outcome this caller saw but could not use.
         let mut unusable = None;
         loop {
-            let waiter = match core.flights.join_or_lead(key, unusable) {
-                Role::Leader(leader) => return core.lead(leader, loader, false).await,
+            let waiter = match core.flights.join_or_lead(key, read, unusable) {
+                Role::Leader(leader) => {
+                    // The read above may predate the write of a flight that
+                    // ended since; if so, that write is the answer.
+                    if leader.must_recheck() {
+                        if let Some(answer) = core.read_answer::<A>(key).await {
+                            leader.publish(Ok(answer.to_shared()));
+                            return Ok(answer);
+                        }
+                    }
+                    return core.lead(leader, loader, false).await;
+                }
                 Role::Waiter(waiter) => waiter,
             };
             let flight = waiter.flight();
@@ -183,12 +194,11 @@ where
                     return Err(error);
                 }
                 // The leader went away without an outcome: take over, unless
-                // the cache closed meanwhile or the value arrived another way.
+                // the cache closed meanwhile or the answer arrived another way.
                 None => {
                     core.ensure_open()?;
-                    let entry = core.read(key).await;
-                    let shared = entry.and_then(|stored| stored.envelope.into_value());
-                    if let Some(answer) = shared.and_then(|value| A::from_shared(Some(value))) {
+                    read = core.flights.endings(key);
+                    if let Some(answer) = core.read_answer::<A>(key).await {
                         return Ok(answer);
                     }
                 }
@@ -232,6 +242,13 @@ where
                 None
             }
         }
+    }
+
+    /// Reads `key` for a caller wanting an `A`: `None` if there is no
+    /// entry, or only one that does not answer this caller.
+    async fn read_answer<A: Answer<V>>(&self, key: &str) -> Option<A> {
+        let entry = self.read(key).await?;
+        A::from_shared(entry.envelope.into_value())
     }
 
     /// Runs a flight's load: calls the loader (catching a panic), hands the

@@ -44,6 +44,20 @@
 //!   every sleeping receiver and fails every later wait: abandonment cannot
 //!   be missed either.
 //!
+//! # Between the store and the table
+//!
+//! A caller reads the store before it looks for a flight, and a leader
+//! writes the store before it leaves the table. A caller whose read missed
+//! just before a leader's write, and whose look at the table came just after
+//! that leader left, would find neither value nor flight and load a second
+//! time. So each shard counts the flights that ended in it: a caller notes
+//! the count ([`Flights::endings`]) before reading the store, and if it
+//! becomes a leader while the count has moved since, the read may predate a
+//! write, and [`Leader::must_recheck`] tells it to read again before loading.
+//! (The count is read before the store and bumped after the store write and
+//! under the shard lock, so the orderings line up.) Only misses pay, and
+//! only when a flight of the same shard ended meanwhile.
+//!
 //! # Invalidation
 //!
 //! A write or delete of the key (see [`Flights::forget`]) removes its flight
@@ -55,7 +69,10 @@
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicU64,
+    Ordering::{Acquire, Relaxed, Release},
+};
 use std::sync::Arc;
 
 use foldhash::fast::RandomState;
@@ -74,12 +91,24 @@ const SHARDS: usize = 64;
 
 /// The keys being loaded, each with its flight.
 pub(crate) struct Flights<V> {
-    shards: Box<[Mutex<Table<V>>]>,
+    shards: Box<[Shard<V>]>,
     hasher: RandomState,
     next_id: AtomicU64,
 }
 
+struct Shard<V> {
+    table: Mutex<Table<V>>,
+    /// Flights that ended in this shard (see "Between the store and the
+    /// table"); bumped under the lock, read without it.
+    endings: AtomicU64,
+}
+
 type Table<V> = HashMap<Arc<str>, Flight<V>, RandomState>;
+
+/// How many flights had ended in a key's shard when a caller read the
+/// store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Endings(u64);
 
 struct Flight<V> {
     /// Tells this flight from a later one for the same key.
@@ -105,48 +134,71 @@ pub(crate) enum Role<V> {
 impl<V: Clone> Flights<V> {
     pub(crate) fn new() -> Arc<Self> {
         Arc::new(Flights {
-            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            shards: (0..SHARDS)
+                .map(|_| Shard {
+                    table: Mutex::default(),
+                    endings: AtomicU64::new(0),
+                })
+                .collect(),
             hasher: RandomState::default(),
             next_id: AtomicU64::new(0),
         })
     }
 
+    /// Notes how many flights have ended in `key`'s shard. Taken just
+    /// before reading the store, and passed to
+    /// [`join_or_lead`](Self::join_or_lead).
+    pub(crate) fn endings(&self, key: &str) -> Endings {
+        Endings(self.shard(key).endings.load(Acquire))
+    }
+
     /// Joins the flight for `key`, or starts one if there is none.
     ///
-    /// `unusable` names a flight whose outcome the caller has already seen
-    /// and could not use (a "not found" for a caller that needs a value): it
-    /// counts as absent and is replaced rather than joined again, which
-    /// would only return the same outcome until its leader is gone.
-    pub(crate) fn join_or_lead(self: &Arc<Self>, key: &str, unusable: Option<u64>) -> Role<V> {
-        let mut table = self.shard(key).lock();
+    /// `read` is what [`endings`](Self::endings) said before the caller's
+    /// last store read. `unusable` names a flight whose outcome the caller
+    /// has already seen and could not use (a "not found" for a caller that
+    /// needs a value): it counts as absent and is replaced rather than
+    /// joined again, which would only return the same outcome until its
+    /// leader is gone.
+    pub(crate) fn join_or_lead(
+        self: &Arc<Self>,
+        key: &str,
+        read: Endings,
+        unusable: Option<u64>,
+    ) -> Role<V> {
+        let shard = self.shard(key);
+        let mut table = shard.table.lock();
         match table.get(key) {
             Some(flight) if Some(flight.id) != unusable => Role::Waiter(Waiter {
                 id: flight.id,
                 progress: flight.progress.clone(),
             }),
-            _ => Role::Leader(self.register(&mut table, key)),
+            _ => {
+                let recheck = shard.endings.load(Relaxed) != read.0;
+                Role::Leader(self.register(&mut table, key, recheck))
+            }
         }
     }
 
     /// Starts a flight for `key` unless one is under way.
     pub(crate) fn try_lead(self: &Arc<Self>, key: &str) -> Option<Leader<V>> {
-        let mut table = self.shard(key).lock();
-        (!table.contains_key(key)).then(|| self.register(&mut table, key))
+        let mut table = self.shard(key).table.lock();
+        (!table.contains_key(key)).then(|| self.register(&mut table, key, false))
     }
 
     /// Detaches `key`'s flight, if any: later callers start a new one.
     pub(crate) fn forget(&self, key: &str) {
-        self.shard(key).lock().remove(key);
+        self.shard(key).table.lock().remove(key);
     }
 
     /// Detaches every flight.
     pub(crate) fn forget_all(&self) {
         for shard in self.shards.iter() {
-            shard.lock().clear();
+            shard.table.lock().clear();
         }
     }
 
-    fn register(self: &Arc<Self>, table: &mut Table<V>, key: &str) -> Leader<V> {
+    fn register(self: &Arc<Self>, table: &mut Table<V>, key: &str, recheck: bool) -> Leader<V> {
         let id = self.next_id.fetch_add(1, Relaxed);
         let key: Arc<str> = Arc::from(key);
         let (sender, progress) = watch::channel(Progress::Loading);
@@ -155,13 +207,14 @@ impl<V: Clone> Flights<V> {
             flights: Arc::clone(self),
             key,
             id,
+            recheck,
             progress: sender,
         }
     }
 }
 
 impl<V> Flights<V> {
-    fn shard(&self, key: &str) -> &Mutex<Table<V>> {
+    fn shard(&self, key: &str) -> &Shard<V> {
         &self.shards[self.hasher.hash_one(key) as usize % SHARDS]
     }
 }
@@ -172,6 +225,7 @@ pub(crate) struct Leader<V> {
     flights: Arc<Flights<V>>,
     key: Arc<str>,
     id: u64,
+    recheck: bool,
     progress: watch::Sender<Progress<V>>,
 }
 
@@ -179,6 +233,13 @@ impl<V> Leader<V> {
     /// The key being loaded.
     pub(crate) fn key(&self) -> &Arc<str> {
         &self.key
+    }
+
+    /// Whether a flight ended in this key's shard since the leader's store
+    /// read, which may then have missed that flight's write: read again
+    /// before loading.
+    pub(crate) fn must_recheck(&self) -> bool {
+        self.recheck
     }
 
     /// Hands `outcome` to every waiter, present and yet to join.
@@ -191,7 +252,7 @@ impl<V> Leader<V> {
     /// Whether this flight is still the key's registered one, i.e. no write
     /// or delete of the key has happened since it started.
     pub(crate) fn is_current(&self) -> bool {
-        let table = self.flights.shard(&self.key).lock();
+        let table = self.flights.shard(&self.key).table.lock();
         table
             .get(&*self.key)
             .is_some_and(|flight| flight.id == self.id)
@@ -200,13 +261,16 @@ impl<V> Leader<V> {
 
 impl<V> Drop for Leader<V> {
     fn drop(&mut self) {
-        let mut table = self.flights.shard(&self.key).lock();
+        let shard = self.flights.shard(&self.key);
+        let mut table = shard.table.lock();
         if table
             .get(&*self.key)
             .is_some_and(|flight| flight.id == self.id)
         {
             table.remove(&*self.key);
         }
+        // Counted even for a forgotten flight: a spurious recheck is cheap.
+        shard.endings.fetch_add(1, Release);
         // The sender is dropped after this, outside the lock and after the
         // removal: see "Why no wake-up is lost" above.
     }
@@ -260,21 +324,24 @@ mod tests {
     #[tokio::test]
     async fn waiters_get_the_published_outcome_even_joining_late() {
         let flights = Flights::new();
-        let lead = leader(flights.join_or_lead("k", None));
-        let early = waiter(flights.join_or_lead("k", None));
+        let lead = leader(flights.join_or_lead("k", flights.endings("k"), None));
+        let early = waiter(flights.join_or_lead("k", flights.endings("k"), None));
         lead.publish(Ok(Some(7)));
-        let late = waiter(flights.join_or_lead("k", None));
+        let late = waiter(flights.join_or_lead("k", flights.endings("k"), None));
         assert_eq!(early.outcome().await.unwrap().unwrap(), Some(7));
         assert_eq!(late.outcome().await.unwrap().unwrap(), Some(7));
         drop(lead);
-        assert!(matches!(flights.join_or_lead("k", None), Role::Leader(_)));
+        assert!(matches!(
+            flights.join_or_lead("k", flights.endings("k"), None),
+            Role::Leader(_)
+        ));
     }
 
     #[tokio::test]
     async fn a_dropped_leader_releases_its_waiters_and_the_key() {
         let flights = Flights::new();
-        let lead = leader(flights.join_or_lead("k", None));
-        let wait = waiter(flights.join_or_lead("k", None));
+        let lead = leader(flights.join_or_lead("k", flights.endings("k"), None));
+        let wait = waiter(flights.join_or_lead("k", flights.endings("k"), None));
         let outcome = tokio::spawn(wait.outcome());
         tokio::task::yield_now().await;
         drop(lead);
@@ -285,11 +352,11 @@ mod tests {
     #[tokio::test]
     async fn forgetting_detaches_without_ending_the_flight() {
         let flights = Flights::new();
-        let old = leader(flights.join_or_lead("k", None));
-        let wait = waiter(flights.join_or_lead("k", None));
+        let old = leader(flights.join_or_lead("k", flights.endings("k"), None));
+        let wait = waiter(flights.join_or_lead("k", flights.endings("k"), None));
         flights.forget("k");
         assert!(!old.is_current());
-        let new = leader(flights.join_or_lead("k", None));
+        let new = leader(flights.join_or_lead("k", flights.endings("k"), None));
         assert!(new.is_current());
         old.publish(Ok(None));
         drop(old); // must not remove the new flight
@@ -299,14 +366,28 @@ mod tests {
         assert!(flights.try_lead("k").is_some());
     }
 
+    #[test]
+    fn a_leader_rechecks_when_a_flight_ended_since_its_read() {
+        let flights = Flights::<u32>::new();
+        let read = flights.endings("k");
+        let first = leader(flights.join_or_lead("k", read, None));
+        assert!(!first.must_recheck());
+        drop(first); // ends after the read...
+        let second = leader(flights.join_or_lead("k", read, None));
+        assert!(second.must_recheck()); // ...so the read may be stale
+        drop(second);
+        let fresh = flights.endings("k");
+        assert!(!leader(flights.join_or_lead("k", fresh, None)).must_recheck());
+    }
+
     #[tokio::test]
     async fn a_finished_flight_can_be_replaced() {
         let flights = Flights::new();
-        let lead = leader(flights.join_or_lead("k", None));
-        let wait = waiter(flights.join_or_lead("k", None));
+        let lead = leader(flights.join_or_lead("k", flights.endings("k"), None));
+        let wait = waiter(flights.join_or_lead("k", flights.endings("k"), None));
         let id = wait.flight();
         lead.publish(Ok(None));
-        let replacement = leader(flights.join_or_lead("k", Some(id)));
+        let replacement = leader(flights.join_or_lead("k", flights.endings("k"), Some(id)));
         assert!(!lead.is_current());
         assert!(replacement.is_current());
     }
