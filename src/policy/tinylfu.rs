@@ -274,12 +274,14 @@ impl TinyLfu {
             None => entries.saturating_mul(2),
         };
         sketch.ensure_capacity(expected);
-        // Sample the hit rate over ~10 requests per entry, whatever the
-        // weights are.
-        self.climber.set_sample_size(
-            (expected as u64)
-                .saturating_mul(SAMPLE_PER_ENTRY)
-                .max(MIN_SAMPLE),
-        );
+        // Weighted caches: sample the hit rate over ~10 requests per
+        // entry, now that the entry count is known.
+        if self.entry_capacity.is_none() {
+            self.climber.set_sample_size(
+                (expected as u64)
+                    .saturating_mul(SAMPLE_PER_ENTRY)
+                    .max(MIN_SAMPLE),
+            );
+        }
     }
 }
