@@ -128,7 +128,7 @@ fn draw<DB: DrawingBackend>(
     let mut chart = ChartBuilder::on(&plot_area)
         .caption(title, (FONT, 20))
         .margin(12)
-        .x_label_area_size(36)
+        .x_label_area_size(52)
         .y_label_area_size(50)
         .build_cartesian_2d(0f64..n, 0f64..y_max)
         .map_err(err)?;
@@ -136,6 +136,8 @@ fn draw<DB: DrawingBackend>(
         .configure_mesh()
         .disable_x_mesh()
         .x_labels(0)
+        .light_line_style(TRANSPARENT)
+        .y_label_formatter(&|v| format!("{v:.0}"))
         .y_desc("hit ratio %")
         .y_label_style((FONT, 14))
         .axis_desc_style((FONT, 15))
@@ -176,6 +178,14 @@ fn draw<DB: DrawingBackend>(
             .draw(&Text::new(g.clone(), (x, y + 8), group_style.clone()))
             .map_err(err)?;
     }
+    let (x_mid, y_axis) = chart.backend_coord(&(n / 2.0, 0.0));
+    plot_area
+        .draw(&Text::new(
+            "cache capacity in entries (share of the trace's distinct keys)",
+            (x_mid, y_axis + 30),
+            TextStyle::from((FONT, 14).into_font()).pos(Pos::new(HPos::Center, VPos::Top)),
+        ))
+        .map_err(err)?;
     let (_, y_top) = chart.backend_coord(&(0.0, y_max));
     for (j, (name, _)) in series.iter().enumerate() {
         let y = y_top + 6 + 26 * j as i32;

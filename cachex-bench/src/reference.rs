@@ -213,6 +213,57 @@ mod tests {
         assert_eq!(belady_hits(&looped, 5), 45);
     }
 
+    /// MIN with bypass the slow way: scan ahead for every next use.
+    fn naive_belady(keys: &[u64], capacity: usize) -> u64 {
+        let next = |key: u64, from: usize| {
+            keys[from..]
+                .iter()
+                .position(|&k| k == key)
+                .map_or(usize::MAX, |d| from + d)
+        };
+        let mut resident: Vec<u64> = Vec::new();
+        let mut hits = 0;
+        for (i, &key) in keys.iter().enumerate() {
+            if resident.contains(&key) {
+                hits += 1;
+            } else if resident.len() < capacity {
+                resident.push(key);
+            } else if capacity > 0 {
+                let (slot, far) = resident
+                    .iter()
+                    .enumerate()
+                    .map(|(s, &k)| (s, next(k, i + 1)))
+                    .max_by_key(|&(_, n)| n)
+                    .unwrap();
+                if next(key, i + 1) < far {
+                    resident[slot] = key;
+                }
+            }
+        }
+        hits
+    }
+
+    #[test]
+    fn belady_matches_naive() {
+        let mut rng = crate::zipf::Rng::new(3);
+        for round in 0..200 {
+            let span = 2 + round % 40;
+            let keys: Vec<u64> = (0..300).map(|_| rng.next_u64() % span).collect();
+            for cap in [0, 1, 2, 3, 5, 8, 13, 40] {
+                assert_eq!(
+                    belady_hits(&keys, cap),
+                    naive_belady(&keys, cap),
+                    "round {round} capacity {cap}"
+                );
+            }
+        }
+        // Long enough for the heap to shed its stale entries.
+        let keys: Vec<u64> = (0..4000).map(|_| rng.next_u64() % 12).collect();
+        for cap in [1, 3, 6] {
+            assert_eq!(belady_hits(&keys, cap), naive_belady(&keys, cap));
+        }
+    }
+
     #[test]
     fn belady_beats_lru() {
         let keys: Vec<u64> = (0..20_000u64)

@@ -58,6 +58,12 @@ pub struct HitratioArgs {
     /// Seed of the synthetic Zipf traces.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
+    /// Fresh instances (fresh random hash seeds) of each cache replayed per
+    /// trace and capacity, hit ratios averaged. Default: enough for about
+    /// 1,000,000 accesses in all, between 1 and 5; small traces vary
+    /// noticeably from seed to seed.
+    #[arg(long)]
+    pub repeats: Option<usize>,
     /// Replays run at once (each one is single-threaded).
     #[arg(long, default_value_t = default_jobs())]
     pub jobs: usize,
@@ -93,6 +99,17 @@ impl Policy {
         }
     }
 
+    /// Rough replay time per access relative to cachex, for scheduling.
+    fn relative_cost(self) -> f64 {
+        match self {
+            Policy::Cache(Kind::Moka) => 8.0,
+            Policy::Cache(_) => 1.0,
+            Policy::Lru => 0.3,
+            Policy::Belady => 0.6,
+            Policy::Ideal => 0.0,
+        }
+    }
+
     /// Every policy that applies to `trace`.
     fn for_trace(trace: &Trace) -> Vec<Policy> {
         let mut out: Vec<Policy> = Kind::CACHES.iter().map(|&k| Policy::Cache(k)).collect();
@@ -101,6 +118,11 @@ impl Policy {
             out.push(Policy::Ideal);
         }
         out
+    }
+
+    /// Whether the outcome depends on a random seed.
+    fn seeded(self) -> bool {
+        matches!(self, Policy::Cache(_))
     }
 
     /// The hit ratio (hits / gets) of this policy on `trace`.
@@ -142,12 +164,32 @@ impl Visitor for Replay<'_> {
     }
 }
 
+/// Hit ratios of one policy at one capacity over its repeats.
+#[derive(Debug, Clone, Copy)]
+struct Outcome {
+    mean: f64,
+    min: f64,
+    max: f64,
+    repeats: usize,
+}
+
+impl Outcome {
+    const MISSING: Outcome = Outcome {
+        mean: f64::NAN,
+        min: f64::NAN,
+        max: f64::NAN,
+        repeats: 0,
+    };
+}
+
 /// A trace with the capacities to measure it at.
 struct Subject {
     trace: Trace,
     distinct: usize,
     /// (capacity, share of distinct keys in percent if standard).
     capacities: Vec<(u64, Option<u32>)>,
+    /// Instances of each seeded policy replayed.
+    repeats: usize,
 }
 
 /// Runs the `hitratio` command.
@@ -165,7 +207,17 @@ pub fn run(args: &HitratioArgs) -> Result<(), String> {
                 .flat_map(move |c| policies.clone().into_iter().map(move |p| (t, c, p)))
         })
         .collect();
-    let results = run_parallel(&subjects, &jobs, args.jobs.max(1));
+    // Longest jobs first, so the last ones to finish are short.
+    let mut order: Vec<usize> = (0..jobs.len()).collect();
+    order.sort_by(|&a, &b| {
+        let cost = |(t, _, p): (usize, usize, Policy)| {
+            let s = &subjects[t];
+            let repeats = if p.seeded() { s.repeats } else { 1 };
+            p.relative_cost() * (s.trace.keys.len() * repeats) as f64
+        };
+        cost(jobs[b]).total_cmp(&cost(jobs[a]))
+    });
+    let results = run_parallel(&subjects, &jobs, &order, args.jobs.max(1));
 
     if !args.json {
         println!("cachex-bench hitratio: single thread, get-then-insert-on-miss; hit ratio = hits / gets, in percent.");
@@ -177,18 +229,22 @@ pub fn run(args: &HitratioArgs) -> Result<(), String> {
             jobs.iter()
                 .position(|&j| j == (t, c, p))
                 .map(|i| results[i])
+                .unwrap_or(Outcome::MISSING)
         };
         if args.json {
             for (c, &(capacity, pct)) in subject.capacities.iter().enumerate() {
                 for &p in &policies {
-                    let hit_ratio = lookup(c, p).unwrap_or(f64::NAN);
+                    let o = lookup(c, p);
                     let mut line = json!({
                         "workload": "H",
                         "trace": subject.trace.name,
                         "capacity": capacity,
                         "capacity_percent_of_distinct": pct,
                         "contender": p.name(),
-                        "hit_ratio": round(hit_ratio, 6),
+                        "hit_ratio": round(o.mean, 6),
+                        "hit_ratio_min": round(o.min, 6),
+                        "hit_ratio_max": round(o.max, 6),
+                        "repeats": o.repeats,
                         "accesses": subject.trace.keys.len(),
                         "distinct": subject.distinct,
                     });
@@ -200,7 +256,7 @@ pub fn run(args: &HitratioArgs) -> Result<(), String> {
                 }
             }
         } else {
-            print_table(subject, &policies, |c, p| lookup(c, p).unwrap_or(f64::NAN));
+            print_table(subject, &policies, |c, p| lookup(c, p).mean);
         }
         if let Some(dir) = &args.chart {
             let groups: Vec<String> = subject
@@ -212,7 +268,7 @@ pub fn run(args: &HitratioArgs) -> Result<(), String> {
                 .iter()
                 .map(|&p| {
                     let values = (0..subject.capacities.len())
-                        .map(|c| lookup(c, p).unwrap_or(f64::NAN) * 100.0)
+                        .map(|c| lookup(c, p).mean * 100.0)
                         .collect();
                     (p.name().to_string(), values)
                 })
@@ -250,6 +306,7 @@ fn subjects(args: &HitratioArgs) -> Result<Vec<Subject>, String> {
         let started = Instant::now();
         let trace = Trace::load(path)?;
         let distinct = trace.distinct();
+        let len = trace.keys.len();
         eprintln!(
             "loaded {} ({} accesses, {} distinct) in {:.2} s",
             path.display(),
@@ -272,6 +329,7 @@ fn subjects(args: &HitratioArgs) -> Result<Vec<Subject>, String> {
         out.push(Subject {
             trace,
             distinct,
+            repeats: repeats(args, len),
             capacities,
         });
     }
@@ -291,9 +349,17 @@ fn subjects(args: &HitratioArgs) -> Result<Vec<Subject>, String> {
             trace,
             distinct,
             capacities: capacities.into_iter().map(|c| (c, None)).collect(),
+            repeats: repeats(args, args.len),
         });
     }
     Ok(out)
+}
+
+/// Cache instances to average over for a trace of `len` accesses.
+fn repeats(args: &HitratioArgs, len: usize) -> usize {
+    args.repeats
+        .unwrap_or_else(|| 1_000_000usize.div_ceil(len.max(1)).clamp(1, 5))
+        .max(1)
 }
 
 /// Whether `path` was named with `--trace` (its capacities then come from
@@ -316,31 +382,45 @@ fn capacity_label(capacity: u64, pct: Option<u32>) -> String {
     }
 }
 
-/// Runs every (subject, capacity, policy) job on `threads` threads; the
-/// results come back in job order.
-fn run_parallel(subjects: &[Subject], jobs: &[(usize, usize, Policy)], threads: usize) -> Vec<f64> {
+/// Runs every (subject, capacity, policy) job on `threads` threads, taking
+/// them in `order`; the results come back in job order.
+fn run_parallel(
+    subjects: &[Subject],
+    jobs: &[(usize, usize, Policy)],
+    order: &[usize],
+    threads: usize,
+) -> Vec<Outcome> {
     let next = AtomicUsize::new(0);
-    let results = Mutex::new(vec![f64::NAN; jobs.len()]);
+    let results = Mutex::new(vec![Outcome::MISSING; jobs.len()]);
     std::thread::scope(|s| {
         for _ in 0..threads.min(jobs.len()) {
             s.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(&(t, c, policy)) = jobs.get(i) else {
+                let Some(&i) = order.get(next.fetch_add(1, Ordering::Relaxed)) else {
                     return;
                 };
+                let (t, c, policy) = jobs[i];
                 let subject = &subjects[t];
                 let capacity = subject.capacities[c].0;
                 let started = Instant::now();
-                let ratio = policy.hit_ratio(&subject.trace, capacity);
+                let repeats = if policy.seeded() { subject.repeats } else { 1 };
+                let ratios: Vec<f64> = (0..repeats)
+                    .map(|_| policy.hit_ratio(&subject.trace, capacity))
+                    .collect();
+                let outcome = Outcome {
+                    mean: ratios.iter().sum::<f64>() / repeats as f64,
+                    min: ratios.iter().copied().fold(f64::INFINITY, f64::min),
+                    max: ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+                    repeats,
+                };
                 eprintln!(
-                    "{} capacity {} {}: {:.2}% in {:.2} s",
+                    "{} capacity {} {}: {:.2}% (mean of {repeats}) in {:.2} s",
                     subject.trace.name,
                     capacity,
                     policy.name(),
-                    ratio * 100.0,
+                    outcome.mean * 100.0,
                     started.elapsed().as_secs_f64()
                 );
-                results.lock().unwrap()[i] = ratio;
+                results.lock().unwrap()[i] = outcome;
             });
         }
     });
@@ -353,8 +433,12 @@ fn print_table(subject: &Subject, policies: &[Policy], hit: impl Fn(usize, Polic
         Some((s, n)) => format!("synthetic Zipf(s = {s}) over {} keys", thousands(n)),
         None => "recorded trace".to_string(),
     };
+    let repeats = match subject.repeats {
+        1 => String::new(),
+        n => format!(" (caches: mean of {n} instances with fresh hash seeds)"),
+    };
     println!(
-        "{}: {what}, {} accesses, {} distinct keys; hit ratio %",
+        "{}: {what}, {} accesses, {} distinct keys; hit ratio %{repeats}",
         trace.name,
         thousands(trace.keys.len() as u64),
         thousands(subject.distinct as u64)
