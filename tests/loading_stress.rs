@@ -101,29 +101,27 @@ fn key_name(key: usize) -> String {
 /// A loader for `key` that follows `plan` after a random delay (yields,
 /// and sometimes a millisecond or two of real time so that timeouts can
 /// land mid-load).
-fn loader(
+async fn loader(
     ledger: Arc<Ledger>,
     key: usize,
     plan: Plan,
     delay: (u32, Duration),
-) -> impl std::future::Future<Output = Result<Loaded, Injected>> + Send + 'static {
-    async move {
-        let mut running = Running::enter(&ledger, key);
-        let seq = ledger.next_seq.fetch_add(1, SeqCst);
-        ledger.plans.lock().unwrap().insert(seq, plan);
-        for _ in 0..delay.0 {
-            tokio::task::yield_now().await;
-        }
-        if !delay.1.is_zero() {
-            sleep(delay.1).await;
-        }
-        running.finished = true;
-        drop(running);
-        match plan {
-            Plan::Value => Ok((key, seq)),
-            Plan::Fail => Err(Injected { seq }),
-            Plan::Panic => panic!("{INJECTED} #{seq}"),
-        }
+) -> Result<Loaded, Injected> {
+    let mut running = Running::enter(&ledger, key);
+    let seq = ledger.next_seq.fetch_add(1, SeqCst);
+    ledger.plans.lock().unwrap().insert(seq, plan);
+    for _ in 0..delay.0 {
+        tokio::task::yield_now().await;
+    }
+    if !delay.1.is_zero() {
+        sleep(delay.1).await;
+    }
+    running.finished = true;
+    drop(running);
+    match plan {
+        Plan::Value => Ok((key, seq)),
+        Plan::Fail => Err(Injected { seq }),
+        Plan::Panic => panic!("{INJECTED} #{seq}"),
     }
 }
 
