@@ -253,7 +253,8 @@ where
             self.writes.count(WriteEvent::Removed(cause));
             departed.push(key, old_value, cause);
         } else {
-            state.push(hash, key, value, weight, deadline, &mut sketch, config);
+            let slot = Slot::new(key, value, hash as u32, weight, deadline);
+            state.push(hash, slot, &mut sketch, config);
             self.writes.count(WriteEvent::Insert);
         }
         state.evict(self, &sketch, config, &mut departed);
@@ -377,10 +378,7 @@ where
     fn push<S: BuildHasher>(
         &mut self,
         hash: u64,
-        key: K,
-        value: V,
-        weight: u32,
-        deadline: u64,
+        slot: Slot<K, V>,
         sketch: &mut FrequencySketch,
         config: &Config<K, V, S>,
     ) {
@@ -391,8 +389,8 @@ where
             self.slots.reserve_exact(self.slots.len().max(4).min(room));
         }
         let idx = self.slots.len() as u32;
-        self.slots
-            .push(Slot::new(key, value, hash as u32, weight, deadline));
+        let deadline = slot.deadline;
+        self.slots.push(slot);
         let slots = &self.slots;
         self.table.insert_unique(hash, idx, |&i| {
             config.hasher.hash_one(&slots[i as usize].key)
