@@ -10,7 +10,7 @@ use std::fmt;
 use clap::ValueEnum;
 
 /// A concurrent `u64 -> u64` cache (or map) as the workloads drive it.
-pub trait Contender: Send + Sync + Sized {
+pub trait Contender: Send + Sync + Sized + 'static {
     /// Name used in tables and JSON.
     const NAME: &'static str;
     /// False for the unbounded ceiling map, which never evicts.
@@ -39,6 +39,37 @@ impl Contender for Cachex {
         Cachex(
             cachex::MemoryCache::builder()
                 .max_capacity(capacity)
+                .build(),
+        )
+    }
+    #[inline]
+    fn get(&self, key: u64) -> Option<u64> {
+        self.0.get(&key)
+    }
+    #[inline]
+    fn insert(&self, key: u64, value: u64) {
+        self.0.insert(key, value);
+    }
+    fn entries(&self) -> u64 {
+        self.0.len()
+    }
+    fn sync(&self) {
+        self.0.run_pending_tasks();
+    }
+}
+
+/// cachex with a single shard: not a standard contender, a diagnostic that
+/// separates the cost of sharding from the policy itself (on request only).
+pub struct CachexOneShard(cachex::MemoryCache<u64, u64>);
+
+impl Contender for CachexOneShard {
+    const NAME: &'static str = "cachex_1shard";
+
+    fn with_capacity(capacity: u64) -> Self {
+        CachexOneShard(
+            cachex::MemoryCache::builder()
+                .max_capacity(capacity)
+                .shards(1)
                 .build(),
         )
     }
@@ -142,21 +173,40 @@ pub trait Visitor {
 /// Names a contender at run time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Kind {
-    /// [`Cachex`].
+    /// cachex's MemoryCache, default builder.
     Cachex,
-    /// [`Moka`].
+    /// moka::sync::Cache with max_capacity.
     Moka,
-    /// [`QuickCache`].
+    /// quick_cache::sync::Cache::new(capacity).
+    #[value(name = "quick_cache", alias = "quick-cache")]
     QuickCache,
-    /// [`Papaya`].
+    /// papaya::HashMap, unbounded (the ceiling).
     Papaya,
+    /// Diagnostic: cachex with `.shards(1)`; only when asked for.
+    #[value(name = "cachex_1shard")]
+    CachexOneShard,
 }
 
 impl Kind {
-    /// Every contender, the ceiling last.
+    /// Every standard contender, the ceiling last.
     pub const ALL: [Kind; 4] = [Kind::Cachex, Kind::Moka, Kind::QuickCache, Kind::Papaya];
     /// The bounded caches.
     pub const CACHES: [Kind; 3] = [Kind::Cachex, Kind::Moka, Kind::QuickCache];
+
+    /// The contenders asked for on the command line, in the order given,
+    /// or `default` when none were.
+    pub fn selected(requested: &[Kind], default: &[Kind]) -> Vec<Kind> {
+        if requested.is_empty() {
+            return default.to_vec();
+        }
+        let mut out: Vec<Kind> = Vec::new();
+        for &k in requested {
+            if !out.contains(&k) {
+                out.push(k);
+            }
+        }
+        out
+    }
 
     /// Runs `visitor` monomorphised for this contender.
     pub fn visit<V: Visitor>(self, visitor: V) -> V::Output {
@@ -165,6 +215,7 @@ impl Kind {
             Kind::Moka => visitor.visit::<Moka>(),
             Kind::QuickCache => visitor.visit::<QuickCache>(),
             Kind::Papaya => visitor.visit::<Papaya>(),
+            Kind::CachexOneShard => visitor.visit::<CachexOneShard>(),
         }
     }
 
@@ -219,7 +270,7 @@ mod tests {
 
     #[test]
     fn every_contender_gets_and_inserts() {
-        for kind in Kind::ALL {
+        for kind in Kind::ALL.into_iter().chain([Kind::CachexOneShard]) {
             kind.visit(Smoke);
         }
     }

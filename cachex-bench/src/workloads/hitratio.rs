@@ -55,6 +55,11 @@ pub struct HitratioArgs {
     /// Image format of the charts.
     #[arg(long, value_enum, default_value = "png")]
     pub chart_format: ChartFormat,
+    /// Caches to replay (default: cachex, moka, quick_cache; the
+    /// references lru, belady and ideal always run). `cachex_1shard` is a
+    /// diagnostic: cachex with one shard.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub contenders: Vec<Kind>,
     /// Seed of the synthetic Zipf traces.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
@@ -110,9 +115,9 @@ impl Policy {
         }
     }
 
-    /// Every policy that applies to `trace`.
-    fn for_trace(trace: &Trace) -> Vec<Policy> {
-        let mut out: Vec<Policy> = Kind::CACHES.iter().map(|&k| Policy::Cache(k)).collect();
+    /// Every policy that applies to `trace`, with these caches.
+    fn for_trace(trace: &Trace, caches: &[Kind]) -> Vec<Policy> {
+        let mut out: Vec<Policy> = caches.iter().map(|&k| Policy::Cache(k)).collect();
         out.extend([Policy::Lru, Policy::Belady]);
         if trace.zipf.is_some() {
             out.push(Policy::Ideal);
@@ -195,6 +200,7 @@ struct Subject {
 /// Runs the `hitratio` command.
 pub fn run(args: &HitratioArgs) -> Result<(), String> {
     let subjects = subjects(args)?;
+    let caches = Kind::selected(&args.contenders, &Kind::CACHES);
     if subjects.is_empty() {
         return Err("nothing to measure: give --trace, --zipf or --all-traces".into());
     }
@@ -202,7 +208,7 @@ pub fn run(args: &HitratioArgs) -> Result<(), String> {
         .iter()
         .enumerate()
         .flat_map(|(t, s)| {
-            let policies = Policy::for_trace(&s.trace);
+            let policies = Policy::for_trace(&s.trace, &caches);
             (0..s.capacities.len())
                 .flat_map(move |c| policies.clone().into_iter().map(move |p| (t, c, p)))
         })
@@ -224,7 +230,7 @@ pub fn run(args: &HitratioArgs) -> Result<(), String> {
         println!("Differences (cachex-peer) are in percentage points; cachex/belady is the share of the optimum reached.\n");
     }
     for (t, subject) in subjects.iter().enumerate() {
-        let policies = Policy::for_trace(&subject.trace);
+        let policies = Policy::for_trace(&subject.trace, &caches);
         let lookup = |c: usize, p: Policy| {
             jobs.iter()
                 .position(|&j| j == (t, c, p))
@@ -443,20 +449,23 @@ fn print_table(subject: &Subject, policies: &[Policy], hit: impl Fn(usize, Polic
         thousands(trace.keys.len() as u64),
         thousands(subject.distinct as u64)
     );
-    let peers = [
-        Policy::Cache(Kind::Moka),
-        Policy::Cache(Kind::QuickCache),
-        Policy::Lru,
-    ];
+    let cachex = Policy::Cache(Kind::Cachex);
+    let compare = policies.contains(&cachex);
+    let peers: Vec<Policy> = policies
+        .iter()
+        .copied()
+        .filter(|&p| compare && p != cachex && !matches!(p, Policy::Belady | Policy::Ideal))
+        .collect();
     let mut header = vec!["capacity".to_string()];
     header.extend(policies.iter().map(|p| p.name().to_string()));
     header.extend(peers.iter().map(|p| format!("cachex-{}", p.name())));
-    header.push("cachex/belady".into());
-    if trace.zipf.is_some() {
-        header.push("cachex/ideal".into());
+    if compare {
+        header.push("cachex/belady".into());
+        if trace.zipf.is_some() {
+            header.push("cachex/ideal".into());
+        }
     }
     let mut table = Table::new(header);
-    let cachex = Policy::Cache(Kind::Cachex);
     for (c, &(capacity, pct)) in subject.capacities.iter().enumerate() {
         let mut cells = vec![capacity_label(capacity, pct)];
         cells.extend(
@@ -470,9 +479,11 @@ fn print_table(subject: &Subject, policies: &[Policy], hit: impl Fn(usize, Polic
                 .iter()
                 .map(|&p| format!("{:+.2}", (x - hit(c, p)) * 100.0)),
         );
-        cells.push(crate::report::ratio(x, hit(c, Policy::Belady)));
-        if trace.zipf.is_some() {
-            cells.push(crate::report::ratio(x, hit(c, Policy::Ideal)));
+        if compare {
+            cells.push(crate::report::ratio(x, hit(c, Policy::Belady)));
+            if trace.zipf.is_some() {
+                cells.push(crate::report::ratio(x, hit(c, Policy::Ideal)));
+            }
         }
         table.row(cells);
     }

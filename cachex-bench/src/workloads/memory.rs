@@ -64,14 +64,7 @@ pub fn run(args: &MemoryArgs) -> Result<(), String> {
     }
     alloc::enable();
     let keys: Vec<u64> = (1..=args.entries).map(mix64).collect();
-    let kinds: Vec<Kind> = if args.contenders.is_empty() {
-        Kind::ALL.to_vec()
-    } else {
-        Kind::ALL
-            .into_iter()
-            .filter(|k| args.contenders.contains(k))
-            .collect()
-    };
+    let kinds = Kind::selected(&args.contenders, &Kind::ALL);
     let results: Vec<(Kind, Footprint)> = kinds
         .iter()
         .map(|&kind| {

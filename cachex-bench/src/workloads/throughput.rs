@@ -4,9 +4,12 @@
 //! stop flag, checked every [`BATCH`] operations, is raised after the
 //! measured duration; all threads start together on a barrier. Contenders
 //! are interleaved within each run (A, B, C for run 1, then again for run
-//! 2, ...) and the median run is reported.
+//! 2, ...) and the median run is reported. Each contender's cache is built
+//! and prefilled once per workload and then measured at every thread count
+//! and run in turn (the prefill of a slow cache would otherwise dominate
+//! the wall time).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
@@ -205,18 +208,33 @@ struct Counts {
     hits: u64,
 }
 
-/// One timed run of one contender: the [`Visitor`] the workloads dispatch.
-struct Measure<'a> {
-    variant: Variant,
-    traces: &'a [ThreadTrace],
-    threads: usize,
-    duration: Duration,
+/// A built and prefilled cache, kept across the runs and thread counts of
+/// one workload variant so that only the first measurement pays for the
+/// prefill; later ones start from the warm state the previous left.
+trait Bench {
+    /// One timed run at `threads` threads.
+    fn measure(&self, traces: &[ThreadTrace], threads: usize, duration: Duration) -> Run;
 }
 
-impl Visitor for Measure<'_> {
-    type Output = Run;
+/// The cache of one contender, ready to measure.
+struct Prepared<C> {
+    cache: C,
+    variant: Variant,
+    capacity: u64,
+    /// Counts measurements, so each storm inserts keys never used before.
+    epoch: AtomicU64,
+}
 
-    fn visit<C: Contender>(self) -> Run {
+/// Builds and prefills one contender's cache for a variant.
+struct Prepare<'a> {
+    variant: Variant,
+    traces: &'a [ThreadTrace],
+}
+
+impl<'a> Visitor for Prepare<'a> {
+    type Output = Box<dyn Bench + 'a>;
+
+    fn visit<C: Contender>(self) -> Box<dyn Bench + 'a> {
         let (cache, capacity) = match self.variant {
             Variant::T2 => prefill_all_hits::<C>(),
             Variant::T1 | Variant::T3Mix => {
@@ -226,19 +244,32 @@ impl Visitor for Measure<'_> {
             }
             Variant::T3Storm => (C::with_capacity(CAPACITY), CAPACITY),
         };
-        let monitor = self.variant.monitored() && C::BOUNDED;
+        Box::new(Prepared {
+            cache,
+            variant: self.variant,
+            capacity,
+            epoch: AtomicU64::new(0),
+        })
+    }
+}
+
+impl<C: Contender> Bench for Prepared<C> {
+    fn measure(&self, traces: &[ThreadTrace], threads: usize, duration: Duration) -> Run {
+        let cache = &self.cache;
+        let variant = self.variant;
+        let epoch = self.epoch.fetch_add(1, Ordering::Relaxed);
+        let monitor = variant.monitored() && C::BOUNDED;
         let stop = AtomicBool::new(false);
-        let barrier = Barrier::new(self.threads + 1 + usize::from(monitor));
+        let barrier = Barrier::new(threads + 1 + usize::from(monitor));
         let (counts, seconds, sampled) = std::thread::scope(|s| {
-            let workers: Vec<_> = (0..self.threads)
+            let workers: Vec<_> = (0..threads)
                 .map(|t| {
-                    let (cache, stop, barrier) = (&cache, &stop, &barrier);
-                    let trace = self.traces.get(t);
-                    let variant = self.variant;
+                    let (stop, barrier) = (&stop, &barrier);
+                    let trace = traces.get(t);
                     s.spawn(move || {
                         barrier.wait();
                         match (variant, trace) {
-                            (Variant::T3Storm, _) => storm(cache, t, stop),
+                            (Variant::T3Storm, _) => storm(cache, epoch, t, stop),
                             (_, Some(trace)) => replay(cache, trace, stop),
                             (_, None) => unreachable!("one trace per thread"),
                         }
@@ -246,7 +277,7 @@ impl Visitor for Measure<'_> {
                 })
                 .collect();
             let sampler = monitor.then(|| {
-                let (cache, stop, barrier) = (&cache, &stop, &barrier);
+                let (stop, barrier) = (&stop, &barrier);
                 s.spawn(move || {
                     barrier.wait();
                     let mut max = 0;
@@ -259,7 +290,7 @@ impl Visitor for Measure<'_> {
             });
             barrier.wait();
             let start = Instant::now();
-            std::thread::sleep(self.duration);
+            std::thread::sleep(duration);
             stop.store(true, Ordering::Relaxed);
             let mut total = Counts::default();
             for w in workers {
@@ -279,7 +310,7 @@ impl Visitor for Measure<'_> {
             gets: counts.gets,
             hits: counts.hits,
             seconds,
-            capacity,
+            capacity: self.capacity,
             max_len: sampled.map(|m| m.max(before_sync).max(final_len)),
             final_len,
         }
@@ -343,9 +374,10 @@ fn replay<C: Contender>(cache: &C, trace: &ThreadTrace, stop: &AtomicBool) -> Co
     }
 }
 
-/// Inserts fresh keys (a per-thread counter, scrambled) until `stop`.
-fn storm<C: Contender>(cache: &C, thread: usize, stop: &AtomicBool) -> Counts {
-    let base = (thread as u64 + 1) << 48;
+/// Inserts fresh keys (a counter per measurement and thread, scrambled)
+/// until `stop`.
+fn storm<C: Contender>(cache: &C, epoch: u64, thread: usize, stop: &AtomicBool) -> Counts {
+    let base = (epoch + 1) << 52 | (thread as u64 + 1) << 44;
     let mut n = 0u64;
     loop {
         for _ in 0..BATCH {
@@ -412,19 +444,12 @@ pub fn run(args: &ThroughputArgs) -> Result<(), String> {
     } else {
         args.workload.clone()
     };
-    let kinds: Vec<Kind> = if args.contenders.is_empty() {
-        Kind::ALL.to_vec()
-    } else {
-        Kind::ALL
-            .into_iter()
-            .filter(|k| args.contenders.contains(k))
-            .collect()
-    };
+    let kinds = Kind::selected(&args.contenders, &Kind::ALL);
     let max_threads = *args.threads.iter().max().expect("non-empty");
     let duration = Duration::from_secs_f64(args.seconds);
     if !args.json {
         println!(
-            "cachex-bench throughput: {} s per measurement, median of {} runs (contenders interleaved), {} cores available",
+            "cachex-bench throughput: {} s per measurement, median of {} runs (contenders interleaved; each cache prefilled once per workload, then reused warm), {} cores available",
             args.seconds,
             args.runs,
             std::thread::available_parallelism().map_or(0, |n| n.get())
@@ -455,17 +480,29 @@ pub fn run(args: &ThroughputArgs) -> Result<(), String> {
                 );
                 generate_traces(variant, max_threads)
             };
+            let benches: Vec<Box<dyn Bench>> = kinds
+                .iter()
+                .map(|&kind| {
+                    let started = Instant::now();
+                    let bench = kind.visit(Prepare {
+                        variant,
+                        traces: &traces,
+                    });
+                    eprintln!(
+                        "{} {}: {kind} built and prefilled in {:.2} s",
+                        variant.workload(),
+                        variant.label(),
+                        started.elapsed().as_secs_f64()
+                    );
+                    bench
+                })
+                .collect();
             let mut rows = Vec::new();
             for &threads in &args.threads {
                 let mut runs: Vec<Vec<Run>> = vec![Vec::new(); kinds.len()];
                 for r in 0..args.runs {
                     for (i, &kind) in kinds.iter().enumerate() {
-                        let run = kind.visit(Measure {
-                            variant,
-                            traces: &traces,
-                            threads,
-                            duration,
-                        });
+                        let run = benches[i].measure(&traces, threads, duration);
                         eprintln!(
                             "{} {} threads={threads} run {}/{}: {kind} {:.2} Mops/s",
                             variant.workload(),
