@@ -23,7 +23,7 @@ use tokio::time::{sleep, timeout};
 
 const KEYS: usize = 4;
 const TASKS: usize = 64;
-const CALLS_PER_TASK: usize = 200;
+const CALLS_PER_TASK: usize = 1_000;
 /// Only a hang takes this long; a normal run takes a second or two.
 const HANG: Duration = Duration::from_secs(60);
 const INJECTED: &str = "injected panic";

@@ -9,7 +9,7 @@ use tokio::time::Instant;
 
 use super::stats::Counter;
 use super::{Cache, Core};
-use crate::loading::{catch_unwind, Answer, Leader, Role};
+use crate::loading::{catch_unwind, Answer, Endings, Leader, Role};
 use crate::store::{Envelope, Stored};
 use crate::{BoxError, Error, Result};
 
@@ -136,7 +136,7 @@ where
         let core = &self.core;
         core.check(key)?;
 
-        let mut read = core.flights.endings(key);
+        let read = core.flights.endings(key);
         let entry = core.read(key).await;
         core.count_lookup(entry.as_ref().map(|stored| &stored.envelope));
         if let Some(Stored {
@@ -159,7 +159,21 @@ where
                 return Ok(answer);
             }
         }
+        // Boxed: the miss path's state (flights, the loader's own future)
+        // would otherwise make every hit build and move a much larger future.
+        Box::pin(self.load_missing(key, loader, read)).await
+    }
 
+    /// The miss path of [`load`](Self::load): joins or leads the key's
+    /// flight, taking over if its leader goes away. `read` is the flights'
+    /// [`endings`](crate::loading::Flights::endings) noted before the miss.
+    async fn load_missing<A, L, Fut>(&self, key: &str, loader: L, mut read: Endings) -> Result<A>
+    where
+        A: Answer<V> + Send + 'static,
+        L: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<A, BoxError>> + Send + 'static,
+    {
+        let core = &self.core;
         // A flight whose outcome this caller saw but could not use.
         let mut unusable = None;
         loop {

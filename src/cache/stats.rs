@@ -1,5 +1,6 @@
 //! What the async layer counts, and how it counts it cheaply.
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::time::Duration;
 
@@ -109,8 +110,23 @@ struct Stripe([AtomicU64; COUNTERS]);
 static NEXT_STRIPE: AtomicUsize = AtomicUsize::new(0);
 
 thread_local! {
-    /// This thread's stripe, handed out round-robin.
-    static STRIPE: usize = NEXT_STRIPE.fetch_add(1, Relaxed);
+    /// This thread's stripe, handed out round-robin on first use. A `const`
+    /// initialiser keeps the access a plain thread-local load, with no
+    /// lazy-initialisation check.
+    static STRIPE: Cell<usize> = const { Cell::new(usize::MAX) };
+}
+
+/// This thread's stripe number (to be reduced modulo the stripe count).
+#[inline]
+fn stripe() -> usize {
+    STRIPE.with(|stripe| match stripe.get() {
+        usize::MAX => {
+            let fresh = NEXT_STRIPE.fetch_add(1, Relaxed) & (usize::MAX >> 1);
+            stripe.set(fresh);
+            fresh
+        }
+        assigned => assigned,
+    })
 }
 
 impl Counters {
@@ -131,9 +147,7 @@ impl Counters {
     #[inline]
     pub(crate) fn add(&self, counter: Counter, n: u64) {
         if let Some(stripes) = &self.stripes {
-            // `try_with` fails only while this thread's locals are being
-            // destroyed; any stripe will do then.
-            let index = STRIPE.try_with(|&i| i).unwrap_or(0) & (stripes.len() - 1);
+            let index = stripe() & (stripes.len() - 1);
             stripes[index].0[counter as usize].fetch_add(n, Relaxed);
         }
     }

@@ -23,5 +23,5 @@ pub(crate) use jitter::jittered;
 pub(crate) use panic::catch_unwind;
 pub(crate) use random::Random;
 pub(crate) use refresh::RefreshPolicy;
-pub(crate) use singleflight::{Flights, Leader, Role};
+pub(crate) use singleflight::{Endings, Flights, Leader, Role};
 pub(crate) use tasks::Background;
