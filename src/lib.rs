@@ -14,6 +14,41 @@
 //! cache.insert(1u64, "one");
 //! assert_eq!(cache.get(&1), Some("one"));
 //! ```
+//!
+//! Services program against [`Cache`], the async handle: string keys, any
+//! [`Store`] behind it ([`MemoryStore`] over the engine by default), and
+//! [`get_or_load`](Cache::get_or_load), which protects the database behind
+//! the cache:
+//!
+//! - **singleflight**: one loader call per key at a time, however many
+//!   callers miss at once; each caller may time out on its own, and if the
+//!   one running the loader goes away, a waiting caller takes over;
+//! - **negative caching**: [`get_or_load_optional`](Cache::get_or_load_optional)
+//!   caches "not found" for a short TTL;
+//! - **jitter**: the TTLs the cache picks are spread so that entries loaded
+//!   together do not expire together;
+//! - **background refresh**: stale-while-revalidate, and XFetch's
+//!   probabilistic early refresh.
+//!
+//! ```
+//! use std::time::Duration;
+//! use cachex::Cache;
+//!
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! let cache: Cache<String> = Cache::builder()
+//!     .default_ttl(Duration::from_secs(300))
+//!     .stale_while_revalidate(Duration::from_secs(30))
+//!     .build();
+//! let name = cache
+//!     .get_or_load("user:7", || async { Ok::<_, std::io::Error>("alice".to_string()) })
+//!     .await?;
+//! assert_eq!(name, "alice");
+//! # Ok::<(), cachex::Error>(())
+//! # }).unwrap();
+//! ```
+//!
+//! Code that takes its cache through [`AsyncCache`] (by generics, or as
+//! `Arc<dyn AsyncCache<V>>`) can be handed a [`MockCache`] in tests.
 #![warn(missing_docs)]
 
 mod cache;
