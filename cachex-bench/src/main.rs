@@ -17,6 +17,8 @@ mod trace;
 mod workloads;
 mod zipf;
 
+use std::path::PathBuf;
+
 use clap::{Parser, Subcommand};
 
 use workloads::hitratio::HitratioArgs;
@@ -30,6 +32,10 @@ static GLOBAL: alloc::CountingAlloc = alloc::CountingAlloc;
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Cli {
+    /// Also write the JSON result lines to this file (tables still print
+    /// unless --json is given), so one run gives both forms.
+    #[arg(long, global = true)]
+    json_out: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -47,6 +53,15 @@ enum Command {
 
 fn main() {
     let cli = Cli::parse();
+    let json = match &cli.command {
+        Command::Throughput(args) => args.json,
+        Command::Hitratio(args) => args.json,
+        Command::Memory(args) => args.json,
+    };
+    if let Err(e) = report::configure_json(json, cli.json_out.as_deref()) {
+        eprintln!("error: {e}");
+        std::process::exit(2);
+    }
     let result = match &cli.command {
         Command::Throughput(args) => workloads::throughput::run(args),
         Command::Hitratio(args) => workloads::hitratio::run(args),

@@ -2,7 +2,10 @@
 //! machines.
 
 use std::fmt::Write as _;
+use std::fs::File;
 use std::io::Write as _;
+use std::path::Path;
+use std::sync::{Mutex, OnceLock};
 
 /// A text table: a header row and data rows; the first column is
 /// left-aligned, the others right-aligned.
@@ -59,12 +62,50 @@ impl Table {
     }
 }
 
-/// Prints one JSON object as a line on standard output and flushes, so
-/// results stream out as they are measured.
+/// Where JSON result lines go.
+struct JsonSink {
+    stdout: bool,
+    file: Option<Mutex<File>>,
+}
+
+static JSON: OnceLock<JsonSink> = OnceLock::new();
+
+/// Sets where [`emit`] writes: standard output (`--json`) and/or a file
+/// (`--json-out`, created or truncated). Call once, before any [`emit`].
+pub fn configure_json(stdout: bool, file: Option<&Path>) -> Result<(), String> {
+    let file = match file {
+        Some(path) => {
+            Some(Mutex::new(File::create(path).map_err(|e| {
+                format!("cannot create {}: {e}", path.display())
+            })?))
+        }
+        None => None,
+    };
+    JSON.set(JsonSink { stdout, file })
+        .map_err(|_| "JSON output configured twice".to_string())
+}
+
+/// Whether JSON result lines are wanted anywhere.
+pub fn json_wanted() -> bool {
+    JSON.get().is_some_and(|s| s.stdout || s.file.is_some())
+}
+
+/// Writes one JSON object as a line to each configured destination and
+/// flushes, so results stream out as they are measured.
 pub fn emit(value: &serde_json::Value) {
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{value}");
-    let _ = out.flush();
+    let Some(sink) = JSON.get() else {
+        return;
+    };
+    if sink.stdout {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{value}");
+        let _ = out.flush();
+    }
+    if let Some(file) = &sink.file {
+        let mut file = file.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = writeln!(file, "{value}");
+        let _ = file.flush();
+    }
 }
 
 /// `1234567` as `1,234,567`.

@@ -13,7 +13,7 @@ use serde_json::json;
 use crate::chart::{self, ChartFormat};
 use crate::contenders::{Contender, Kind, Visitor};
 use crate::reference::{belady_hits, lru_hits};
-use crate::report::{emit, round, thousands, Table};
+use crate::report::{emit, json_wanted, round, thousands, Table};
 use crate::trace::{capacity_at, list_traces, standard_percents, Trace};
 use crate::zipf::ideal_hit_ratio;
 
@@ -237,7 +237,7 @@ pub fn run(args: &HitratioArgs) -> Result<(), String> {
                 .map(|i| results[i])
                 .unwrap_or(Outcome::MISSING)
         };
-        if args.json {
+        if json_wanted() {
             for (c, &(capacity, pct)) in subject.capacities.iter().enumerate() {
                 for &p in &policies {
                     let o = lookup(c, p);
@@ -261,7 +261,8 @@ pub fn run(args: &HitratioArgs) -> Result<(), String> {
                     emit(&line);
                 }
             }
-        } else {
+        }
+        if !args.json {
             print_table(subject, &policies, |c, p| lookup(c, p).mean);
         }
         if let Some(dir) = &args.chart {

@@ -6,7 +6,7 @@ use serde_json::json;
 
 use crate::alloc;
 use crate::contenders::{Contender, Kind, Visitor};
-use crate::report::{emit, ratio, round, thousands, Table};
+use crate::report::{emit, json_wanted, ratio, round, thousands, Table};
 use crate::zipf::mix64;
 
 /// Options of the `memory` command.
@@ -81,7 +81,7 @@ pub fn run(args: &MemoryArgs) -> Result<(), String> {
         .iter()
         .find(|(k, _)| *k == Kind::Cachex)
         .map(|(_, f)| per_entry(f));
-    if args.json {
+    if json_wanted() {
         for (kind, f) in &results {
             let mut line = json!({
                 "workload": "M",
@@ -97,6 +97,8 @@ pub fn run(args: &MemoryArgs) -> Result<(), String> {
             }
             emit(&line);
         }
+    }
+    if args.json {
         return Ok(());
     }
     println!(

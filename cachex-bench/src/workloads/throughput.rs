@@ -17,7 +17,7 @@ use clap::{Args, ValueEnum};
 use serde_json::{json, Map, Value};
 
 use crate::contenders::{Contender, Kind, Visitor};
-use crate::report::{emit, median, ratio, round, thousands, Table};
+use crate::report::{emit, json_wanted, median, ratio, round, thousands, Table};
 use crate::zipf::{mix64, Rng, Zipf};
 
 /// Operations between two looks at the stop flag.
@@ -519,7 +519,7 @@ pub fn run(args: &ThroughputArgs) -> Result<(), String> {
                     .zip(&runs)
                     .map(|(&k, r)| Summary::new(k, r))
                     .collect();
-                if args.json {
+                if json_wanted() {
                     emit_json(variant, threads, args.seconds, &summaries);
                 }
                 rows.push((threads, summaries));
