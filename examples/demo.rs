@@ -27,7 +27,6 @@ use tokio::time::{sleep, Instant};
 
 /// Load the cache with Zipf-distributed requests over a slow database.
 #[derive(Parser, Debug)]
-#[command(about)]
 struct Args {
     /// Concurrent clients.
     #[arg(long, default_value_t = 64)]

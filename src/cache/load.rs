@@ -31,8 +31,8 @@ where
     ///   load as [`Error::Loader`], and a panic as [`Error::LoaderPanicked`];
     ///   neither is cached, so the next call loads again.
     /// - **Refresh**: with [stale-while-revalidate](super::CacheBuilder::stale_while_revalidate)
-    ///   or [XFetch](super::CacheBuilder::xfetch), a hit on an entry close to
-    ///   expiry returns the current value at once and this call's loader
+    ///   or [XFetch](super::CacheBuilder::xfetch), a hit on a value close to
+    ///   expiry returns the value at once and this call's loader
     ///   refreshes the entry in the background, once per key at a time. A
     ///   failed refresh keeps the old value until it expires.
     /// - **Not found**: a cached "not found" (written by
@@ -137,21 +137,25 @@ where
         core.check(key)?;
 
         let read = core.flights.endings(key);
-        let entry = core.read(key).await;
-        core.count_lookup(entry.as_ref().map(|stored| &stored.envelope));
         if let Some(Stored {
             envelope,
             remaining_ttl,
-        }) = entry
+        }) = core.read(key).await
         {
             let load_time = envelope.load_time();
             let found = !envelope.is_not_found();
             if let Some(answer) = A::from_shared(envelope.into_value()) {
-                if found
-                    && core
-                        .settings
-                        .refresh
-                        .due(remaining_ttl, load_time, &core.random)
+                if !found {
+                    core.counters.incr(Counter::NegativeHits);
+                    return Ok(answer);
+                }
+                core.counters.incr(Counter::Hits);
+                // Only values are refreshed: a cached "not found" is short
+                // lived and simply expires.
+                if core
+                    .settings
+                    .refresh
+                    .due(remaining_ttl, load_time, &core.random)
                 {
                     core.counters.incr(Counter::StaleServed);
                     self.refresh(key, loader);
@@ -159,6 +163,9 @@ where
                 return Ok(answer);
             }
         }
+        // Nothing usable: a miss, even if a "not found" is cached and this
+        // caller needs a value.
+        core.counters.incr(Counter::Misses);
         // Boxed: the miss path's state (flights, the loader's own future)
         // would otherwise make every hit build and move a much larger future.
         Box::pin(self.load_missing(key, loader, read)).await

@@ -118,7 +118,6 @@ where
 
     /// The value under `key`: `Ok(None)` when there is none, or when a
     /// "not found" is cached for it.
-    #[inline]
     pub async fn get(&self, key: &str) -> Result<Option<V>> {
         self.core.check(key)?;
         let stored = self.core.store.get(key).await;
@@ -208,8 +207,7 @@ impl<V> Core<V> {
         check_key(key)
     }
 
-    /// Counts a lookup that found `entry` (`None`: nothing).
-    #[inline]
+    /// Counts a `get` that found `entry` (`None`: nothing).
     fn count_lookup(&self, entry: Option<&Envelope<V>>) {
         let counter = match entry {
             None => Counter::Misses,
