@@ -5,7 +5,7 @@
 //! to a shard (`shard.rs`), which stores slots (`slot.rs`) in a dense vector
 //! indexed by a hash table, threads them through the policy's queues and the
 //! timer wheel (`list.rs`, `timer_wheel.rs`), and buffers reads for the
-//! policy (`read_buffer.rs`). The policy itself lives in [`crate::policy`].
+//! policy (`read_buffer.rs`). The policy itself lives in `src/policy/`.
 
 mod builder;
 mod clock;
