@@ -65,7 +65,7 @@ pub struct HitratioArgs {
     pub seed: u64,
     /// Fresh instances (fresh random hash seeds) of each cache replayed per
     /// trace and capacity, hit ratios averaged. Default: enough for about
-    /// 1,000,000 accesses in all, between 1 and 5; small traces vary
+    /// 500,000 accesses in all, between 1 and 5; small traces vary
     /// noticeably from seed to seed.
     #[arg(long)]
     pub repeats: Option<usize>,
@@ -365,7 +365,7 @@ fn subjects(args: &HitratioArgs) -> Result<Vec<Subject>, String> {
 /// Cache instances to average over for a trace of `len` accesses.
 fn repeats(args: &HitratioArgs, len: usize) -> usize {
     args.repeats
-        .unwrap_or_else(|| 1_000_000usize.div_ceil(len.max(1)).clamp(1, 5))
+        .unwrap_or_else(|| 500_000usize.div_ceil(len.max(1)).clamp(1, 5))
         .max(1)
 }
 
