@@ -438,7 +438,7 @@ fn print_table(subject: &Subject, policies: &[Policy], hit: impl Fn(usize, Polic
     let trace = &subject.trace;
     let what = match trace.zipf {
         Some((s, n)) => format!("synthetic Zipf(s = {s}) over {} keys", thousands(n)),
-        None => "recorded trace".to_string(),
+        None => "trace file".to_string(),
     };
     let repeats = match subject.repeats {
         1 => String::new(),
