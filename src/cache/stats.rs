@@ -1,7 +1,6 @@
 //! What the async layer counts, and how it counts it cheaply.
 
-use std::cell::Cell;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 /// A snapshot of a [`Cache`](crate::Cache)'s counters.
@@ -107,26 +106,11 @@ pub(crate) struct Counters {
 #[derive(Default)]
 struct Stripe([AtomicU64; COUNTERS]);
 
-static NEXT_STRIPE: AtomicUsize = AtomicUsize::new(0);
-
-thread_local! {
-    /// This thread's stripe, handed out round-robin on first use. A `const`
-    /// initialiser keeps the access a plain thread-local load, with no
-    /// lazy-initialisation check.
-    static STRIPE: Cell<usize> = const { Cell::new(usize::MAX) };
-}
-
-/// This thread's stripe number (to be reduced modulo the stripe count).
+/// This thread's stripe number (to be reduced modulo the stripe count):
+/// the same per-thread id the engine's striped structures use.
 #[inline]
 fn stripe() -> usize {
-    STRIPE.with(|stripe| match stripe.get() {
-        usize::MAX => {
-            let fresh = NEXT_STRIPE.fetch_add(1, Relaxed) & (usize::MAX >> 1);
-            stripe.set(fresh);
-            fresh
-        }
-        assigned => assigned,
-    })
+    crate::engine::thread_id()
 }
 
 impl Counters {

@@ -31,6 +31,7 @@ pub use stats::{CacheStats, RemovalCause};
 use config::Config;
 use shard::Shard;
 use slot::NEVER;
+pub(crate) use stripes::thread_id;
 
 use crate::Ttl;
 
