@@ -56,16 +56,20 @@ impl<K, V> Slot<K, V> {
         *meta = (*meta & !MAX_ENTRY_WEIGHT) | weight.min(MAX_ENTRY_WEIGHT);
     }
 
-    /// Marks the entry as read. The load first keeps hot entries' cache
-    /// lines clean: most reads of a hot key find the bit already set. Two
-    /// readers racing store the same value, and writers are excluded by the
-    /// lock, so a plain store is enough.
+    /// Marks the entry as read; answers whether the bit was clear (this is
+    /// the first read since the policy last looked at the entry). The load
+    /// first keeps hot entries' cache lines clean: most reads of a hot key
+    /// find the bit already set. Two readers racing store the same value
+    /// (and may both answer `true`), and writers are excluded by the lock,
+    /// so a plain store is enough.
     #[inline]
-    pub(crate) fn mark_referenced(&self) {
+    pub(crate) fn mark_referenced(&self) -> bool {
         let meta = self.meta.load(Ordering::Relaxed);
         if meta & REFERENCED == 0 {
             self.meta.store(meta | REFERENCED, Ordering::Relaxed);
+            return true;
         }
+        false
     }
 
     pub(crate) fn is_expired(&self, now: u64) -> bool {
@@ -145,7 +149,8 @@ mod tests {
         let mut view = QueueView(&mut slots);
         view.set_segment(0, Segment::Protected);
         assert_eq!(view.weight(0), 7);
-        view.0[0].mark_referenced();
+        assert!(view.0[0].mark_referenced());
+        assert!(!view.0[0].mark_referenced(), "already set");
         assert_eq!(view.segment(0), Segment::Protected);
         assert!(view.take_referenced(0));
         assert!(!view.take_referenced(0));

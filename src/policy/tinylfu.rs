@@ -10,8 +10,8 @@
 //!
 //! # Why CLOCK rather than strict LRU order
 //! A read never reorders a queue: it sets a "referenced" bit in the entry
-//! (a plain store, under the shard's *shared* lock) and records the key's
-//! hash in a lossy buffer that feeds the sketch. Queue order is corrected
+//! (a plain store, under the shard's *shared* lock) and, if the bit was
+//! clear, records the key's hash in a lossy buffer that feeds the sketch. Queue order is corrected
 //! lazily, when an entry reaches the head of its queue: a referenced window
 //! entry gets a second pass through the window, a referenced probation
 //! entry is promoted to protected, and a referenced protected entry goes
