@@ -3,35 +3,28 @@
 //!
 //! A hit holds only the shard's shared lock, and the sketch sits behind its
 //! own mutex; taking that mutex on every read would serialise readers. Each
-//! hit therefore records its key's hash in its thread's stripe with plain
-//! (non-read-modify-write) atomic stores, and whoever next holds the sketch
-//! replays the records. Records may be lost (two threads sharing a stripe
-//! overwrite each other, a record written during a replay may be cleared),
-//! which only blurs frequency estimates slightly; the hit path stays free of
-//! contended atomic operations.
+//! recorded hit therefore writes its key's hash into its thread's stripe with
+//! plain (non-read-modify-write) atomic stores, and whoever next holds the
+//! sketch for that stripe replays the records written since the last replay.
+//! Records may be lost (two threads sharing a stripe overwrite each other, a
+//! record written during a replay may be skipped), which only blurs
+//! frequency estimates slightly; the hit path stays free of contended atomic
+//! operations.
 
 use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 
 /// Records per stripe between two replays; a power of two.
-const LEN: usize = 16;
-/// An empty record. A hash that happens to be 0 is recorded as 1.
-const EMPTY: u32 = 0;
+const LEN: u32 = 16;
 
-/// One thread stripe: a write cursor and its records, on their own lines.
-#[derive(Debug)]
+/// One thread stripe: its cursors and records, on their own cache lines.
+#[derive(Debug, Default)]
 #[repr(align(64))]
 struct Stripe {
+    /// Records written so far (wrapping); the next one goes to `next % LEN`.
     next: AtomicU32,
-    records: [AtomicU32; LEN],
-}
-
-impl Default for Stripe {
-    fn default() -> Self {
-        Stripe {
-            next: AtomicU32::new(0),
-            records: std::array::from_fn(|_| AtomicU32::new(EMPTY)),
-        }
-    }
+    /// The value of `next` at the last replay: what came after is new.
+    replayed: AtomicU32,
+    records: [AtomicU32; LEN as usize],
 }
 
 #[derive(Debug)]
@@ -50,34 +43,46 @@ impl ReadBuffer {
     /// filled and should be replayed.
     #[inline]
     pub(crate) fn record(&self, stripe: usize, hash: u32) -> bool {
-        let stripe = &self.stripes[stripe & (self.stripes.len() - 1)];
+        let stripe = self.stripe(stripe);
         let at = stripe.next.load(Relaxed);
         stripe.next.store(at.wrapping_add(1), Relaxed);
-        stripe.records[at as usize % LEN].store(hash.max(1), Relaxed);
-        at as usize % LEN == LEN - 1
+        stripe.records[(at % LEN) as usize].store(hash, Relaxed);
+        at % LEN == LEN - 1
     }
 
-    /// Replays and clears the records of one stripe (the one that filled).
+    /// Replays the records `stripe` received since its last replay. Callers
+    /// hold the sketch, so replays of one stripe never overlap.
+    #[inline]
     pub(crate) fn drain_stripe(&self, stripe: usize, replay: impl FnMut(u32)) {
-        self.stripes[stripe & (self.stripes.len() - 1)].drain(replay);
+        self.stripe(stripe).drain(replay);
     }
 
-    /// Replays and clears every record of every stripe.
+    /// Replays the new records of every stripe.
     pub(crate) fn drain(&self, mut replay: impl FnMut(u32)) {
         for stripe in self.stripes.iter() {
             stripe.drain(&mut replay);
         }
     }
+
+    #[inline]
+    fn stripe(&self, stripe: usize) -> &Stripe {
+        &self.stripes[stripe & (self.stripes.len() - 1)]
+    }
 }
 
 impl Stripe {
+    #[inline]
     fn drain(&self, mut replay: impl FnMut(u32)) {
-        for record in &self.records {
-            let hash = record.load(Relaxed);
-            if hash != EMPTY {
-                record.store(EMPTY, Relaxed);
-                replay(hash);
-            }
+        let next = self.next.load(Relaxed);
+        let last = self.replayed.load(Relaxed);
+        if next == last {
+            return;
+        }
+        self.replayed.store(next, Relaxed);
+        // Older records than the last LEN were overwritten: lost, by design.
+        let fresh = next.wrapping_sub(last).min(LEN);
+        for at in next.wrapping_sub(fresh)..next {
+            replay(self.records[(at % LEN) as usize].load(Relaxed));
         }
     }
 }
@@ -86,19 +91,49 @@ impl Stripe {
 mod tests {
     use super::*;
 
-    #[test]
-    fn signals_when_a_stripe_fills_and_replays_everything_once() {
-        let buffer = ReadBuffer::new(2);
-        let full: Vec<bool> = (1..=LEN as u32).map(|h| buffer.record(0, h)).collect();
-        assert_eq!(full.iter().filter(|f| **f).count(), 1);
-        assert!(full[LEN - 1]);
-        assert!(!buffer.record(1, 99), "stripes fill independently");
+    fn drained(buffer: &ReadBuffer) -> Vec<u32> {
         let mut seen = Vec::new();
         buffer.drain(|h| seen.push(h));
         seen.sort_unstable();
-        let mut expected: Vec<u32> = (1..=LEN as u32).collect();
+        seen
+    }
+
+    #[test]
+    fn signals_when_a_stripe_fills_and_replays_everything_once() {
+        let buffer = ReadBuffer::new(2);
+        let full: Vec<bool> = (1..=LEN).map(|h| buffer.record(0, h)).collect();
+        assert_eq!(full.iter().filter(|f| **f).count(), 1);
+        assert!(full[LEN as usize - 1]);
+        assert!(!buffer.record(1, 99), "stripes fill independently");
+        let mut expected: Vec<u32> = (1..=LEN).collect();
         expected.push(99);
-        assert_eq!(seen, expected);
-        buffer.drain(|_| panic!("drained records are cleared"));
+        assert_eq!(drained(&buffer), expected);
+        assert!(
+            drained(&buffer).is_empty(),
+            "replayed records are not replayed again"
+        );
+    }
+
+    #[test]
+    fn replays_only_what_came_since_the_last_replay() {
+        let buffer = ReadBuffer::new(1);
+        buffer.record(0, 1);
+        buffer.record(0, 2);
+        let mut seen = Vec::new();
+        buffer.drain_stripe(0, |h| seen.push(h));
+        assert_eq!(seen, [1, 2]);
+        buffer.record(0, 3);
+        seen.clear();
+        buffer.drain_stripe(0, |h| seen.push(h));
+        assert_eq!(seen, [3]);
+    }
+
+    #[test]
+    fn an_overrun_stripe_replays_its_latest_records() {
+        let buffer = ReadBuffer::new(1);
+        for h in 1..=40 {
+            buffer.record(0, h);
+        }
+        assert_eq!(drained(&buffer), (25..=40).collect::<Vec<_>>());
     }
 }
