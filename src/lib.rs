@@ -52,6 +52,7 @@
 #![warn(missing_docs)]
 
 mod cache;
+pub mod codec;
 pub mod engine;
 mod error;
 mod loading;

@@ -5,18 +5,23 @@
 //! caching) lives above it in the cache, so every backend gets it for free,
 //! and a backend only has to store [`Envelope`]s with a time-to-live.
 //!
-//! [`MemoryStore`] is the in-memory implementation; the Redis and two-tier
-//! backends implement the same trait.
+//! [`MemoryStore`] is the in-memory implementation; [`RedisStore`] (feature
+//! `redis`) keeps entries in Redis; the two-tier backend implements the same
+//! trait.
 
 mod envelope;
 mod future;
 mod memory;
+#[cfg(feature = "redis")]
+pub mod redis;
 
 use std::time::Duration;
 
 pub use envelope::Envelope;
 pub use future::StoreFuture;
 pub use memory::MemoryStore;
+#[cfg(feature = "redis")]
+pub use redis::{RedisStore, RedisStoreBuilder};
 
 use crate::Result;
 
