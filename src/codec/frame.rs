@@ -1,5 +1,7 @@
 //! The header around stored values, and compression (see the module docs of
 //! [`codec`](super) for the layout).
+// Only the Redis store frames values so far.
+#![cfg_attr(not(feature = "redis"), allow(dead_code))]
 
 use std::cell::RefCell;
 use std::fmt;
