@@ -132,6 +132,34 @@ impl RedisServer {
         }
     }
 
+    /// Freezes the server (SIGSTOP): connections stay open but nothing is
+    /// answered, as with a server stuck in a slow command. Undo with
+    /// [`resume`](Self::resume).
+    ///
+    /// # Panics
+    /// If the server is not running or `kill` cannot be run.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a [paused](Self::pause) server run again (SIGCONT).
+    ///
+    /// # Panics
+    /// If the server is not running or `kill` cannot be run.
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let child = self.child.as_ref().expect("the server is not running");
+        let status = Command::new("kill")
+            .arg(signal)
+            .arg(child.id().to_string())
+            .status()
+            .expect("cannot run kill");
+        assert!(status.success(), "kill {signal} failed: {status}");
+    }
+
     /// Whether the server process is running (not killed).
     pub fn is_running(&self) -> bool {
         self.child.is_some()

@@ -71,7 +71,7 @@ impl Connection {
             Target::Cluster(nodes) => {
                 let client = ClusterClient::builder(nodes)
                     .connection_timeout(timeout)
-                    .response_timeout(timeout)
+                    .response_timeout(backstop(timeout))
                     .build()?;
                 Ok(Connection::Cluster(client.get_async_connection().await?))
             }
@@ -134,9 +134,15 @@ impl Connection {
 async fn manager(client: Client, timeout: Duration) -> RedisResult<ConnectionManager> {
     let config = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(timeout))
-        .set_response_timeout(Some(timeout))
+        .set_response_timeout(Some(backstop(timeout)))
         .set_max_delay(Duration::from_secs(1));
     ConnectionManager::new_with_config(client, config).await
+}
+
+/// The client's own response timeout: a backstop behind the store's, longer
+/// so that the store's fires first and callers see one kind of timeout error.
+fn backstop(timeout: Duration) -> Duration {
+    timeout.saturating_mul(2)
 }
 
 /// The master a set of Sentinels points at. The master's connection
