@@ -139,10 +139,7 @@ impl<V, C> RedisStore<V, C> {
 
     /// The key prefix, without its `:`.
     pub fn prefix(&self) -> Option<&str> {
-        self.inner
-            .key_prefix
-            .as_deref()
-            .map(|p| &p[..p.len() - 1])
+        self.inner.key_prefix.as_deref().map(|p| &p[..p.len() - 1])
     }
 
     /// The key Redis stores `key` under: `<prefix>:<key>`.
@@ -180,8 +177,38 @@ impl<C> Inner<C> {
             }
             Err(_) => {
                 self.counters.incr(Event::Timeout);
-                Err(Error::store(op, key, TimedOut { after: self.timeout }))
+                Err(Error::store(
+                    op,
+                    key,
+                    TimedOut {
+                        after: self.timeout,
+                    },
+                ))
             }
+        }
+    }
+
+    /// The entry in a `GET` reply: `None` for no key.
+    async fn decode_reply<V: DeserializeOwned>(
+        &self,
+        key: &str,
+        redis_key: &str,
+        reply: Option<Value>,
+    ) -> Result<Option<Envelope<V>>>
+    where
+        C: Codec,
+    {
+        let bytes = match reply {
+            Some(Value::Nil) => return Ok(None),
+            Some(Value::BulkString(bytes)) => bytes,
+            Some(Value::ServerError(e)) if e.code() == "WRONGTYPE" => {
+                return self.corrupt(key, redis_key, WrongType.into()).await
+            }
+            other => return Err(unexpected(StoreOp::Get, key, &other)),
+        };
+        match self.framing.decode::<Envelope<V>>(&bytes) {
+            Ok(envelope) => Ok(Some(envelope)),
+            Err(why) => self.corrupt(key, redis_key, why).await,
         }
     }
 
@@ -219,28 +246,44 @@ where
                 .await?;
             let mut replies = replies.into_iter();
             let (value, pttl) = (replies.next(), replies.next());
-            let bytes = match value {
-                Some(Value::Nil) => return Ok(None),
-                Some(Value::BulkString(bytes)) => bytes,
-                Some(Value::ServerError(e)) if e.code() == "WRONGTYPE" => {
-                    return inner.corrupt(key, &redis_key, WrongType.into()).await
-                }
-                other => return Err(unexpected(StoreOp::Get, key, &other)),
-            };
             let remaining_ttl = match pttl {
                 Some(Value::Int(ms)) => match pttl_to_ttl(ms) {
                     Some(ttl) => ttl,
-                    // Expired between the GET and the PTTL.
+                    // Gone, or expired between the GET and the PTTL.
                     None => return Ok(None),
                 },
                 other => return Err(unexpected(StoreOp::Get, key, &other)),
             };
-            match inner.framing.decode::<Envelope<V>>(&bytes) {
-                Ok(envelope) => Ok(Some(Stored {
-                    envelope,
-                    remaining_ttl,
-                })),
-                Err(why) => inner.corrupt(key, &redis_key, why).await,
+            let envelope = inner.decode_reply(key, &redis_key, value).await?;
+            Ok(envelope.map(|envelope| Stored {
+                envelope,
+                remaining_ttl,
+            }))
+        })
+    }
+
+    /// A plain `GET`: half the commands of [`get`](Self::get), for callers
+    /// that do not need the remaining TTL.
+    fn get_entry<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Result<Option<Envelope<V>>>>
+    where
+        V: 'a,
+    {
+        StoreFuture::new(async move {
+            let inner = &*self.inner;
+            let redis_key = inner.redis_key(key);
+            let mut cmd = redis::cmd("GET");
+            cmd.arg(&redis_key);
+            // Unlike in a pipeline, a WRONGTYPE answer arrives as an error;
+            // it is foreign data under the key, not a store failure.
+            let query = async {
+                match inner.connection.query(&cmd).await {
+                    Err(e) if e.code() == Some("WRONGTYPE") => Ok(None),
+                    other => other.map(Some),
+                }
+            };
+            match inner.call(StoreOp::Get, Some(key), query).await? {
+                Some(reply) => inner.decode_reply(key, &redis_key, Some(reply)).await,
+                None => inner.corrupt(key, &redis_key, WrongType.into()).await,
             }
         })
     }
@@ -310,7 +353,11 @@ where
             let mut cmd = redis::cmd("PTTL");
             cmd.arg(inner.redis_key(key));
             let reply = inner
-                .call(StoreOp::RemainingTtl, Some(key), inner.connection.query(&cmd))
+                .call(
+                    StoreOp::RemainingTtl,
+                    Some(key),
+                    inner.connection.query(&cmd),
+                )
                 .await?;
             match reply {
                 Value::Int(ms) => Ok(pttl_to_ttl(ms)),
