@@ -371,7 +371,7 @@ where
 /// millisecond still expires (rather than becoming 0, which Redis refuses,
 /// or "never"), and capped at [`MAX_TTL_MS`].
 fn ttl_to_ms(ttl: Duration) -> u64 {
-    let ms = ttl.as_millis() + u128::from(ttl.subsec_nanos() % 1_000_000 != 0);
+    let ms = ttl.as_millis() + u128::from(!ttl.subsec_nanos().is_multiple_of(1_000_000));
     u64::try_from(ms).unwrap_or(u64::MAX).clamp(1, MAX_TTL_MS)
 }
 
