@@ -5,7 +5,7 @@
 //! connecting (`builder.rs`), the three kinds of connection (`connection.rs`),
 //! `clear` by prefix (`clear.rs`), error counters (`stats.rs`) and the
 //! store's own error types (`errors.rs`). Values are encoded by a
-//! [`Codec`](crate::codec::Codec) behind a small header (see
+//! [`Codec`] behind a small header (see
 //! [`codec`](crate::codec)).
 //!
 //! # How operations map to Redis
