@@ -109,6 +109,9 @@ pub enum StoreOp {
     Clear,
     /// Reading an entry's remaining time-to-live.
     RemainingTtl,
+    /// Connecting to the store (or setting up the connection: a bad URL or
+    /// configuration).
+    Connect,
 }
 
 impl Error {
@@ -240,6 +243,7 @@ impl fmt::Display for StoreOp {
             StoreOp::Delete => "delete",
             StoreOp::Clear => "clear",
             StoreOp::RemainingTtl => "read the time-to-live of",
+            StoreOp::Connect => "connect",
         })
     }
 }

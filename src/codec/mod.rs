@@ -1,0 +1,107 @@
+//! Turning cached values into bytes and back, for stores that keep bytes
+//! (Redis).
+//!
+//! A [`Codec`] is a serde format. cachex ships three, each behind a cargo
+//! feature: [`MessagePack`] (`msgpack`, the default), `Json` (`json`,
+//! readable with `redis-cli`) and `Postcard` (`postcard`, the most
+//! compact, but values must not use `#[serde(untagged)]`, `flatten` or other
+//! self-describing features). Implement the trait to bring your own.
+//!
+//! # Stored bytes
+//!
+//! Every value is stored behind a 4-byte header, so that bytes written by
+//! another codec, another program or a future cachex are detected instead of
+//! misread:
+//!
+//! | byte | meaning |
+//! |---|---|
+//! | 0 | magic, `0xCA` |
+//! | 1 | format version, `1` |
+//! | 2 | the codec's [`Codec::ID`] |
+//! | 3 | flags: bit 0 set = the payload is LZ4-compressed; other bits must be 0 |
+//!
+//! then the payload: the codec's encoding of the entry, or, when compressed,
+//! the uncompressed length (`u32`, little-endian) followed by an LZ4 block.
+//! Values are compressed (with the `compression` feature) when their encoding
+//! is larger than the store's threshold and compression makes them smaller.
+//!
+//! Anything else under a key (a different magic, version, codec id or flag,
+//! a truncated or corrupt payload) is a [`FrameError`] or the codec's own
+//! error, reported as [`Error::Codec`](crate::Error::Codec) with the key.
+
+mod frame;
+#[cfg(feature = "json")]
+mod json;
+#[cfg(feature = "msgpack")]
+mod msgpack;
+#[cfg(feature = "postcard")]
+mod postcard;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::BoxError;
+
+pub use frame::FrameError;
+#[allow(unused_imports)] // used by the Redis store; unused without it
+pub(crate) use frame::{EncodeError, Framing};
+#[cfg(feature = "json")]
+pub use json::Json;
+#[cfg(feature = "msgpack")]
+pub use msgpack::MessagePack;
+#[cfg(feature = "postcard")]
+pub use postcard::Postcard;
+
+/// A serde format for stored values.
+///
+/// Codecs are used through generics (a store is `RedisStore<V, C>`), so
+/// encoding costs no dynamic dispatch.
+///
+/// ```
+/// use cachex::codec::Codec;
+/// use cachex::BoxError;
+/// use serde::{de::DeserializeOwned, Serialize};
+///
+/// /// JSON through serde_json, under an id of our own.
+/// struct MyJson;
+///
+/// impl Codec for MyJson {
+///     const ID: u8 = 200;
+///     const NAME: &'static str = "my-json";
+///
+///     fn encode<T: Serialize + ?Sized>(&self, value: &T, out: &mut Vec<u8>) -> Result<(), BoxError> {
+///         Ok(serde_json::to_writer(out, value)?)
+///     }
+///
+///     fn decode<T: DeserializeOwned>(&self, bytes: &[u8]) -> Result<T, BoxError> {
+///         Ok(serde_json::from_slice(bytes)?)
+///     }
+/// }
+/// ```
+pub trait Codec: Send + Sync + 'static {
+    /// Written into every stored value's header; a value whose header names
+    /// another id is refused rather than decoded. Ids 0 to 127 are reserved
+    /// for cachex (1: MessagePack, 2: JSON, 3: postcard); pick yours in
+    /// 128 to 255, and never reuse one for a different format.
+    const ID: u8;
+
+    /// A short name for error messages.
+    const NAME: &'static str;
+
+    /// Appends the encoding of `value` to `out` (which may already hold
+    /// bytes: leave them as they are).
+    fn encode<T: Serialize + ?Sized>(&self, value: &T, out: &mut Vec<u8>) -> Result<(), BoxError>;
+
+    /// Decodes a value from exactly `bytes`.
+    fn decode<T: DeserializeOwned>(&self, bytes: &[u8]) -> Result<T, BoxError>;
+}
+
+/// The name of the codec with id `id`, when it is one of cachex's.
+fn builtin_name(id: u8) -> Option<&'static str> {
+    match id {
+        1 => Some("msgpack"),
+        2 => Some("json"),
+        3 => Some("postcard"),
+        _ => None,
+    }
+}

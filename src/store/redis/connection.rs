@@ -1,0 +1,181 @@
+//! Getting commands to Redis: standalone, cluster or through Sentinel, each
+//! reconnecting by itself. The rest of the store sees one [`Connection`].
+
+use std::time::Duration;
+
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+use redis::sentinel::{SentinelClient, SentinelServerType};
+use redis::{Client, Cmd, ConnectionInfo, Pipeline, RedisResult, Value};
+
+use super::errors::ConfigError;
+use super::stats::is_connection_error;
+
+/// What to connect to, as the builder was told.
+#[derive(Clone, Debug)]
+pub(crate) enum Target {
+    /// `redis://` or `rediss://` URL of one server.
+    Url(String),
+    /// The redis crate's own connection info (the escape hatch).
+    Info(Box<ConnectionInfo>),
+    /// URLs of some cluster nodes (the rest are discovered).
+    Cluster(Vec<String>),
+    /// URLs of Sentinels, and the name of the master they watch.
+    Sentinel { nodes: Vec<String>, service: String },
+}
+
+impl Target {
+    /// Refuses `rediss://` when TLS is not compiled in, with a message that
+    /// says which feature to enable (the redis crate's own is less direct).
+    pub(crate) fn check(&self) -> Result<(), ConfigError> {
+        let urls: &[String] = match self {
+            Target::Url(url) => std::slice::from_ref(url),
+            Target::Cluster(urls) | Target::Sentinel { nodes: urls, .. } => urls,
+            Target::Info(_) => &[],
+        };
+        if urls.is_empty() && !matches!(self, Target::Info(_)) {
+            return Err(ConfigError("no Redis address given".into()));
+        }
+        if !cfg!(feature = "tls") {
+            if let Some(url) = urls.iter().find(|url| url.starts_with("rediss://")) {
+                return Err(ConfigError(format!(
+                    "{url} needs TLS: enable cachex's `tls` feature"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A connection to Redis, shared by every call of a store (all multiplex
+/// their commands over it).
+pub(crate) enum Connection {
+    Standalone(ConnectionManager),
+    Cluster(ClusterConnection),
+    Sentinel(Box<SentinelConnection>),
+}
+
+impl Connection {
+    /// Connects, waiting at most about `timeout` per attempt.
+    pub(crate) async fn open(target: Target, timeout: Duration) -> RedisResult<Connection> {
+        match target {
+            Target::Url(url) => {
+                let client = Client::open(url.as_str())?;
+                Ok(Connection::Standalone(manager(client, timeout).await?))
+            }
+            Target::Info(info) => {
+                let client = Client::open(*info)?;
+                Ok(Connection::Standalone(manager(client, timeout).await?))
+            }
+            Target::Cluster(nodes) => {
+                let client = ClusterClient::builder(nodes)
+                    .connection_timeout(timeout)
+                    .response_timeout(backstop(timeout))
+                    .build()?;
+                Ok(Connection::Cluster(client.get_async_connection().await?))
+            }
+            Target::Sentinel { nodes, service } => {
+                let client =
+                    SentinelClient::build(nodes, service, None, SentinelServerType::Master)?;
+                let sentinel = SentinelConnection {
+                    client: tokio::sync::Mutex::new(client),
+                    master: parking_lot::RwLock::new(None),
+                    timeout,
+                };
+                sentinel.master().await?;
+                Ok(Connection::Sentinel(Box::new(sentinel)))
+            }
+        }
+    }
+
+    /// Sends one command.
+    pub(crate) async fn query(&self, cmd: &Cmd) -> RedisResult<Value> {
+        match self {
+            // Cloning is how these connections are shared: an `Arc` or a
+            // channel sender, not a new socket.
+            Connection::Standalone(conn) => conn.clone().send_packed_command(cmd).await,
+            Connection::Cluster(conn) => conn.clone().req_packed_command(cmd).await,
+            Connection::Sentinel(sentinel) => {
+                let result = sentinel.master().await?.send_packed_command(cmd).await;
+                sentinel.forget_master_on(&result);
+                result
+            }
+        }
+    }
+
+    /// Sends the `count` commands of `pipe` in one round trip.
+    pub(crate) async fn pipeline(&self, pipe: &Pipeline, count: usize) -> RedisResult<Vec<Value>> {
+        match self {
+            Connection::Standalone(conn) => conn.clone().send_packed_commands(pipe, 0, count).await,
+            Connection::Cluster(conn) => conn.clone().req_packed_commands(pipe, 0, count).await,
+            Connection::Sentinel(sentinel) => {
+                let result = sentinel
+                    .master()
+                    .await?
+                    .send_packed_commands(pipe, 0, count)
+                    .await;
+                sentinel.forget_master_on(&result);
+                result
+            }
+        }
+    }
+
+    /// The cluster connection, for commands that must visit every master.
+    pub(crate) fn cluster(&self) -> Option<ClusterConnection> {
+        match self {
+            Connection::Cluster(conn) => Some(conn.clone()),
+            _ => None,
+        }
+    }
+}
+
+/// A standalone connection that reconnects by itself, with backoff capped
+/// at a second so that a returning server is used again promptly.
+async fn manager(client: Client, timeout: Duration) -> RedisResult<ConnectionManager> {
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(timeout))
+        .set_response_timeout(Some(backstop(timeout)))
+        .set_max_delay(Duration::from_secs(1));
+    ConnectionManager::new_with_config(client, config).await
+}
+
+/// The client's own response timeout: a backstop behind the store's, longer
+/// so that the store's fires first and callers see one kind of timeout error.
+fn backstop(timeout: Duration) -> Duration {
+    timeout.saturating_mul(2)
+}
+
+/// The master a set of Sentinels points at. The master's connection
+/// reconnects by itself like a standalone one; after a connection failure
+/// (or a write refused by a demoted master) the Sentinels are asked again,
+/// which is how a failover is followed.
+pub(crate) struct SentinelConnection {
+    client: tokio::sync::Mutex<SentinelClient>,
+    master: parking_lot::RwLock<Option<ConnectionManager>>,
+    timeout: Duration,
+}
+
+impl SentinelConnection {
+    async fn master(&self) -> RedisResult<ConnectionManager> {
+        if let Some(master) = self.master.read().clone() {
+            return Ok(master);
+        }
+        // One caller asks the Sentinels; the others wait and reuse its answer.
+        let mut client = self.client.lock().await;
+        if let Some(master) = self.master.read().clone() {
+            return Ok(master);
+        }
+        let master = manager(client.async_get_client().await?, self.timeout).await?;
+        *self.master.write() = Some(master.clone());
+        Ok(master)
+    }
+
+    fn forget_master_on<T>(&self, result: &RedisResult<T>) {
+        if let Err(e) = result {
+            if is_connection_error(e) || e.code() == Some("READONLY") {
+                *self.master.write() = None;
+            }
+        }
+    }
+}

@@ -1,0 +1,438 @@
+//! [`RedisStore`]: entries kept in Redis (standalone, Cluster or Sentinel),
+//! shared by every process that uses the same server and prefix.
+//!
+//! Module map: the store and its operations (this file), configuration and
+//! connecting (`builder.rs`), the three kinds of connection (`connection.rs`),
+//! `clear` by prefix (`clear.rs`), error counters (`stats.rs`) and the
+//! store's own error types (`errors.rs`). Values are encoded by a
+//! [`Codec`] behind a small header (see
+//! [`codec`](crate::codec)).
+//!
+//! # How operations map to Redis
+//!
+//! | operation | Redis |
+//! |---|---|
+//! | `get` | `GET k` + `PTTL k`, pipelined: one round trip |
+//! | `set` with a TTL | `SET k v PX ms` (TTLs round up to whole milliseconds, at least 1) |
+//! | `set` for ever | `SET k v` |
+//! | `delete` | `UNLINK k` (answers whether the key existed) |
+//! | `remaining_ttl` | `PTTL k` |
+//! | `clear` | `SCAN` + `UNLINK` of `<prefix>:*`, by batches, on every master; `FLUSHDB` only if allowed |
+//!
+//! where `k` is `<prefix>:<key>`.
+//!
+//! # Failures
+//!
+//! - Every call is bounded by the [timeout](RedisStoreBuilder::timeout) and
+//!   fails with [`Error::Store`] naming the operation and key; the source
+//!   says why (a [`TimedOut`], or the `redis` crate's error).
+//! - The connection reconnects by itself in the background: when Redis
+//!   comes back, the same store works again.
+//! - A value that does not decode (written by another program, codec or
+//!   version, or damaged) is [`Error::Codec`] with the key, or a miss
+//!   (deleting it) under [`OnCorrupt::MissAndDelete`].
+//! - A value over the [size limit](RedisStoreBuilder::max_value_size) is
+//!   refused before anything is sent.
+//!
+//! Each kind is counted in [`RedisStore::stats`].
+
+mod builder;
+mod clear;
+mod connection;
+mod errors;
+mod stats;
+
+use std::fmt;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::{RedisResult, Value};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+pub use builder::{OnCorrupt, RedisStoreBuilder, DEFAULT_MAX_VALUE_SIZE, DEFAULT_TIMEOUT};
+pub use errors::{ConfigError, TimedOut, UnexpectedReply, WrongType};
+pub use stats::RedisStats;
+
+use super::{Envelope, Store, StoreFuture, Stored};
+use crate::codec::{Codec, EncodeError, Framing, MessagePack};
+use crate::{BoxError, Error, Result, StoreOp};
+use connection::Connection;
+use stats::{Counters, Event};
+
+/// The longest TTL sent to Redis, in milliseconds (about 31,700 years):
+/// Redis refuses expiry times that overflow when added to its clock, and
+/// anything longer is "never" in practice.
+const MAX_TTL_MS: u64 = 1_000_000_000_000_000;
+
+/// A [`Store`] in Redis: entries of `V` encoded with codec `C`
+/// ([`MessagePack`] by default) under `<prefix>:<key>`.
+///
+/// Use it under a [`Cache`](crate::Cache) (which adds singleflight loading,
+/// negative caching and refresh), as the second tier of a two-tier store, or
+/// on its own. Cheap to clone: clones share one connection.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use cachex::store::RedisStore;
+/// use cachex::Cache;
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Clone, Debug, Serialize, Deserialize)]
+/// struct User { name: String }
+///
+/// # async fn f() -> cachex::Result<()> {
+/// let store = RedisStore::builder()
+///     .url("redis://127.0.0.1:6379")
+///     .prefix("users")
+///     .build()
+///     .await?;
+/// let cache: Cache<User> = Cache::builder()
+///     .store(store.clone())
+///     .default_ttl(Duration::from_secs(600))
+///     .build();
+/// let user = cache
+///     .get_or_load("7", || async { Ok::<_, std::io::Error>(User { name: "alice".into() }) })
+///     .await?;
+/// assert_eq!(user.name, "alice");
+/// println!("{:?}", store.stats());
+/// # Ok(()) }
+/// ```
+pub struct RedisStore<V, C = MessagePack> {
+    inner: Arc<Inner<C>>,
+    _values: PhantomData<fn() -> V>,
+}
+
+/// Everything a store's clones share.
+pub(crate) struct Inner<C> {
+    connection: Connection,
+    /// `"<prefix>:"`, or `None` for bare keys.
+    key_prefix: Option<String>,
+    framing: Framing<C>,
+    timeout: Duration,
+    on_corrupt: OnCorrupt,
+    allow_flushdb: bool,
+    counters: Counters,
+}
+
+impl<V> RedisStore<V> {
+    /// A builder: give it where Redis is, then set what differs from the
+    /// defaults (no prefix, [`MessagePack`], no compression, a 1-second
+    /// timeout, a 64 MiB value limit, [`OnCorrupt::Error`]).
+    pub fn builder() -> RedisStoreBuilder<V> {
+        RedisStoreBuilder::default()
+    }
+
+    /// Connects to the server at `url` with the defaults and no prefix.
+    pub async fn connect(url: impl Into<String>) -> Result<RedisStore<V>> {
+        Self::builder().url(url).build().await
+    }
+}
+
+impl<V, C> RedisStore<V, C> {
+    /// A snapshot of the error counters.
+    pub fn stats(&self) -> RedisStats {
+        self.inner.counters.snapshot()
+    }
+
+    /// The key prefix, without its `:`.
+    pub fn prefix(&self) -> Option<&str> {
+        self.inner.key_prefix.as_deref().map(|p| &p[..p.len() - 1])
+    }
+
+    /// The key Redis stores `key` under: `<prefix>:<key>`.
+    pub fn redis_key(&self, key: &str) -> String {
+        self.inner.redis_key(key)
+    }
+}
+
+impl<C> Inner<C> {
+    fn redis_key(&self, key: &str) -> String {
+        match &self.key_prefix {
+            Some(prefix) => {
+                let mut full = String::with_capacity(prefix.len() + key.len());
+                full.push_str(prefix);
+                full.push_str(key);
+                full
+            }
+            None => key.to_owned(),
+        }
+    }
+
+    /// Runs one Redis call under the timeout, turning its failures into
+    /// [`Error::Store`] and counting them.
+    async fn call<T>(
+        &self,
+        op: StoreOp,
+        key: Option<&str>,
+        call: impl Future<Output = RedisResult<T>>,
+    ) -> Result<T> {
+        match tokio::time::timeout(self.timeout, call).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => {
+                self.counters.redis_error(&e);
+                Err(Error::store(op, key, e))
+            }
+            Err(_) => {
+                self.counters.incr(Event::Timeout);
+                Err(Error::store(
+                    op,
+                    key,
+                    TimedOut {
+                        after: self.timeout,
+                    },
+                ))
+            }
+        }
+    }
+
+    /// The entry in a `GET` reply: `None` for no key.
+    async fn decode_reply<V: DeserializeOwned>(
+        &self,
+        key: &str,
+        redis_key: &str,
+        reply: Option<Value>,
+    ) -> Result<Option<Envelope<V>>>
+    where
+        C: Codec,
+    {
+        let bytes = match reply {
+            Some(Value::Nil) => return Ok(None),
+            Some(Value::BulkString(bytes)) => bytes,
+            Some(Value::ServerError(e)) if e.code() == "WRONGTYPE" => {
+                return self.corrupt(key, redis_key, WrongType.into()).await
+            }
+            other => return Err(unexpected(StoreOp::Get, key, &other)),
+        };
+        match self.framing.decode::<Envelope<V>>(&bytes) {
+            Ok(envelope) => Ok(Some(envelope)),
+            Err(why) => self.corrupt(key, redis_key, why).await,
+        }
+    }
+
+    /// An undecodable value under `key`: an error, or a miss after deleting
+    /// it, as configured.
+    async fn corrupt<T>(&self, key: &str, redis_key: &str, why: BoxError) -> Result<Option<T>> {
+        self.counters.incr(Event::CodecError);
+        match self.on_corrupt {
+            OnCorrupt::Error => Err(Error::codec(key, why)),
+            OnCorrupt::MissAndDelete => {
+                let mut del = redis::cmd("UNLINK");
+                del.arg(redis_key);
+                self.call(StoreOp::Get, Some(key), self.connection.query(&del))
+                    .await?;
+                self.counters.incr(Event::CorruptDeleted);
+                Ok(None)
+            }
+        }
+    }
+}
+
+impl<V, C> Store<V> for RedisStore<V, C>
+where
+    V: Serialize + DeserializeOwned + Send + Sync + 'static,
+    C: Codec,
+{
+    fn get<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Result<Option<Stored<V>>>> {
+        StoreFuture::new(async move {
+            let inner = &*self.inner;
+            let redis_key = inner.redis_key(key);
+            let mut pipe = redis::pipe();
+            pipe.cmd("GET").arg(&redis_key).cmd("PTTL").arg(&redis_key);
+            let replies = inner
+                .call(StoreOp::Get, Some(key), inner.connection.pipeline(&pipe, 2))
+                .await?;
+            let mut replies = replies.into_iter();
+            let (value, pttl) = (replies.next(), replies.next());
+            let remaining_ttl = match pttl {
+                Some(Value::Int(ms)) => match pttl_to_ttl(ms) {
+                    Some(ttl) => ttl,
+                    // Gone, or expired between the GET and the PTTL.
+                    None => return Ok(None),
+                },
+                other => return Err(unexpected(StoreOp::Get, key, &other)),
+            };
+            let envelope = inner.decode_reply(key, &redis_key, value).await?;
+            Ok(envelope.map(|envelope| Stored {
+                envelope,
+                remaining_ttl,
+            }))
+        })
+    }
+
+    /// A plain `GET`: half the commands of [`get`](Self::get), for callers
+    /// that do not need the remaining TTL.
+    fn get_entry<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Result<Option<Envelope<V>>>>
+    where
+        V: 'a,
+    {
+        StoreFuture::new(async move {
+            let inner = &*self.inner;
+            let redis_key = inner.redis_key(key);
+            let mut cmd = redis::cmd("GET");
+            cmd.arg(&redis_key);
+            // Unlike in a pipeline, a WRONGTYPE answer arrives as an error;
+            // it is foreign data under the key, not a store failure.
+            let query = async {
+                match inner.connection.query(&cmd).await {
+                    Err(e) if e.code() == Some("WRONGTYPE") => Ok(None),
+                    other => other.map(Some),
+                }
+            };
+            match inner.call(StoreOp::Get, Some(key), query).await? {
+                Some(reply) => inner.decode_reply(key, &redis_key, Some(reply)).await,
+                None => inner.corrupt(key, &redis_key, WrongType.into()).await,
+            }
+        })
+    }
+
+    fn set<'a>(
+        &'a self,
+        key: &'a str,
+        entry: Envelope<V>,
+        ttl: Option<Duration>,
+    ) -> StoreFuture<'a, Result<()>> {
+        StoreFuture::new(async move {
+            let inner = &*self.inner;
+            let mut cmd = redis::cmd("SET");
+            cmd.arg(inner.redis_key(key));
+            if let Err(e) = inner.framing.encode(&entry, |bytes| {
+                cmd.arg(bytes);
+            }) {
+                return Err(match e {
+                    EncodeError::Codec(why) => {
+                        inner.counters.incr(Event::CodecError);
+                        Error::codec(key, why)
+                    }
+                    EncodeError::TooLarge(why) => {
+                        inner.counters.incr(Event::Oversized);
+                        Error::store(StoreOp::Set, Some(key), why)
+                    }
+                });
+            }
+            if let Some(ttl) = ttl {
+                cmd.arg("PX").arg(ttl_to_ms(ttl));
+            }
+            let reply = inner
+                .call(StoreOp::Set, Some(key), inner.connection.query(&cmd))
+                .await?;
+            match reply {
+                Value::Okay => Ok(()),
+                other => Err(unexpected(StoreOp::Set, key, &Some(other))),
+            }
+        })
+    }
+
+    fn delete<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Result<bool>> {
+        StoreFuture::new(async move {
+            let inner = &*self.inner;
+            let mut cmd = redis::cmd("UNLINK");
+            cmd.arg(inner.redis_key(key));
+            let reply = inner
+                .call(StoreOp::Delete, Some(key), inner.connection.query(&cmd))
+                .await?;
+            match reply {
+                Value::Int(n) => Ok(n > 0),
+                other => Err(unexpected(StoreOp::Delete, key, &Some(other))),
+            }
+        })
+    }
+
+    fn clear(&self) -> StoreFuture<'_, Result<()>> {
+        StoreFuture::new(self.inner.clear())
+    }
+
+    fn remaining_ttl<'a>(
+        &'a self,
+        key: &'a str,
+    ) -> StoreFuture<'a, Result<Option<Option<Duration>>>> {
+        StoreFuture::new(async move {
+            let inner = &*self.inner;
+            let mut cmd = redis::cmd("PTTL");
+            cmd.arg(inner.redis_key(key));
+            let reply = inner
+                .call(
+                    StoreOp::RemainingTtl,
+                    Some(key),
+                    inner.connection.query(&cmd),
+                )
+                .await?;
+            match reply {
+                Value::Int(ms) => Ok(pttl_to_ttl(ms)),
+                other => Err(unexpected(StoreOp::RemainingTtl, key, &Some(other))),
+            }
+        })
+    }
+}
+
+/// A TTL in whole milliseconds for `PX`: rounded up, so that a TTL under a
+/// millisecond still expires (rather than becoming 0, which Redis refuses,
+/// or "never"), and capped at [`MAX_TTL_MS`].
+fn ttl_to_ms(ttl: Duration) -> u64 {
+    let ms = ttl.as_millis() + u128::from(!ttl.subsec_nanos().is_multiple_of(1_000_000));
+    u64::try_from(ms).unwrap_or(u64::MAX).clamp(1, MAX_TTL_MS)
+}
+
+/// A `PTTL` reply: `None` for no key (-2), `Some(None)` for no expiry (-1).
+fn pttl_to_ttl(ms: i64) -> Option<Option<Duration>> {
+    match u64::try_from(ms) {
+        Ok(ms) => Some(Some(Duration::from_millis(ms))),
+        Err(_) if ms == -1 => Some(None),
+        Err(_) => None,
+    }
+}
+
+fn unexpected(op: StoreOp, key: &str, reply: &Option<Value>) -> Error {
+    Error::store(op, Some(key), UnexpectedReply(format!("{reply:?}")))
+}
+
+impl<V, C> Clone for RedisStore<V, C> {
+    fn clone(&self) -> Self {
+        RedisStore {
+            inner: Arc::clone(&self.inner),
+            _values: PhantomData,
+        }
+    }
+}
+
+impl<V, C> fmt::Debug for RedisStore<V, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match self.inner.connection {
+            Connection::Standalone(_) => "standalone",
+            Connection::Cluster(_) => "cluster",
+            Connection::Sentinel(_) => "sentinel",
+        };
+        f.debug_struct("RedisStore")
+            .field("connection", &kind)
+            .field("prefix", &self.prefix())
+            .field("codec", &std::any::type_name::<C>())
+            .field("timeout", &self.inner.timeout)
+            .field("on_corrupt", &self.inner.on_corrupt)
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ttls_round_up_and_never_become_never() {
+        assert_eq!(ttl_to_ms(Duration::from_nanos(1)), 1);
+        assert_eq!(ttl_to_ms(Duration::ZERO), 1);
+        assert_eq!(ttl_to_ms(Duration::from_millis(1500)), 1500);
+        assert_eq!(ttl_to_ms(Duration::from_micros(1500)), 2);
+        assert_eq!(ttl_to_ms(Duration::MAX), MAX_TTL_MS);
+    }
+
+    #[test]
+    fn pttl_replies() {
+        assert_eq!(pttl_to_ttl(-2), None);
+        assert_eq!(pttl_to_ttl(-1), Some(None));
+        assert_eq!(pttl_to_ttl(0), Some(Some(Duration::ZERO)));
+        assert_eq!(pttl_to_ttl(250), Some(Some(Duration::from_millis(250))));
+    }
+}
