@@ -56,6 +56,7 @@ pub mod engine;
 mod error;
 mod loading;
 mod mock;
+pub mod observe;
 mod policy;
 pub mod store;
 mod ttl;
@@ -66,6 +67,9 @@ pub use cache::{
 };
 pub use error::{BoxError, Error, Result, StoreOp};
 pub use mock::MockCache;
+#[cfg(feature = "prometheus")]
+pub use observe::CacheMetrics;
+pub use observe::{KeyMode, StoreStats, Tier, TierStats};
 pub use store::{Envelope, MemoryStore, Store};
 
 pub use engine::{
