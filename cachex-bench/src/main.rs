@@ -6,6 +6,7 @@
 //! cargo run --release -p cachex-bench -- throughput --threads 1,2 --json
 //! cargo run --release -p cachex-bench -- hitratio --all-traces --chart docs/charts
 //! cargo run --release -p cachex-bench -- memory
+//! cargo run --release -p cachex-bench -- async --threads 1
 //! ```
 
 mod alloc;
@@ -21,6 +22,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+use workloads::asyncget::AsyncArgs;
 use workloads::hitratio::HitratioArgs;
 use workloads::memory::MemoryArgs;
 use workloads::throughput::ThroughputArgs;
@@ -49,6 +51,9 @@ enum Command {
     Hitratio(HitratioArgs),
     /// M: heap bytes per entry of a full cache.
     Memory(MemoryArgs),
+    /// The async layer's hit path with metrics on and off, beside the
+    /// engine: what counting (and spans, with `--features tracing`) cost.
+    Async(AsyncArgs),
 }
 
 fn main() {
@@ -57,6 +62,7 @@ fn main() {
         Command::Throughput(args) => args.json,
         Command::Hitratio(args) => args.json,
         Command::Memory(args) => args.json,
+        Command::Async(args) => args.json,
     };
     if let Err(e) = report::configure_json(json, cli.json_out.as_deref()) {
         eprintln!("error: {e}");
@@ -66,6 +72,7 @@ fn main() {
         Command::Throughput(args) => workloads::throughput::run(args),
         Command::Hitratio(args) => workloads::hitratio::run(args),
         Command::Memory(args) => workloads::memory::run(args),
+        Command::Async(args) => workloads::asyncget::run(args),
     };
     if let Err(e) = result {
         eprintln!("error: {e}");
