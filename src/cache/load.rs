@@ -10,7 +10,7 @@ use tokio::time::Instant;
 use super::stats::Counter;
 use super::{Cache, Core};
 use crate::loading::{catch_unwind, Answer, Endings, Leader, Role};
-use crate::observe::spans::{record_loaded_ttl, Op, OpSpan};
+use crate::observe::spans::{record_loaded_ttl, traced, Op, OpSpan};
 use crate::store::{Envelope, Stored};
 use crate::{BoxError, Error, Result};
 
@@ -137,7 +137,7 @@ where
         Fut: Future<Output = Result<A, BoxError>> + Send + 'static,
     {
         let span = OpSpan::new(&self.core.observer, Op::GetOrLoad, Some(key));
-        let result = span.instrument(self.load_in(key, loader, &span)).await;
+        let result = traced!(span, self.load_in(key, loader, &span));
         span.finish(&result);
         result
     }
@@ -260,15 +260,19 @@ where
         let core = Arc::clone(&self.core);
         // Opened here, to follow from the call that started the refresh.
         let span = OpSpan::new(&core.observer, Op::Refresh, Some(key));
-        let finish = span.clone();
-        // Refused once closed, or outside a runtime; the task is then
-        // dropped unpolled, and its leader with it, which frees the key.
-        self.background.spawn(span.instrument(async move {
+        #[cfg(feature = "tracing")]
+        let live = span.live().cloned().unwrap_or_else(tracing::Span::none);
+        let task = async move {
             // Counted and published to any waiters by `lead`; on failure the
             // old entry stays until it expires.
             let outcome = core.lead(leader, loader, true).await;
-            finish.finish(&outcome);
-        }));
+            span.finish(&outcome);
+        };
+        #[cfg(feature = "tracing")]
+        let task = tracing::Instrument::instrument(task, live);
+        // Refused once closed, or outside a runtime; the task is then
+        // dropped unpolled, and its leader with it, which frees the key.
+        self.background.spawn(task);
     }
 }
 

@@ -22,7 +22,7 @@ pub use stats::Stats;
 use stats::{Counter, Counters};
 
 use crate::loading::{jittered, Background, Flights, Random, RefreshPolicy};
-use crate::observe::spans::{Op, OpSpan};
+use crate::observe::spans::{traced, Op, OpSpan};
 use crate::observe::{Observer, StatsSource};
 use crate::store::{Envelope, Store};
 use crate::{Error, Result, Ttl};
@@ -123,7 +123,7 @@ where
     /// "not found" is cached for it.
     pub async fn get(&self, key: &str) -> Result<Option<V>> {
         let span = OpSpan::new(&self.core.observer, Op::Get, Some(key));
-        let result = span.instrument(self.core.get(key, &span)).await;
+        let result = traced!(span, self.core.get(key, &span));
         span.finish(&result);
         result
     }
@@ -137,7 +137,7 @@ where
     /// answers the callers waiting for it.
     pub async fn set(&self, key: &str, value: V, ttl: Ttl) -> Result<()> {
         let span = OpSpan::new(&self.core.observer, Op::Set, Some(key));
-        let result = span.instrument(self.core.set(key, value, ttl, &span)).await;
+        let result = traced!(span, self.core.set(key, value, ttl, &span));
         span.finish(&result);
         result
     }
@@ -147,7 +147,7 @@ where
     /// result, as with [`set`](Self::set).
     pub async fn delete(&self, key: &str) -> Result<bool> {
         let span = OpSpan::new(&self.core.observer, Op::Delete, Some(key));
-        let result = span.instrument(self.core.delete(key)).await;
+        let result = traced!(span, self.core.delete(key));
         span.finish(&result);
         result
     }
@@ -155,7 +155,7 @@ where
     /// Removes every entry. Loads under way will not store their results.
     pub async fn clear(&self) -> Result<()> {
         let span = OpSpan::new(&self.core.observer, Op::Clear, None);
-        let result = span.instrument(self.core.clear()).await;
+        let result = traced!(span, self.core.clear());
         span.finish(&result);
         result
     }

@@ -26,18 +26,14 @@ pub(crate) enum Op {
     Refresh,
 }
 
-/// What [`OpSpan::instrument`] returns: the future, entered into the span
-/// on every poll when tracing is compiled in, the bare future otherwise.
-#[cfg(feature = "tracing")]
-pub(crate) type Traced<F> = tracing::instrument::Instrumented<F>;
-#[cfg(not(feature = "tracing"))]
-pub(crate) type Traced<F> = F;
-
-/// The span of one cache operation.
+/// The span of one cache operation: `None` inside when tracing is compiled
+/// out or nobody listens, so that a quiet operation records nothing and
+/// enters nothing (recording on a disabled `tracing::Span` still looks its
+/// field up by name).
 #[derive(Clone)]
 pub(crate) struct OpSpan {
     #[cfg(feature = "tracing")]
-    span: tracing::Span,
+    span: Option<tracing::Span>,
     #[cfg(feature = "tracing")]
     key_mode: KeyMode,
 }
@@ -65,12 +61,50 @@ macro_rules! cache_span {
     };
 }
 
+/// Awaits `$future` inside `$span` when the span is live, and as it is
+/// otherwise: the quiet path then pays for no `Instrumented` wrapper (a
+/// span clone, an enter and exit per poll, a guarded drop).
+macro_rules! traced {
+    ($span:expr, $future:expr) => {
+        match $span.live() {
+            #[cfg(feature = "tracing")]
+            Some(span) => tracing::Instrument::instrument($future, span.clone()).await,
+            _ => $future.await,
+        }
+    };
+}
+pub(crate) use traced;
+
 impl OpSpan {
     /// Opens the span of `op` on `key` (`None` for whole-cache operations).
     #[inline]
     #[cfg_attr(not(feature = "tracing"), allow(unused_variables))]
     pub(crate) fn new(observer: &Observer, op: Op, key: Option<&str>) -> Self {
         #[cfg(feature = "tracing")]
+        {
+            // The check `debug_span!` starts with (one load, one compare),
+            // made here so that a quiet cache skips even building a disabled
+            // span: no subscriber, or one at INFO, the usual production level.
+            use tracing::level_filters::{LevelFilter, STATIC_MAX_LEVEL};
+            let debug = tracing::Level::DEBUG;
+            let span = if debug <= STATIC_MAX_LEVEL && debug <= LevelFilter::current() {
+                Self::open(observer, op, key)
+            } else {
+                None
+            };
+            OpSpan {
+                span,
+                key_mode: observer.key_mode,
+            }
+        }
+        #[cfg(not(feature = "tracing"))]
+        OpSpan {}
+    }
+
+    /// Builds the span, if the subscriber wants it.
+    #[cfg(feature = "tracing")]
+    #[inline(never)]
+    fn open(observer: &Observer, op: Op, key: Option<&str>) -> Option<tracing::Span> {
         {
             let cache: &str = &observer.name;
             let span = match op {
@@ -87,33 +121,30 @@ impl OpSpan {
                     span
                 }
             };
-            if !span.is_disabled() {
+            (!span.is_disabled()).then(|| {
                 if let Some(key) = key.and_then(|key| observer.key_mode.render(key)) {
                     span.record("cache.key", key.as_str());
                 }
                 if let Some(tier) = observer.tier {
                     span.record("cache.tier", tier.as_str());
                 }
-            }
-            OpSpan {
-                span,
-                key_mode: observer.key_mode,
-            }
+                span
+            })
         }
-        #[cfg(not(feature = "tracing"))]
-        OpSpan {}
     }
 
-    /// Runs `future` inside this span, so that spans it opens (the store's,
-    /// the loader's own) become children of it.
+    /// The live span, if any: always `None` without the `tracing` feature.
+    #[cfg(feature = "tracing")]
     #[inline]
-    pub(crate) fn instrument<F: Future>(&self, future: F) -> Traced<F> {
-        #[cfg(feature = "tracing")]
-        {
-            tracing::Instrument::instrument(future, self.span.clone())
-        }
-        #[cfg(not(feature = "tracing"))]
-        future
+    pub(crate) fn live(&self) -> Option<&tracing::Span> {
+        self.span.as_ref()
+    }
+
+    /// The live span, if any: always `None` without the `tracing` feature.
+    #[cfg(not(feature = "tracing"))]
+    #[inline]
+    pub(crate) fn live(&self) -> Option<&()> {
+        None
     }
 
     /// Records whether the cache answered without a load.
@@ -121,7 +152,9 @@ impl OpSpan {
     #[cfg_attr(not(feature = "tracing"), allow(unused_variables))]
     pub(crate) fn hit(&self, hit: bool) {
         #[cfg(feature = "tracing")]
-        self.span.record("cache.hit", hit);
+        if let Some(span) = &self.span {
+            span.record("cache.hit", hit);
+        }
     }
 
     /// Records a time-to-live: the one written, or the one left on a hit.
@@ -129,8 +162,8 @@ impl OpSpan {
     #[cfg_attr(not(feature = "tracing"), allow(unused_variables))]
     pub(crate) fn ttl(&self, ttl: Option<Duration>) {
         #[cfg(feature = "tracing")]
-        if let Some(ttl) = ttl {
-            self.span.record("cache.ttl_ms", millis(ttl));
+        if let (Some(span), Some(ttl)) = (&self.span, ttl) {
+            span.record("cache.ttl_ms", millis(ttl));
         }
     }
 
@@ -141,8 +174,8 @@ impl OpSpan {
     #[cfg_attr(not(feature = "tracing"), allow(unused_variables))]
     pub(crate) fn finish<T>(&self, result: &Result<T>) {
         #[cfg(feature = "tracing")]
-        if let Err(error) = result {
-            record_error(&self.span, error, self.key_mode == KeyMode::Plain);
+        if let (Some(span), Err(error)) = (&self.span, result) {
+            record_error(span, error, self.key_mode == KeyMode::Plain);
         }
     }
 }
