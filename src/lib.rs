@@ -49,6 +49,19 @@
 //!
 //! Code that takes its cache through [`AsyncCache`] (by generics, or as
 //! `Arc<dyn AsyncCache<V>>`) can be handed a [`MockCache`] in tests.
+//!
+//! # Observability
+//!
+//! [`Cache::stats`] is always there (striped counters, plus the store's
+//! per-tier [`StoreStats`]). Two cargo features, both **off by default** so
+//! that an in-memory-only user compiles and pays for neither, add the rest
+//! (see [`observe`]):
+//!
+//! - `prometheus`: `CacheMetrics`, a `prometheus-client` collector that
+//!   reads the stats at scrape time, on a registry you own;
+//! - `tracing`: a `DEBUG` span per operation (target `cachex`), with the
+//!   key shown per [`KeyMode`] (default: not at all), and a periodic stats
+//!   log line. Without the feature the span code is compiled out.
 #![warn(missing_docs)]
 
 mod cache;

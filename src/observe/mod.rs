@@ -1,17 +1,17 @@
 //! Seeing what a cache does: stats, Prometheus metrics, tracing spans.
 //!
 //! - **Stats** are always there: [`Cache::stats`](crate::Cache::stats)
-//!   returns a [`Stats`](crate::Stats) snapshot of the cache's own striped
+//!   returns a [`Stats`] snapshot of the cache's own striped
 //!   counters plus what its store reports per tier ([`StoreStats`],
 //!   through [`Store::stats`](crate::Store::stats)).
-//! - **Prometheus** (feature `prometheus`): [`CacheMetrics`] exposes those
+//! - **Prometheus** (feature `prometheus`): `CacheMetrics` exposes those
 //!   snapshots on a `prometheus_client` registry you own, read at scrape
 //!   time, plus a load-duration histogram.
 //! - **Tracing** (feature `tracing`): every cache operation runs in a
 //!   `tracing` span at `DEBUG` level, target `cachex`; what the key field
 //!   shows is set by [`KeyMode`]. Stores open their spans with
-//!   [`StoreSpan`]. [`CacheBuilder::log_stats`](crate::CacheBuilder::log_stats)
-//!   adds a periodic stats log line.
+//!   [`StoreSpan`]. `CacheBuilder::log_stats` adds a periodic stats log
+//!   line.
 //!
 //! The README's "Metrics" and "Tracing" sections list every metric and
 //! every span field.
@@ -48,7 +48,7 @@ pub(crate) struct Observer {
     /// there, so spans can say so without asking the store each time.
     #[cfg_attr(not(feature = "tracing"), allow(dead_code))]
     pub(crate) tier: Option<Tier>,
-    /// Set when the cache is added to a [`CacheMetrics`]; loads are timed
+    /// Set when the cache is added to a `CacheMetrics`; loads are timed
     /// into it from then on.
     #[cfg(feature = "prometheus")]
     pub(crate) load_histogram:

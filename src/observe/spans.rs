@@ -169,7 +169,7 @@ impl OpSpan {
 
     /// Records the outcome: nothing on success; on failure the error's
     /// type, the OpenTelemetry error status, and a description (which names
-    /// the key only in [`KeyMode::Plain`]).
+    /// the key only in `KeyMode::Plain`).
     #[inline]
     #[cfg_attr(not(feature = "tracing"), allow(unused_variables))]
     pub(crate) fn finish<T>(&self, result: &Result<T>) {
@@ -218,7 +218,7 @@ fn record_error(span: &tracing::Span, error: &Error, with_key: bool) {
 /// (for reads, via [`hit`](Self::hit)), `otel.kind = "client"` for the
 /// remote tier, and on failure `error.type`, `otel.status_code = "ERROR"`
 /// and a description without the key (the store does not know the cache's
-/// [`KeyMode`]). Without the `tracing` feature it is zero-sized and does
+/// [`KeyMode`](crate::observe::KeyMode)). Without the `tracing` feature it is zero-sized and does
 /// nothing, so stores call it unconditionally.
 ///
 /// ```

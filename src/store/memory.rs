@@ -129,13 +129,15 @@ where
     /// anyway), whether or not the cache's metrics are on.
     fn stats(&self) -> StoreStats {
         let engine = self.engine.stats();
-        let mut l1 = TierStats::default();
-        l1.hits = engine.hits;
-        l1.misses = engine.misses;
-        l1.entries = Some(self.engine.len());
-        l1.evictions_size = engine.evictions_size;
-        l1.evictions_expired = engine.evictions_expired;
-        l1.removals = engine.removals;
+        let l1 = TierStats {
+            hits: engine.hits,
+            misses: engine.misses,
+            entries: Some(self.engine.len()),
+            evictions_size: engine.evictions_size,
+            evictions_expired: engine.evictions_expired,
+            removals: engine.removals,
+            ..TierStats::default()
+        };
         StoreStats::single(Tier::L1, l1)
     }
 }
