@@ -21,7 +21,7 @@ use cachex::{Cache, MemoryCache, Ttl};
 use clap::Args;
 use serde_json::json;
 
-use crate::report::{emit, json_wanted, median, round, thousands, Table};
+use crate::report::{emit, median, round, thousands, Table};
 use crate::zipf::{Rng, Zipf};
 
 /// Options of the `async` command.
@@ -225,7 +225,7 @@ pub fn run(args: &AsyncArgs) -> Result<(), String> {
         .filter(|(name, _)| args.only.is_empty() || args.only.iter().any(|o| o == name))
         .collect();
 
-    if !json_wanted() {
+    if !args.json {
         println!(
             "async hit path: Zipf(1.01) over {} cached keys, {} ops per thread per run, \
              median of {} interleaved runs; tracing {tracing}",
@@ -286,7 +286,7 @@ pub fn run(args: &AsyncArgs) -> Result<(), String> {
                 "samples": samples[i].iter().map(|s| round(*s, 2)).collect::<Vec<_>>(),
             }));
         }
-        if !json_wanted() {
+        if !args.json {
             println!("\nthreads: {threads}");
             print!("{}", table.render());
         }
