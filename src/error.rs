@@ -183,6 +183,33 @@ impl Error {
         }
     }
 
+    /// The `error.type` of a span that failed with this error: a short,
+    /// stable, low-cardinality name of the variant.
+    #[cfg_attr(not(feature = "tracing"), allow(dead_code))]
+    pub(crate) fn type_name(&self) -> &'static str {
+        match self {
+            Error::EmptyKey | Error::KeyTooLong { .. } => "invalid_key",
+            Error::Closed => "closed",
+            Error::Loader { .. } => "loader",
+            Error::LoaderPanicked { .. } => "loader_panicked",
+            Error::Store { .. } => "store",
+            Error::Codec { .. } => "codec",
+        }
+    }
+
+    /// The message without the key (nor a loader's or a panic's text, which
+    /// may quote it), for telemetry that must not carry keys.
+    #[cfg_attr(not(feature = "tracing"), allow(dead_code))]
+    pub(crate) fn keyless_message(&self) -> String {
+        match self {
+            Error::Loader { .. } => "loader failed".to_owned(),
+            Error::LoaderPanicked { .. } => "loader panicked".to_owned(),
+            Error::Store { op, .. } => format!("cache store failed to {op}"),
+            Error::Codec { .. } => "could not encode or decode a cached value".to_owned(),
+            Error::EmptyKey | Error::KeyTooLong { .. } | Error::Closed => self.to_string(),
+        }
+    }
+
     /// The store operation that failed, for [`Error::Store`].
     pub fn store_op(&self) -> Option<StoreOp> {
         match self {

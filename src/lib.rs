@@ -69,9 +69,24 @@
 //! | `postcard` | no | `codec::Postcard`, the most compact encoding |
 //! | `compression` | no | LZ4 (`lz4_flex`, pure Rust) for values above a threshold |
 //! | `tls` | no | `rediss://` and TLS to Cluster and Sentinel (rustls) |
+//! | `prometheus` | no | `CacheMetrics`, Prometheus metrics (see below) |
+//! | `tracing` | no | spans per operation and a periodic stats log line |
 //!
 //! In-memory users can turn everything off (`default-features = false`):
 //! the engine and the async cache need none of it.
+//!
+//! # Observability
+//!
+//! [`Cache::stats`] is always there (striped counters, plus the store's
+//! per-tier [`StoreStats`]). Two cargo features, both **off by default** so
+//! that an in-memory-only user compiles and pays for neither, add the rest
+//! (see [`observe`]):
+//!
+//! - `prometheus`: `CacheMetrics`, a `prometheus-client` collector that
+//!   reads the stats at scrape time, on a registry you own;
+//! - `tracing`: a `DEBUG` span per operation (target `cachex`), with the
+//!   key shown per [`KeyMode`] (default: not at all), and a periodic stats
+//!   log line. Without the feature the span code is compiled out.
 #![warn(missing_docs)]
 
 mod cache;
@@ -80,6 +95,7 @@ pub mod engine;
 mod error;
 mod loading;
 mod mock;
+pub mod observe;
 mod policy;
 pub mod store;
 mod ttl;
@@ -90,6 +106,9 @@ pub use cache::{
 };
 pub use error::{BoxError, Error, Result, StoreOp};
 pub use mock::MockCache;
+#[cfg(feature = "prometheus")]
+pub use observe::CacheMetrics;
+pub use observe::{KeyMode, StoreStats, Tier, TierStats};
 pub use store::{Envelope, MemoryStore, Store};
 
 pub use engine::{

@@ -221,6 +221,8 @@ where
             misses: count(&counts.misses),
             loads: count(&counts.loads),
             load_errors: count(&counts.load_errors),
+            sets: count(&counts.sets),
+            deletes: count(&counts.deletes),
             ..Stats::default()
         }
     }

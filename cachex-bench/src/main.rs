@@ -7,6 +7,7 @@
 //! cargo run --release -p cachex-bench -- hitratio --all-traces --chart docs/charts
 //! cargo run --release -p cachex-bench -- memory
 //! cargo run --release -p cachex-bench -- redis --json
+//! cargo run --release -p cachex-bench -- async --threads 1
 //! ```
 
 mod alloc;
@@ -22,6 +23,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+use workloads::asyncget::AsyncArgs;
 use workloads::hitratio::HitratioArgs;
 use workloads::memory::MemoryArgs;
 use workloads::redis::RedisArgs;
@@ -53,6 +55,9 @@ enum Command {
     Memory(MemoryArgs),
     /// Redis: get latency and throughput through cachex vs a raw client.
     Redis(RedisArgs),
+    /// The async layer's hit path with metrics on and off, beside the
+    /// engine: what counting (and spans, with `--features tracing`) cost.
+    Async(AsyncArgs),
 }
 
 fn main() {
@@ -62,6 +67,7 @@ fn main() {
         Command::Hitratio(args) => args.json,
         Command::Memory(args) => args.json,
         Command::Redis(args) => args.json,
+        Command::Async(args) => args.json,
     };
     if let Err(e) = report::configure_json(json, cli.json_out.as_deref()) {
         eprintln!("error: {e}");
@@ -72,6 +78,7 @@ fn main() {
         Command::Hitratio(args) => workloads::hitratio::run(args),
         Command::Memory(args) => workloads::memory::run(args),
         Command::Redis(args) => workloads::redis::run(args),
+        Command::Async(args) => workloads::asyncget::run(args),
     };
     if let Err(e) = result {
         eprintln!("error: {e}");

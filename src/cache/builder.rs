@@ -8,6 +8,7 @@ use std::time::Duration;
 use super::stats::Counters;
 use super::{Cache, Core, Settings};
 use crate::loading::{Background, Flights, Random, RefreshPolicy};
+use crate::observe::{KeyMode, Observer, DEFAULT_NAME};
 use crate::store::{MemoryStore, Store};
 
 /// The default time-to-live: 5 minutes.
@@ -32,6 +33,7 @@ pub const DEFAULT_NEGATIVE_TTL: Duration = Duration::from_secs(30);
 ///     .negative_ttl(Duration::from_secs(10))
 ///     .stale_while_revalidate(Duration::from_secs(60))
 ///     .xfetch(1.0)
+///     .name("blobs")
 ///     .build();
 /// # drop(cache);
 /// ```
@@ -41,6 +43,10 @@ pub struct CacheBuilder<V> {
     settings: Settings,
     metrics: bool,
     seed: Option<u64>,
+    name: Arc<str>,
+    key_mode: KeyMode,
+    #[cfg(feature = "tracing")]
+    log_interval: Option<Duration>,
 }
 
 impl<V> Default for CacheBuilder<V> {
@@ -56,6 +62,10 @@ impl<V> Default for CacheBuilder<V> {
             },
             metrics: true,
             seed: None,
+            name: Arc::from(DEFAULT_NAME),
+            key_mode: KeyMode::default(),
+            #[cfg(feature = "tracing")]
+            log_interval: None,
         }
     }
 }
@@ -130,10 +140,40 @@ where
         self
     }
 
-    /// Whether to keep [`Stats`](super::Stats). Default: on. The counters
-    /// are striped per thread and cost a few nanoseconds per operation.
+    /// Whether to keep [`Stats`](super::Stats) (and so the Prometheus
+    /// counters, which read them). Default: on. The counters are striped
+    /// per thread and cost a few nanoseconds per operation; see
+    /// `docs/BENCHMARKS.md` for the measured difference.
     pub fn metrics(mut self, enabled: bool) -> Self {
         self.metrics = enabled;
+        self
+    }
+
+    /// The cache's name: the `cache` label of its metrics and the
+    /// `cache.name` field of its spans. Give each cache of a process its
+    /// own. Default: `"default"`.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Arc::from(name.into());
+        self
+    }
+
+    /// What the `cache.key` field of the cache's spans shows: nothing, a
+    /// hash, or the key. Default: [`KeyMode::Off`], since keys may hold
+    /// personal data (see there).
+    pub fn key_mode(mut self, mode: KeyMode) -> Self {
+        self.key_mode = mode;
+        self
+    }
+
+    /// Logs a line of stats every `interval` (an `INFO` event, target
+    /// `cachex::stats`: lookups, hits, misses, hit ratio, loads, load
+    /// errors, mean load time, sets, deletes, evictions and store errors
+    /// over the interval). Needs [`build`](Self::build) to be called inside
+    /// a tokio runtime, which runs the logger; it stops when the cache is
+    /// closed or dropped. Default: off.
+    #[cfg(feature = "tracing")]
+    pub fn log_stats(mut self, interval: Duration) -> Self {
+        self.log_interval = Some(interval);
         self
     }
 
@@ -152,18 +192,26 @@ where
                 None => MemoryStore::default(),
             })
         });
+        let tier = store.stats().single_tier();
         let core = Core {
             store,
             flights: Flights::new(),
             settings: self.settings,
             random: self.seed.map_or_else(Random::from_entropy, Random::new),
             counters: Counters::new(self.metrics),
+            observer: Observer::new(self.name, self.key_mode, tier),
             closed: AtomicBool::new(false),
         };
-        Cache {
+        let cache = Cache {
             core: Arc::new(core),
             background: Arc::new(Background::new()),
+        };
+        #[cfg(feature = "tracing")]
+        if let Some(interval) = self.log_interval {
+            let core: Arc<dyn crate::observe::StatsSource> = cache.core.clone();
+            crate::observe::log::start(&cache.background, Arc::downgrade(&core), interval);
         }
+        cache
     }
 }
 
@@ -175,6 +223,8 @@ impl<V> fmt::Debug for CacheBuilder<V> {
             .field("settings", &self.settings)
             .field("metrics", &self.metrics)
             .field("seed", &self.seed)
-            .finish()
+            .field("name", &self.name)
+            .field("key_mode", &self.key_mode)
+            .finish_non_exhaustive()
     }
 }

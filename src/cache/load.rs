@@ -10,6 +10,7 @@ use tokio::time::Instant;
 use super::stats::Counter;
 use super::{Cache, Core};
 use crate::loading::{catch_unwind, Answer, Endings, Leader, Role};
+use crate::observe::spans::{record_loaded_ttl, traced, Op, OpSpan};
 use crate::store::{Envelope, Stored};
 use crate::{BoxError, Error, Result};
 
@@ -126,8 +127,23 @@ where
         .await
     }
 
-    /// Both flavours of `get_or_load`: `A` is `V` or `Option<V>`.
+    /// Both flavours of `get_or_load`: `A` is `V` or `Option<V>`. The
+    /// loader runs inside the operation's span, so its own spans (the
+    /// database query) are children of it.
     async fn load<A, L, Fut>(&self, key: &str, loader: L) -> Result<A>
+    where
+        A: Answer<V> + Send + 'static,
+        L: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<A, BoxError>> + Send + 'static,
+    {
+        let span = OpSpan::new(&self.core.observer, Op::GetOrLoad, Some(key));
+        let result = traced!(span, self.load_in(key, loader, &span));
+        span.finish(&result);
+        result
+    }
+
+    /// [`load`](Self::load), inside its span.
+    async fn load_in<A, L, Fut>(&self, key: &str, loader: L, span: &OpSpan) -> Result<A>
     where
         A: Answer<V> + Send + 'static,
         L: FnOnce() -> Fut + Send + 'static,
@@ -145,6 +161,8 @@ where
             let load_time = envelope.load_time();
             let found = !envelope.is_not_found();
             if let Some(answer) = A::from_shared(envelope.into_value()) {
+                span.hit(true);
+                span.ttl(remaining_ttl);
                 if !found {
                     core.counters.incr(Counter::NegativeHits);
                     return Ok(answer);
@@ -166,6 +184,7 @@ where
         // Nothing usable: a miss, even if a "not found" is cached and this
         // caller needs a value.
         core.counters.incr(Counter::Misses);
+        span.hit(false);
         // Boxed: the miss path's state (flights, the loader's own future)
         // would otherwise make every hit build and move a much larger future.
         Box::pin(self.load_missing(key, loader, read)).await
@@ -239,13 +258,21 @@ where
             return;
         };
         let core = Arc::clone(&self.core);
-        // Refused once closed, or outside a runtime; the task is then
-        // dropped unpolled, and its leader with it, which frees the key.
-        self.background.spawn(async move {
+        // Opened here, to follow from the call that started the refresh.
+        let span = OpSpan::new(&core.observer, Op::Refresh, Some(key));
+        #[cfg(feature = "tracing")]
+        let live = span.live().cloned().unwrap_or_else(tracing::Span::none);
+        let task = async move {
             // Counted and published to any waiters by `lead`; on failure the
             // old entry stays until it expires.
-            let _outcome = core.lead(leader, loader, true).await;
-        });
+            let outcome = core.lead(leader, loader, true).await;
+            span.finish(&outcome);
+        };
+        #[cfg(feature = "tracing")]
+        let task = tracing::Instrument::instrument(task, live);
+        // Refused once closed, or outside a runtime; the task is then
+        // dropped unpolled, and its leader with it, which frees the key.
+        self.background.spawn(task);
     }
 }
 
@@ -290,6 +317,9 @@ where
         let load_time = started.elapsed();
         self.counters
             .record_load(background, matches!(result, Ok(Ok(_))), load_time);
+        if self.counters.enabled() {
+            self.observer.record_load(load_time);
+        }
 
         let key = leader.key();
         let outcome = match result {
@@ -319,7 +349,9 @@ where
             None => self.settings.negative_ttl,
         };
         let entry = Envelope::from_option(shared).with_load_time(load_time);
-        let ttl = Some(self.jittered(ttl));
+        let ttl = self.jittered(ttl);
+        record_loaded_ttl(ttl);
+        let ttl = Some(ttl);
         if self.store.set(key, entry, ttl).await.is_err() {
             // The callers have their answer; only the caching failed.
             self.counters.incr(Counter::StoreErrors);

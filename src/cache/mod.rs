@@ -22,6 +22,8 @@ pub use stats::Stats;
 use stats::{Counter, Counters};
 
 use crate::loading::{jittered, Background, Flights, Random, RefreshPolicy};
+use crate::observe::spans::{traced, Op, OpSpan};
+use crate::observe::{Observer, StatsSource};
 use crate::store::{Envelope, Store};
 use crate::{Error, Result, Ttl};
 
@@ -93,6 +95,7 @@ struct Core<V> {
     settings: Settings,
     random: Random,
     counters: Counters,
+    observer: Observer,
     closed: AtomicBool,
 }
 
@@ -119,13 +122,10 @@ where
     /// The value under `key`: `Ok(None)` when there is none, or when a
     /// "not found" is cached for it.
     pub async fn get(&self, key: &str) -> Result<Option<V>> {
-        self.core.check(key)?;
-        // The remaining TTL is not needed here, and a remote store may
-        // charge for it (Redis: a second command).
-        let entry = self.core.store.get_entry(key).await;
-        let entry = entry.inspect_err(|_| self.core.counters.incr(Counter::StoreErrors))?;
-        self.core.count_lookup(entry.as_ref());
-        Ok(entry.and_then(Envelope::into_value))
+        let span = OpSpan::new(&self.core.observer, Op::Get, Some(key));
+        let result = traced!(span, self.core.get(key, &span));
+        span.finish(&result);
+        result
     }
 
     /// Stores `value` under `key` for `ttl`: [`Ttl::Default`] is the cache's
@@ -136,29 +136,28 @@ where
     /// value: it may have read the data this write replaces. It still
     /// answers the callers waiting for it.
     pub async fn set(&self, key: &str, value: V, ttl: Ttl) -> Result<()> {
-        self.core.check(key)?;
-        let ttl = self.core.resolve(ttl);
-        self.core.flights.forget(key);
-        let written = self.core.store.set(key, Envelope::found(value), ttl).await;
-        written.inspect_err(|_| self.core.counters.incr(Counter::StoreErrors))
+        let span = OpSpan::new(&self.core.observer, Op::Set, Some(key));
+        let result = traced!(span, self.core.set(key, value, ttl, &span));
+        span.finish(&result);
+        result
     }
 
     /// Removes `key`'s entry (a value or a cached "not found"); answers
     /// whether there was one. A load of `key` under way will not store its
     /// result, as with [`set`](Self::set).
     pub async fn delete(&self, key: &str) -> Result<bool> {
-        self.core.check(key)?;
-        self.core.flights.forget(key);
-        let deleted = self.core.store.delete(key).await;
-        deleted.inspect_err(|_| self.core.counters.incr(Counter::StoreErrors))
+        let span = OpSpan::new(&self.core.observer, Op::Delete, Some(key));
+        let result = traced!(span, self.core.delete(key));
+        span.finish(&result);
+        result
     }
 
     /// Removes every entry. Loads under way will not store their results.
     pub async fn clear(&self) -> Result<()> {
-        self.core.ensure_open()?;
-        self.core.flights.forget_all();
-        let cleared = self.core.store.clear().await;
-        cleared.inspect_err(|_| self.core.counters.incr(Counter::StoreErrors))
+        let span = OpSpan::new(&self.core.observer, Op::Clear, None);
+        let result = traced!(span, self.core.clear());
+        span.finish(&result);
+        result
     }
 
     /// The remaining time-to-live of `key`'s entry: `None` if there is no
@@ -169,10 +168,24 @@ where
         ttl.inspect_err(|_| self.core.counters.incr(Counter::StoreErrors))
     }
 
-    /// A snapshot of the counters (all zero with
-    /// [`metrics(false)`](CacheBuilder::metrics)).
+    /// A snapshot of the cache's counters (all zero with
+    /// [`metrics(false)`](CacheBuilder::metrics)) and of its store's, per
+    /// tier: evictions by cause, entries, tier errors. See [`Stats`].
     pub fn stats(&self) -> Stats {
-        self.core.counters.snapshot()
+        self.core.stats()
+    }
+
+    /// The cache's [name](CacheBuilder::name), as its metrics and spans
+    /// show it.
+    pub fn name(&self) -> &str {
+        &self.core.observer.name
+    }
+
+    /// The cache as metrics and the stats log see it: its stats and its
+    /// name, without its value type.
+    #[cfg(feature = "prometheus")]
+    pub(crate) fn stats_source(&self) -> Arc<dyn StatsSource> {
+        self.core.clone()
     }
 
     /// Closes the cache: later calls fail with [`Error::Closed`], and
@@ -189,6 +202,71 @@ where
     /// Whether [`close`](Self::close) was called.
     pub fn is_closed(&self) -> bool {
         self.core.closed.load(Ordering::Acquire)
+    }
+}
+
+impl<V> Core<V>
+where
+    V: Clone + Send + Sync + 'static,
+{
+    async fn get(&self, key: &str, span: &OpSpan) -> Result<Option<V>> {
+        self.check(key)?;
+        // The remaining TTL is not needed here, and a remote store may
+        // charge for it (Redis: a second command).
+        let entry = self.store.get_entry(key).await;
+        let entry = entry.inspect_err(|_| self.counters.incr(Counter::StoreErrors))?;
+        span.hit(entry.is_some());
+        self.count_lookup(entry.as_ref());
+        Ok(entry.and_then(Envelope::into_value))
+    }
+
+    async fn set(&self, key: &str, value: V, ttl: Ttl, span: &OpSpan) -> Result<()> {
+        self.check(key)?;
+        let ttl = self.resolve(ttl);
+        span.ttl(ttl);
+        self.flights.forget(key);
+        let written = self.store.set(key, Envelope::found(value), ttl).await;
+        self.count_write(written, Counter::Sets)
+    }
+
+    async fn delete(&self, key: &str) -> Result<bool> {
+        self.check(key)?;
+        self.flights.forget(key);
+        let deleted = self.store.delete(key).await;
+        self.count_write(deleted, Counter::Deletes)
+    }
+
+    async fn clear(&self) -> Result<()> {
+        self.ensure_open()?;
+        self.flights.forget_all();
+        let cleared = self.store.clear().await;
+        cleared.inspect_err(|_| self.counters.incr(Counter::StoreErrors))
+    }
+
+    /// Counts a write's outcome: `done` if it worked, a store error if not.
+    fn count_write<T>(&self, result: Result<T>, done: Counter) -> Result<T> {
+        let counter = if result.is_ok() {
+            done
+        } else {
+            Counter::StoreErrors
+        };
+        self.counters.incr(counter);
+        result
+    }
+}
+
+impl<V> StatsSource for Core<V>
+where
+    V: Clone + Send + Sync + 'static,
+{
+    fn stats(&self) -> Stats {
+        let mut stats = self.counters.snapshot();
+        stats.store = self.store.stats();
+        stats
+    }
+
+    fn observer(&self) -> &Observer {
+        &self.observer
     }
 }
 
@@ -257,6 +335,7 @@ impl<V> Clone for Cache<V> {
 impl<V> fmt::Debug for Cache<V> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Cache")
+            .field("name", &self.core.observer.name)
             .field("settings", &self.core.settings)
             .field("closed", &self.core.closed.load(Ordering::Relaxed))
             .finish_non_exhaustive()

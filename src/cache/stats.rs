@@ -3,16 +3,36 @@
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
-/// A snapshot of a [`Cache`](crate::Cache)'s counters.
+use crate::observe::StoreStats;
+
+/// A snapshot of a [`Cache`](crate::Cache)'s counters, and of its store's.
 ///
-/// These count what the async layer did: lookups, loads, refreshes. The
-/// in-memory engine keeps its own counters (evictions, admissions) in
-/// [`CacheStats`](crate::CacheStats), reachable through
-/// [`MemoryStore::engine`](crate::MemoryStore::engine).
+/// The cache counts what the async layer did (lookups, loads, refreshes,
+/// writes) in per-thread counter stripes; [`store`](Self::store) holds what
+/// the store reports per tier ([`Store::stats`](crate::Store::stats)):
+/// entries, evictions by cause, tier hits and errors, breaker state.
+///
+/// ```
+/// use cachex::{Cache, Ttl};
+///
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// let cache: Cache<u32> = Cache::builder().capacity(100).build();
+/// cache.set("a", 1, Ttl::Default).await?;
+/// cache.get("a").await?;
+/// cache.get("b").await?;
+/// let stats = cache.stats();
+/// assert_eq!((stats.sets, stats.hits, stats.misses), (1, 1, 1));
+/// let memory = stats.store.l1.unwrap();
+/// assert_eq!(memory.entries, Some(1));
+/// assert_eq!(memory.evictions(), 0);
+/// # Ok::<(), cachex::Error>(())
+/// # }).unwrap();
+/// ```
 ///
 /// Counters are read one by one without stopping writers, so a snapshot
 /// taken under load is consistent per counter, not across them. With
-/// [`metrics(false)`](crate::CacheBuilder::metrics) every counter stays 0.
+/// [`metrics(false)`](crate::CacheBuilder::metrics) the cache's own counters
+/// stay 0; the store's are its own business and still reported.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Stats {
@@ -44,6 +64,14 @@ pub struct Stats {
     /// Store operations that failed, whether reported to the caller or
     /// absorbed by `get_or_load`.
     pub store_errors: u64,
+    /// Successful [`set`](crate::Cache::set) calls (values stored by loads
+    /// not included).
+    pub sets: u64,
+    /// Successful [`delete`](crate::Cache::delete) calls, whether or not the
+    /// key was there.
+    pub deletes: u64,
+    /// What the store reports, per tier.
+    pub store: StoreStats,
 }
 
 impl Stats {
@@ -86,9 +114,11 @@ pub(crate) enum Counter {
     StaleServed,
     SingleflightWaits,
     StoreErrors,
+    Sets,
+    Deletes,
 }
 
-const COUNTERS: usize = Counter::StoreErrors as usize + 1;
+const COUNTERS: usize = Counter::Deletes as usize + 1;
 
 /// The live counters behind [`Stats`].
 ///
@@ -123,6 +153,12 @@ impl Counters {
         Counters { stripes }
     }
 
+    /// Whether counting is on ([`metrics`](crate::CacheBuilder::metrics)).
+    #[inline]
+    pub(crate) fn enabled(&self) -> bool {
+        self.stripes.is_some()
+    }
+
     #[inline]
     pub(crate) fn incr(&self, counter: Counter) {
         self.add(counter, 1);
@@ -151,6 +187,8 @@ impl Counters {
         );
     }
 
+    /// The counters, summed over the stripes (`store` left empty: the
+    /// cache fills it in).
     pub(crate) fn snapshot(&self) -> Stats {
         let mut sums = [0u64; COUNTERS];
         for stripe in self.stripes.iter().flatten() {
@@ -171,6 +209,9 @@ impl Counters {
             stale_served: get(Counter::StaleServed),
             singleflight_waits: get(Counter::SingleflightWaits),
             store_errors: get(Counter::StoreErrors),
+            sets: get(Counter::Sets),
+            deletes: get(Counter::Deletes),
+            store: StoreStats::default(),
         }
     }
 }

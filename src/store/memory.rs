@@ -3,7 +3,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use super::{Envelope, Store, StoreFuture, Stored};
+use super::{Envelope, Store, StoreFuture, StoreStats, Stored, Tier, TierStats};
 use crate::{MemoryCache, Result, Ttl};
 
 /// A [`Store`] over the in-memory engine, [`MemoryCache`].
@@ -122,6 +122,23 @@ where
         key: &'a str,
     ) -> StoreFuture<'a, Result<Option<Option<Duration>>>> {
         StoreFuture::ready(Ok(self.engine.remaining_ttl(key)))
+    }
+
+    /// The engine's counters as tier `l1`. The engine counts every read
+    /// (striped per thread) and every write (under the shard lock it holds
+    /// anyway), whether or not the cache's metrics are on.
+    fn stats(&self) -> StoreStats {
+        let engine = self.engine.stats();
+        let l1 = TierStats {
+            hits: engine.hits,
+            misses: engine.misses,
+            entries: Some(self.engine.len()),
+            evictions_size: engine.evictions_size,
+            evictions_expired: engine.evictions_expired,
+            removals: engine.removals,
+            ..TierStats::default()
+        };
+        StoreStats::single(Tier::L1, l1)
     }
 }
 

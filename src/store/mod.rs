@@ -25,6 +25,8 @@ pub use redis::{RedisStore, RedisStoreBuilder};
 
 use crate::Result;
 
+pub use crate::observe::{StoreSpan, StoreStats, Tier, TierStats};
+
 /// An entry read from a [`Store`], with its remaining time-to-live.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Stored<V> {
@@ -58,6 +60,12 @@ pub struct Stored<V> {
 ///   be dropped at any await point. The store must remain usable; a dropped
 ///   write may or may not have happened.
 /// - **Concurrency**: methods are called from many tasks at once.
+/// - **Observability**: [`stats`](Self::stats) reports the store's own
+///   counters per [`Tier`] (evictions, errors, breaker state); a cache folds
+///   them into its [`Stats`](crate::Stats) and metrics. Counting must stay
+///   off the hot path's contended lines (per-thread stripes, or counters
+///   the store already keeps under its own locks). A remote store wraps
+///   each call in a [`StoreSpan`] so that traces show it.
 ///
 /// # Why `StoreFuture` instead of `async fn`
 ///
@@ -158,6 +166,14 @@ pub trait Store<V>: Send + Sync {
         &'a self,
         key: &'a str,
     ) -> StoreFuture<'a, Result<Option<Option<Duration>>>>;
+
+    /// The store's counters, per tier. Called on every
+    /// [`Cache::stats`](crate::Cache::stats) and metrics scrape, not on the
+    /// hot path, so summing stripes here is fine; it must not block on I/O.
+    /// Default: no tiers, nothing counted.
+    fn stats(&self) -> StoreStats {
+        StoreStats::default()
+    }
 }
 
 /// A shared store is a store: several caches (or a cache and a two-tier
@@ -196,5 +212,9 @@ impl<V, S: Store<V> + ?Sized> Store<V> for std::sync::Arc<S> {
         key: &'a str,
     ) -> StoreFuture<'a, Result<Option<Option<Duration>>>> {
         (**self).remaining_ttl(key)
+    }
+
+    fn stats(&self) -> StoreStats {
+        (**self).stats()
     }
 }

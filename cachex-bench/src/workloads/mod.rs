@@ -1,5 +1,6 @@
 //! The benchmark commands, one module each.
 
+pub mod asyncget;
 pub mod hitratio;
 pub mod memory;
 pub mod redis;
