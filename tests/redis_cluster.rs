@@ -40,10 +40,16 @@ async fn keys_spread_over_the_masters_and_clear_visits_them_all() {
 
     for i in 0..KEYS {
         let ttl = (i % 2 == 0).then_some(Duration::from_secs(600));
-        store.set(&i.to_string(), Envelope::found(i), ttl).await.unwrap();
+        store
+            .set(&i.to_string(), Envelope::found(i), ttl)
+            .await
+            .unwrap();
     }
     for i in 0..30 {
-        other.set(&i.to_string(), Envelope::found(i), None).await.unwrap();
+        other
+            .set(&i.to_string(), Envelope::found(i), None)
+            .await
+            .unwrap();
     }
     for i in (0..KEYS).step_by(97) {
         let stored = store.get(&i.to_string()).await.unwrap().unwrap();

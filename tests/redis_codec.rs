@@ -71,12 +71,19 @@ async fn round_trips<C: Codec + Clone>(codec: C, compress_above: Option<usize>) 
     let store = b.build().await.unwrap();
     for (key, value) in [("small", user(1, 0)), ("large", user(2, 200_000))] {
         store
-            .set(key, Envelope::found(value.clone()), Some(Duration::from_secs(60)))
+            .set(
+                key,
+                Envelope::found(value.clone()),
+                Some(Duration::from_secs(60)),
+            )
             .await
             .unwrap();
         let stored = store.get(key).await.unwrap().unwrap();
         assert_eq!(stored.envelope.into_value(), Some(value.clone()), "{key}");
-        store.set(key, Envelope::found(value.clone()), None).await.unwrap();
+        store
+            .set(key, Envelope::found(value.clone()), None)
+            .await
+            .unwrap();
         assert_eq!(
             store.get(key).await.unwrap().unwrap().envelope.into_value(),
             Some(value)
@@ -128,7 +135,10 @@ async fn readers_decompress_whatever_their_own_threshold() {
         .unwrap();
     let reader: RedisStore<User> = store(&server, "c").await;
     let value = user(3, 10_000);
-    writer.set("k", Envelope::found(value.clone()), None).await.unwrap();
+    writer
+        .set("k", Envelope::found(value.clone()), None)
+        .await
+        .unwrap();
     let read = reader.get("k").await.unwrap().unwrap();
     assert_eq!(read.envelope.into_value(), Some(value));
 }
@@ -188,7 +198,9 @@ async fn a_value_written_by_another_codec_is_refused_not_misread() {
         .build()
         .await
         .unwrap();
-    json.set("k", Envelope::found(user(1, 0)), None).await.unwrap();
+    json.set("k", Envelope::found(user(1, 0)), None)
+        .await
+        .unwrap();
     let msgpack: RedisStore<User> = store(&server, "c").await;
     let err = msgpack.get("k").await.unwrap_err();
     assert_eq!(err.key(), Some("k"));
@@ -219,6 +231,9 @@ async fn miss_and_delete_turns_corrupt_values_into_misses() {
     let stats = store.stats();
     assert_eq!((stats.codec_errors, stats.corrupt_deleted), (1, 1));
     // And the key is usable again.
-    store.set("bad", Envelope::found(user(4, 0)), None).await.unwrap();
+    store
+        .set("bad", Envelope::found(user(4, 0)), None)
+        .await
+        .unwrap();
     assert!(store.get("bad").await.unwrap().is_some());
 }

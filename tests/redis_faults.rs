@@ -94,7 +94,9 @@ async fn a_frozen_server_times_out_and_the_store_resumes_with_it() {
     assert_eq!(err.store_op(), Some(StoreOp::Get));
     assert_eq!(err.key(), Some("k"));
     assert_eq!(source::<TimedOut>(&err).after, TIMEOUT);
-    assert!(source::<TimedOut>(&err).to_string().contains("timed out after"));
+    assert!(source::<TimedOut>(&err)
+        .to_string()
+        .contains("timed out after"));
     assert_eq!(store.stats().timeouts, 1);
 
     guarded("resume", until_back(&store)).await;

@@ -113,14 +113,21 @@ async fn prefixes_isolate_get_delete_and_clear() {
     // Glob characters in a prefix match only themselves.
     let star: RedisStore<String> = store(&server, "a*").await;
     for (s, v) in [(&a, "from a"), (&ab, "from ab"), (&star, "from a*")] {
-        s.set("k", Envelope::found(v.to_string()), None).await.unwrap();
+        s.set("k", Envelope::found(v.to_string()), None)
+            .await
+            .unwrap();
     }
     let mut conn = raw(&server).await;
     let _: () = raw_cmd(&mut conn, &[b"SET", b"k", b"bare"]).await;
 
     let value = |s: &RedisStore<String>| {
         let s = s.clone();
-        async move { s.get("k").await.unwrap().and_then(|e| e.envelope.into_value()) }
+        async move {
+            s.get("k")
+                .await
+                .unwrap()
+                .and_then(|e| e.envelope.into_value())
+        }
     };
     assert_eq!(value(&a).await.as_deref(), Some("from a"));
     assert_eq!(value(&ab).await.as_deref(), Some("from ab"));
@@ -133,7 +140,9 @@ async fn prefixes_isolate_get_delete_and_clear() {
     assert_eq!(value(&star).await, None);
     assert_eq!(value(&ab).await.as_deref(), Some("from ab"));
 
-    a.set("k", Envelope::found("again".into()), None).await.unwrap();
+    a.set("k", Envelope::found("again".into()), None)
+        .await
+        .unwrap();
     a.clear().await.unwrap();
     assert_eq!(value(&a).await, None);
     assert_eq!(value(&ab).await.as_deref(), Some("from ab"));
@@ -154,7 +163,10 @@ async fn clear_removes_a_prefix_over_many_scan_batches() {
             .unwrap();
     }
     for i in 0..50u64 {
-        other.set(&i.to_string(), Envelope::found(i), None).await.unwrap();
+        other
+            .set(&i.to_string(), Envelope::found(i), None)
+            .await
+            .unwrap();
     }
     store.clear().await.unwrap();
     let mut conn = raw(&server).await;
@@ -170,7 +182,9 @@ async fn clear_without_a_prefix_is_refused_unless_allowed() {
     bare.set("k", Envelope::found(1), None).await.unwrap();
     let err = bare.clear().await.unwrap_err();
     assert_eq!(err.store_op(), Some(StoreOp::Clear));
-    assert!(source::<ConfigError>(&err).to_string().contains("allow_flushdb"));
+    assert!(source::<ConfigError>(&err)
+        .to_string()
+        .contains("allow_flushdb"));
     assert!(bare.get("k").await.unwrap().is_some());
 
     let flushing: RedisStore<u64> = RedisStore::builder()
@@ -282,13 +296,30 @@ async fn a_cache_runs_on_redis() {
     }
     assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
     // Jittered default TTL: at most the default.
-    let left = cache.remaining_ttl("user:7").await.unwrap().unwrap().unwrap();
+    let left = cache
+        .remaining_ttl("user:7")
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     assert!(left <= MINUTE && left > Duration::ZERO);
 
     // Negative caching: the "not found" is stored in Redis too.
     let absent = || async { Ok::<Option<String>, std::io::Error>(None) };
-    assert_eq!(cache.get_or_load_optional("user:404", absent).await.unwrap(), None);
-    assert_eq!(cache.get_or_load_optional("user:404", absent).await.unwrap(), None);
+    assert_eq!(
+        cache
+            .get_or_load_optional("user:404", absent)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        cache
+            .get_or_load_optional("user:404", absent)
+            .await
+            .unwrap(),
+        None
+    );
     assert_eq!(cache.stats().negative_hits, 1);
     let negative = store.get("user:404").await.unwrap().unwrap();
     assert!(negative.envelope.is_not_found());

@@ -250,7 +250,10 @@ fn compress<'a>(encoded: &[u8], packed: &'a mut Vec<u8>) -> Option<&'a [u8]> {
     packed.extend_from_slice(&header[..3]);
     packed.push(header[3] | FLAG_LZ4);
     packed.extend_from_slice(&plain_len.to_le_bytes());
-    packed.resize(start + lz4_flex::block::get_maximum_output_size(payload.len()), 0);
+    packed.resize(
+        start + lz4_flex::block::get_maximum_output_size(payload.len()),
+        0,
+    );
     let written = lz4_flex::block::compress_into(payload, &mut packed[start..]).ok()?;
     packed.truncate(start + written);
     (packed.len() < encoded.len()).then_some(packed.as_slice())
@@ -371,6 +374,9 @@ mod tests {
         let mut short = vec![MAGIC, VERSION, MessagePack::ID, FLAG_LZ4];
         short.extend_from_slice(&100u32.to_le_bytes());
         short.extend_from_slice(&[0xff, 0xff]);
-        assert!(matches!(decode_err(&framing, &short), FrameError::Corrupt(_)));
+        assert!(matches!(
+            decode_err(&framing, &short),
+            FrameError::Corrupt(_)
+        ));
     }
 }

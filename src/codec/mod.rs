@@ -42,9 +42,9 @@ use serde::Serialize;
 
 use crate::BoxError;
 
+pub use frame::FrameError;
 #[allow(unused_imports)] // used by the Redis store; unused without it
 pub(crate) use frame::{EncodeError, Framing};
-pub use frame::FrameError;
 #[cfg(feature = "json")]
 pub use json::Json;
 #[cfg(feature = "msgpack")]

@@ -36,7 +36,8 @@ const PORT_ATTEMPTS: usize = 20;
 /// Cluster nodes talk to each other on their port plus this.
 const BUS_OFFSET: u16 = 10_000;
 
-const INSTALL_HINT: &str = "redis-server was not found on PATH. The Redis tests run against a real \
+const INSTALL_HINT: &str =
+    "redis-server was not found on PATH. The Redis tests run against a real \
      server: install it with `apt-get install -y redis-server` (Debian/Ubuntu), or run \
      ./scripts/test, which installs it when it is missing.";
 
@@ -441,6 +442,9 @@ mod tests {
     #[test]
     fn reports_its_version() {
         let version = RedisServer::version().unwrap();
-        assert!(version.chars().next().unwrap().is_ascii_digit(), "{version}");
+        assert!(
+            version.chars().next().unwrap().is_ascii_digit(),
+            "{version}"
+        );
     }
 }

@@ -46,5 +46,11 @@ pub async fn raw_cmd<T: redis::FromRedisValue>(
 pub fn source<T: std::error::Error + 'static>(err: &Error) -> &T {
     err.source()
         .and_then(|s| s.downcast_ref::<T>())
-        .unwrap_or_else(|| panic!("source of `{err}` is not a {}: {:?}", std::any::type_name::<T>(), err.source()))
+        .unwrap_or_else(|| {
+            panic!(
+                "source of `{err}` is not a {}: {:?}",
+                std::any::type_name::<T>(),
+                err.source()
+            )
+        })
 }

@@ -209,21 +209,22 @@ impl<V, C: Codec> RedisStoreBuilder<V, C> {
             check_prefix(prefix).map_err(refuse)?;
         }
         let timeout = self.timeout;
-        let connection = match tokio::time::timeout(timeout, Connection::open(target, timeout)).await
-        {
-            Ok(Ok(connection)) => connection,
-            Ok(Err(e)) => return Err(Error::store(StoreOp::Connect, None, e)),
-            Err(_) => {
-                return Err(Error::store(
-                    StoreOp::Connect,
-                    None,
-                    super::TimedOut { after: timeout },
-                ))
-            }
-        };
+        let connection =
+            match tokio::time::timeout(timeout, Connection::open(target.clone(), timeout)).await {
+                Ok(Ok(connection)) => connection,
+                Ok(Err(e)) => return Err(Error::store(StoreOp::Connect, None, e)),
+                Err(_) => {
+                    return Err(Error::store(
+                        StoreOp::Connect,
+                        None,
+                        super::TimedOut { after: timeout },
+                    ))
+                }
+            };
         Ok(RedisStore {
             inner: Arc::new(Inner {
                 connection,
+                target,
                 key_prefix: self.prefix.map(|p| format!("{p}:")),
                 framing: Framing::new(self.codec, self.compress_above, self.max_value_size),
                 timeout,

@@ -103,7 +103,8 @@ impl<C> Inner<C> {
     async fn masters(&self, mut cluster: ClusterConnection) -> Result<Vec<(String, u16)>> {
         // With no response policy, the client answers a map from each
         // master's address to its reply.
-        let routing = RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, None::<ResponsePolicy>));
+        let routing =
+            RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, None::<ResponsePolicy>));
         let reply = self
             .call(
                 StoreOp::Clear,
@@ -111,9 +112,8 @@ impl<C> Inner<C> {
                 cluster.route_command(redis::cmd("PING"), routing),
             )
             .await?;
-        let unexpected = |what: &str| {
-            Error::store(StoreOp::Clear, None, UnexpectedReply(what.to_string()))
-        };
+        let unexpected =
+            |what: &str| Error::store(StoreOp::Clear, None, UnexpectedReply(what.to_string()));
         let Value::Map(entries) = reply else {
             return Err(unexpected(&format!("PING to all masters gave {reply:?}")));
         };

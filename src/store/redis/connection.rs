@@ -76,7 +76,8 @@ impl Connection {
                 Ok(Connection::Cluster(client.get_async_connection().await?))
             }
             Target::Sentinel { nodes, service } => {
-                let client = SentinelClient::build(nodes, service, None, SentinelServerType::Master)?;
+                let client =
+                    SentinelClient::build(nodes, service, None, SentinelServerType::Master)?;
                 let sentinel = SentinelConnection {
                     client: tokio::sync::Mutex::new(client),
                     master: parking_lot::RwLock::new(None),

@@ -40,6 +40,7 @@ mod builder;
 mod clear;
 mod connection;
 mod errors;
+mod pubsub;
 mod stats;
 
 use std::fmt;
@@ -60,6 +61,7 @@ use super::{Envelope, Store, StoreFuture, Stored};
 use crate::codec::{Codec, EncodeError, Framing, MessagePack};
 use crate::{BoxError, Error, Result, StoreOp};
 use connection::Connection;
+pub(crate) use stats::is_connection_error;
 use stats::{Counters, Event};
 
 /// The longest TTL sent to Redis, in milliseconds (about 31,700 years):
@@ -108,6 +110,9 @@ pub struct RedisStore<V, C = MessagePack> {
 /// Everything a store's clones share.
 pub(crate) struct Inner<C> {
     connection: Connection,
+    /// Where `connection` goes: a two-tier store opens its pub/sub
+    /// subscription to the same place.
+    target: connection::Target,
     /// `"<prefix>:"`, or `None` for bare keys.
     key_prefix: Option<String>,
     framing: Framing<C>,
@@ -139,10 +144,7 @@ impl<V, C> RedisStore<V, C> {
 
     /// The key prefix, without its `:`.
     pub fn prefix(&self) -> Option<&str> {
-        self.inner
-            .key_prefix
-            .as_deref()
-            .map(|p| &p[..p.len() - 1])
+        self.inner.key_prefix.as_deref().map(|p| &p[..p.len() - 1])
     }
 
     /// The key Redis stores `key` under: `<prefix>:<key>`.
@@ -180,7 +182,13 @@ impl<C> Inner<C> {
             }
             Err(_) => {
                 self.counters.incr(Event::Timeout);
-                Err(Error::store(op, key, TimedOut { after: self.timeout }))
+                Err(Error::store(
+                    op,
+                    key,
+                    TimedOut {
+                        after: self.timeout,
+                    },
+                ))
             }
         }
     }
@@ -310,7 +318,11 @@ where
             let mut cmd = redis::cmd("PTTL");
             cmd.arg(inner.redis_key(key));
             let reply = inner
-                .call(StoreOp::RemainingTtl, Some(key), inner.connection.query(&cmd))
+                .call(
+                    StoreOp::RemainingTtl,
+                    Some(key),
+                    inner.connection.query(&cmd),
+                )
                 .await?;
             match reply {
                 Value::Int(ms) => Ok(pttl_to_ttl(ms)),
