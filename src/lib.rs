@@ -49,6 +49,29 @@
 //!
 //! Code that takes its cache through [`AsyncCache`] (by generics, or as
 //! `Arc<dyn AsyncCache<V>>`) can be handed a [`MockCache`] in tests.
+//!
+//! # Redis
+//!
+//! `RedisStore` (in [`store::redis`], feature `redis`) keeps the entries in
+//! Redis (standalone, Cluster or Sentinel) under `<prefix>:<key>`, encoded by
+//! a [`codec`] behind a small header; put it under a [`Cache`] with
+//! [`CacheBuilder::store`]. Every call is bounded by a timeout, the
+//! connection reconnects by itself, and undecodable values are reported
+//! with their key rather than misread.
+//!
+//! # Cargo features
+//!
+//! | feature | default | what |
+//! |---|---|---|
+//! | `redis` | yes | the Redis store (pulls in the `redis` crate and `msgpack`) |
+//! | `msgpack` | yes (with `redis`) | [`codec::MessagePack`], through `rmp-serde` |
+//! | `json` | no | `codec::Json`, through `serde_json` |
+//! | `postcard` | no | `codec::Postcard`, the most compact encoding |
+//! | `compression` | no | LZ4 (`lz4_flex`, pure Rust) for values above a threshold |
+//! | `tls` | no | `rediss://` and TLS to Cluster and Sentinel (rustls) |
+//!
+//! In-memory users can turn everything off (`default-features = false`):
+//! the engine and the async cache need none of it.
 #![warn(missing_docs)]
 
 mod cache;

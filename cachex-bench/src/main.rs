@@ -6,6 +6,7 @@
 //! cargo run --release -p cachex-bench -- throughput --threads 1,2 --json
 //! cargo run --release -p cachex-bench -- hitratio --all-traces --chart docs/charts
 //! cargo run --release -p cachex-bench -- memory
+//! cargo run --release -p cachex-bench -- redis --json
 //! ```
 
 mod alloc;
@@ -23,6 +24,7 @@ use clap::{Parser, Subcommand};
 
 use workloads::hitratio::HitratioArgs;
 use workloads::memory::MemoryArgs;
+use workloads::redis::RedisArgs;
 use workloads::throughput::ThroughputArgs;
 
 #[global_allocator]
@@ -49,6 +51,8 @@ enum Command {
     Hitratio(HitratioArgs),
     /// M: heap bytes per entry of a full cache.
     Memory(MemoryArgs),
+    /// Redis: get latency and throughput through cachex vs a raw client.
+    Redis(RedisArgs),
 }
 
 fn main() {
@@ -57,6 +61,7 @@ fn main() {
         Command::Throughput(args) => args.json,
         Command::Hitratio(args) => args.json,
         Command::Memory(args) => args.json,
+        Command::Redis(args) => args.json,
     };
     if let Err(e) = report::configure_json(json, cli.json_out.as_deref()) {
         eprintln!("error: {e}");
@@ -66,6 +71,7 @@ fn main() {
         Command::Throughput(args) => workloads::throughput::run(args),
         Command::Hitratio(args) => workloads::hitratio::run(args),
         Command::Memory(args) => workloads::memory::run(args),
+        Command::Redis(args) => workloads::redis::run(args),
     };
     if let Err(e) = result {
         eprintln!("error: {e}");

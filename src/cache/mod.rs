@@ -120,9 +120,10 @@ where
     /// "not found" is cached for it.
     pub async fn get(&self, key: &str) -> Result<Option<V>> {
         self.core.check(key)?;
-        let stored = self.core.store.get(key).await;
-        let stored = stored.inspect_err(|_| self.core.counters.incr(Counter::StoreErrors))?;
-        let entry = stored.map(|stored| stored.envelope);
+        // The remaining TTL is not needed here, and a remote store may
+        // charge for it (Redis: a second command).
+        let entry = self.core.store.get_entry(key).await;
+        let entry = entry.inspect_err(|_| self.core.counters.incr(Counter::StoreErrors))?;
         self.core.count_lookup(entry.as_ref());
         Ok(entry.and_then(Envelope::into_value))
     }

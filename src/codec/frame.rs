@@ -360,6 +360,27 @@ mod tests {
         assert_eq!(framing.decode::<String>(&packed).unwrap(), big);
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_value_round_trips(
+            text in ".{0,300}",
+            bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..2000),
+            n in proptest::num::i64::ANY,
+            threshold in proptest::option::of(0usize..512),
+        ) {
+            let framing = Framing::new(MessagePack, threshold, 1 << 20);
+            let value = (text, bytes, n);
+            let framed = framing.encode(&value, <[u8]>::to_vec).unwrap();
+            proptest::prop_assert_eq!(framing.decode::<(String, Vec<u8>, i64)>(&framed).unwrap(), value);
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..64)) {
+            let framing = Framing::new(MessagePack, Some(0), 1 << 16);
+            let _ = framing.decode::<(String, u64)>(&bytes);
+        }
+    }
+
     #[cfg(feature = "compression")]
     #[test]
     fn a_compression_bomb_is_refused() {

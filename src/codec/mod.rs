@@ -2,8 +2,8 @@
 //! (Redis).
 //!
 //! A [`Codec`] is a serde format. cachex ships three, each behind a cargo
-//! feature: [`MessagePack`] (`msgpack`, the default), [`Json`] (`json`,
-//! readable with `redis-cli`) and [`Postcard`] (`postcard`, the most
+//! feature: [`MessagePack`] (`msgpack`, the default), `Json` (`json`,
+//! readable with `redis-cli`) and `Postcard` (`postcard`, the most
 //! compact, but values must not use `#[serde(untagged)]`, `flatten` or other
 //! self-describing features). Implement the trait to bring your own.
 //!

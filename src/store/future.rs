@@ -46,6 +46,28 @@ impl<'a, T> StoreFuture<'a, T> {
     pub fn new(future: impl Future<Output = T> + Send + 'a) -> Self {
         StoreFuture(State::Pending(Box::pin(future)))
     }
+
+    /// Applies `f` to the output. A ready future stays ready (no
+    /// allocation); a pending one is wrapped in a new box.
+    ///
+    /// ```
+    /// use cachex::store::StoreFuture;
+    ///
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// assert_eq!(StoreFuture::ready(2).map(|n| n * 10).await, 20);
+    /// assert_eq!(StoreFuture::new(async { 2 }).map(|n| n * 10).await, 20);
+    /// # });
+    /// ```
+    pub fn map<U>(self, f: impl FnOnce(T) -> U + Send + 'a) -> StoreFuture<'a, U>
+    where
+        T: 'a,
+    {
+        match self.0 {
+            State::Ready(Some(value)) => StoreFuture::ready(f(value)),
+            State::Ready(None) => StoreFuture(State::Ready(None)),
+            State::Pending(future) => StoreFuture::new(async move { f(future.await) }),
+        }
+    }
 }
 
 // Sound because nothing inside is ever pinned in place: the boxed future is

@@ -128,6 +128,18 @@ pub trait Store<V>: Send + Sync {
     /// `None` if there is none.
     fn get<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Result<Option<Stored<V>>>>;
 
+    /// The live entry under `key`, without its remaining time-to-live: what
+    /// [`Cache::get`](crate::Cache::get) needs. The default calls
+    /// [`get`](Self::get); stores that pay extra for the TTL override it
+    /// (Redis: a plain `GET` instead of `GET` + `PTTL`).
+    fn get_entry<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Result<Option<Envelope<V>>>>
+    where
+        V: 'a,
+    {
+        self.get(key)
+            .map(|stored| stored.map(|found| found.map(|stored| stored.envelope)))
+    }
+
     /// Stores `entry` under `key`, replacing any entry there, to expire
     /// after `ttl` (`None`: never).
     fn set<'a>(
@@ -157,6 +169,13 @@ pub trait Store<V>: Send + Sync {
 impl<V, S: Store<V> + ?Sized> Store<V> for std::sync::Arc<S> {
     fn get<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Result<Option<Stored<V>>>> {
         (**self).get(key)
+    }
+
+    fn get_entry<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Result<Option<Envelope<V>>>>
+    where
+        V: 'a,
+    {
+        (**self).get_entry(key)
     }
 
     fn set<'a>(

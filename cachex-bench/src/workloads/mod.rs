@@ -2,4 +2,5 @@
 
 pub mod hitratio;
 pub mod memory;
+pub mod redis;
 pub mod throughput;

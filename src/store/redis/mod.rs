@@ -5,7 +5,7 @@
 //! connecting (`builder.rs`), the three kinds of connection (`connection.rs`),
 //! `clear` by prefix (`clear.rs`), error counters (`stats.rs`) and the
 //! store's own error types (`errors.rs`). Values are encoded by a
-//! [`Codec`](crate::codec::Codec) behind a small header (see
+//! [`Codec`] behind a small header (see
 //! [`codec`](crate::codec)).
 //!
 //! # How operations map to Redis
@@ -193,6 +193,30 @@ impl<C> Inner<C> {
         }
     }
 
+    /// The entry in a `GET` reply: `None` for no key.
+    async fn decode_reply<V: DeserializeOwned>(
+        &self,
+        key: &str,
+        redis_key: &str,
+        reply: Option<Value>,
+    ) -> Result<Option<Envelope<V>>>
+    where
+        C: Codec,
+    {
+        let bytes = match reply {
+            Some(Value::Nil) => return Ok(None),
+            Some(Value::BulkString(bytes)) => bytes,
+            Some(Value::ServerError(e)) if e.code() == "WRONGTYPE" => {
+                return self.corrupt(key, redis_key, WrongType.into()).await
+            }
+            other => return Err(unexpected(StoreOp::Get, key, &other)),
+        };
+        match self.framing.decode::<Envelope<V>>(&bytes) {
+            Ok(envelope) => Ok(Some(envelope)),
+            Err(why) => self.corrupt(key, redis_key, why).await,
+        }
+    }
+
     /// An undecodable value under `key`: an error, or a miss after deleting
     /// it, as configured.
     async fn corrupt<T>(&self, key: &str, redis_key: &str, why: BoxError) -> Result<Option<T>> {
@@ -227,28 +251,44 @@ where
                 .await?;
             let mut replies = replies.into_iter();
             let (value, pttl) = (replies.next(), replies.next());
-            let bytes = match value {
-                Some(Value::Nil) => return Ok(None),
-                Some(Value::BulkString(bytes)) => bytes,
-                Some(Value::ServerError(e)) if e.code() == "WRONGTYPE" => {
-                    return inner.corrupt(key, &redis_key, WrongType.into()).await
-                }
-                other => return Err(unexpected(StoreOp::Get, key, &other)),
-            };
             let remaining_ttl = match pttl {
                 Some(Value::Int(ms)) => match pttl_to_ttl(ms) {
                     Some(ttl) => ttl,
-                    // Expired between the GET and the PTTL.
+                    // Gone, or expired between the GET and the PTTL.
                     None => return Ok(None),
                 },
                 other => return Err(unexpected(StoreOp::Get, key, &other)),
             };
-            match inner.framing.decode::<Envelope<V>>(&bytes) {
-                Ok(envelope) => Ok(Some(Stored {
-                    envelope,
-                    remaining_ttl,
-                })),
-                Err(why) => inner.corrupt(key, &redis_key, why).await,
+            let envelope = inner.decode_reply(key, &redis_key, value).await?;
+            Ok(envelope.map(|envelope| Stored {
+                envelope,
+                remaining_ttl,
+            }))
+        })
+    }
+
+    /// A plain `GET`: half the commands of [`get`](Self::get), for callers
+    /// that do not need the remaining TTL.
+    fn get_entry<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Result<Option<Envelope<V>>>>
+    where
+        V: 'a,
+    {
+        StoreFuture::new(async move {
+            let inner = &*self.inner;
+            let redis_key = inner.redis_key(key);
+            let mut cmd = redis::cmd("GET");
+            cmd.arg(&redis_key);
+            // Unlike in a pipeline, a WRONGTYPE answer arrives as an error;
+            // it is foreign data under the key, not a store failure.
+            let query = async {
+                match inner.connection.query(&cmd).await {
+                    Err(e) if e.code() == Some("WRONGTYPE") => Ok(None),
+                    other => other.map(Some),
+                }
+            };
+            match inner.call(StoreOp::Get, Some(key), query).await? {
+                Some(reply) => inner.decode_reply(key, &redis_key, Some(reply)).await,
+                None => inner.corrupt(key, &redis_key, WrongType.into()).await,
             }
         })
     }
@@ -336,7 +376,7 @@ where
 /// millisecond still expires (rather than becoming 0, which Redis refuses,
 /// or "never"), and capped at [`MAX_TTL_MS`].
 fn ttl_to_ms(ttl: Duration) -> u64 {
-    let ms = ttl.as_millis() + u128::from(ttl.subsec_nanos() % 1_000_000 != 0);
+    let ms = ttl.as_millis() + u128::from(!ttl.subsec_nanos().is_multiple_of(1_000_000));
     u64::try_from(ms).unwrap_or(u64::MAX).clamp(1, MAX_TTL_MS)
 }
 

@@ -1,0 +1,330 @@
+//! Redis workload: `get` of a 100-byte value through cachex against a raw
+//! `redis` crate `GET` of the same bytes on one multiplexed connection.
+//!
+//! Contenders, all on one connection to one server:
+//! - `raw`: `GET` on a `redis::aio::MultiplexedConnection`;
+//! - `cachex`: `Cache<String>::get` over a `RedisStore` (what services call);
+//! - `cachex-store`: `RedisStore::get` directly (the store alone, without
+//!   the cache's key check and counters, and with the remaining TTL: `GET`
+//!   and `PTTL` in one pipeline);
+//! - `raw-manager`: `GET` through the `redis` crate's reconnecting
+//!   `ConnectionManager`, which cachex uses: what reconnection costs.
+//!
+//! Latency is measured at concurrency 1 (one task, one call at a time);
+//! throughput with 64 tasks calling at once. Runs alternate between the
+//! contenders so that drift on a shared machine hits them alike; latency
+//! percentiles pool every run's samples, throughput is the median run.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cachex::store::{Envelope, RedisStore, Store};
+use cachex::Cache;
+use cachex_testkit::RedisServer;
+use clap::Args;
+use serde_json::json;
+
+use crate::report::{emit, json_wanted, median, ratio, round, thousands, Table};
+
+/// Distinct keys read (every one a hit).
+const KEYS: usize = 1_000;
+const PREFIX: &str = "bench";
+
+/// Options of the `redis` command.
+#[derive(Debug, Args)]
+pub struct RedisArgs {
+    /// Redis to measure against; default: start a `redis-server` on a free
+    /// loopback port.
+    #[arg(long)]
+    pub url: Option<String>,
+    /// Bytes of each value.
+    #[arg(long, default_value_t = 100)]
+    pub value_size: usize,
+    /// Operations per contender per run at concurrency 1.
+    #[arg(long, default_value_t = 20_000)]
+    pub ops: usize,
+    /// Tasks of the throughput measurement.
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+    /// Operations per task per run of the throughput measurement.
+    #[arg(long, default_value_t = 1_000)]
+    pub ops_per_task: usize,
+    /// Runs per measurement, alternating contenders.
+    #[arg(long, default_value_t = 5)]
+    pub runs: usize,
+    /// Print one JSON object per result line instead of tables.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Clone)]
+enum Contender {
+    Raw(redis::aio::MultiplexedConnection),
+    /// Raw `GET` through the reconnecting `ConnectionManager` cachex uses:
+    /// separates the manager's cost from cachex's own.
+    RawManager(redis::aio::ConnectionManager),
+    Cache(Cache<String>),
+    Store(RedisStore<String>),
+}
+
+impl Contender {
+    fn name(&self) -> &'static str {
+        match self {
+            Contender::Raw(_) => "raw",
+            Contender::RawManager(_) => "raw-manager",
+            Contender::Cache(_) => "cachex",
+            Contender::Store(_) => "cachex-store",
+        }
+    }
+
+    /// Reads key `i`; errors and misses abort the benchmark, since they
+    /// would make the figures meaningless.
+    async fn get(&self, keys: &Keys, i: usize) {
+        let found = match self {
+            Contender::Raw(conn) => {
+                let mut conn = conn.clone();
+                let value: Option<Vec<u8>> = redis::cmd("GET")
+                    .arg(&keys.raw[i])
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap_or_else(|e| panic!("raw GET failed: {e}"));
+                value.map(|v| v.len())
+            }
+            Contender::RawManager(conn) => {
+                let mut conn = conn.clone();
+                let value: Option<Vec<u8>> = redis::cmd("GET")
+                    .arg(&keys.raw[i])
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap_or_else(|e| panic!("raw GET failed: {e}"));
+                value.map(|v| v.len())
+            }
+            Contender::Cache(cache) => cache
+                .get(&keys.plain[i])
+                .await
+                .unwrap_or_else(|e| panic!("cachex get failed: {e}"))
+                .map(|v| v.len()),
+            Contender::Store(store) => store
+                .get(&keys.plain[i])
+                .await
+                .unwrap_or_else(|e| panic!("store get failed: {e}"))
+                .and_then(|s| s.envelope.into_value())
+                .map(|v| v.len()),
+        };
+        assert!(found.is_some(), "{}: key {i} missing", self.name());
+    }
+}
+
+struct Keys {
+    /// What cachex is asked for (it adds its prefix).
+    plain: Vec<String>,
+    /// What the raw client asks for.
+    raw: Vec<String>,
+}
+
+/// One measurement of one contender.
+#[derive(Debug, Default)]
+struct Sample {
+    latencies_ns: Vec<u64>,
+    ops_per_s: Vec<f64>,
+}
+
+/// Runs the `redis` command.
+pub fn run(args: &RedisArgs) -> Result<(), String> {
+    if args.ops == 0 || args.runs == 0 || args.concurrency == 0 || args.ops_per_task == 0 {
+        return Err("--ops, --runs, --concurrency and --ops-per-task must be positive".into());
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start tokio: {e}"))?;
+    // Kept alive (and killed on drop) for the whole run.
+    let (url, _server) = match &args.url {
+        Some(url) => (url.clone(), None),
+        None => {
+            let server = RedisServer::try_start()?;
+            (server.url(), Some(server))
+        }
+    };
+    let version = RedisServer::version().unwrap_or_else(|_| "unknown".into());
+    eprintln!("redis {version} at {url}");
+    runtime.block_on(measure(args, &url, &version))
+}
+
+async fn measure(args: &RedisArgs, url: &str, version: &str) -> Result<(), String> {
+    let keys = Arc::new(Keys {
+        plain: (0..KEYS).map(|i| format!("key:{i}")).collect(),
+        raw: (0..KEYS).map(|i| format!("raw:key:{i}")).collect(),
+    });
+    let value = "v".repeat(args.value_size);
+
+    let client = redis::Client::open(url).map_err(|e| e.to_string())?;
+    let mut raw = client
+        .get_multiplexed_async_connection()
+        .await
+        .map_err(|e| format!("cannot connect to {url}: {e}"))?;
+    let store: RedisStore<String> = RedisStore::builder()
+        .url(url)
+        .prefix(PREFIX)
+        .build()
+        .await
+        .map_err(|e| format!("cannot connect cachex to {url}: {e}"))?;
+    let cache: Cache<String> = Cache::builder().store(store.clone()).build();
+    for i in 0..KEYS {
+        let _: () = redis::cmd("SET")
+            .arg(&keys.raw[i])
+            .arg(value.as_bytes())
+            .query_async(&mut raw)
+            .await
+            .map_err(|e| e.to_string())?;
+        store
+            .set(&keys.plain[i], Envelope::found(value.clone()), None)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    let manager = client
+        .get_connection_manager()
+        .await
+        .map_err(|e| format!("cannot connect to {url}: {e}"))?;
+    let contenders = [
+        Contender::Raw(raw),
+        Contender::RawManager(manager),
+        Contender::Cache(cache),
+        Contender::Store(store),
+    ];
+
+    let mut table = Table::new([
+        "contender",
+        "concurrency",
+        "p50 us",
+        "p99 us",
+        "ops/s",
+        "p50 / raw",
+        "p99 / raw",
+        "ops/s / raw",
+    ]);
+    for concurrency in [1, args.concurrency] {
+        let ops_per_task = if concurrency == 1 {
+            args.ops
+        } else {
+            args.ops_per_task
+        };
+        let mut samples: Vec<Sample> = contenders.iter().map(|_| Sample::default()).collect();
+        // Warm-up: connections, buffers, branch predictors.
+        for c in &contenders {
+            run_once(c, &keys, concurrency, ops_per_task / 10 + 1).await;
+        }
+        for run in 0..args.runs {
+            // Rotate the order, so no contender always runs first.
+            for k in 0..contenders.len() {
+                let idx = (k + run) % contenders.len();
+                let (lat, ops_per_s) =
+                    run_once(&contenders[idx], &keys, concurrency, ops_per_task).await;
+                samples[idx].latencies_ns.extend(lat);
+                samples[idx].ops_per_s.push(ops_per_s);
+            }
+        }
+        let summary: Vec<(f64, f64, f64)> = samples
+            .iter_mut()
+            .map(|s| {
+                s.latencies_ns.sort_unstable();
+                (
+                    percentile(&s.latencies_ns, 0.50),
+                    percentile(&s.latencies_ns, 0.99),
+                    median(&s.ops_per_s),
+                )
+            })
+            .collect();
+        let raw = summary[0];
+        for (c, &(p50, p99, ops)) in contenders.iter().zip(&summary) {
+            if json_wanted() {
+                emit(&json!({
+                    "workload": "redis_get",
+                    "contender": c.name(),
+                    "concurrency": concurrency,
+                    "value_bytes": args.value_size,
+                    "p50_us": round(p50, 1),
+                    "p99_us": round(p99, 1),
+                    "ops_per_s": ops.round(),
+                    "p50_ratio": round(p50 / raw.0, 3),
+                    "p99_ratio": round(p99 / raw.1, 3),
+                    "ops_ratio": round(ops / raw.2, 3),
+                    "redis_version": version,
+                    "runs": args.runs,
+                }));
+            }
+            table.row(vec![
+                c.name().to_string(),
+                concurrency.to_string(),
+                format!("{p50:.1}"),
+                format!("{p99:.1}"),
+                thousands(ops as u64),
+                ratio(p50, raw.0),
+                ratio(p99, raw.1),
+                ratio(ops, raw.2),
+            ]);
+        }
+    }
+    if !args.json {
+        println!(
+            "get of a {}-byte value, redis {version}; targets: p50 and p99 ≤ 1.15× raw, ops/s ≥ 0.85× raw at {} tasks\n",
+            args.value_size, args.concurrency
+        );
+        print!("{}", table.render());
+    }
+    Ok(())
+}
+
+/// `concurrency` tasks each doing `ops` gets; answers every latency and
+/// the operations per second of the whole.
+async fn run_once(
+    c: &Contender,
+    keys: &Arc<Keys>,
+    concurrency: usize,
+    ops: usize,
+) -> (Vec<u64>, f64) {
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|t| {
+            let (c, keys) = (c.clone(), keys.clone());
+            spawn(async move {
+                let mut latencies = Vec::with_capacity(ops);
+                for n in 0..ops {
+                    let i = (t * 7919 + n) % KEYS;
+                    let began = Instant::now();
+                    c.get(&keys, i).await;
+                    latencies.push(began.elapsed().as_nanos() as u64);
+                }
+                latencies
+            })
+        })
+        .collect();
+    let mut all = Vec::with_capacity(concurrency * ops);
+    for task in tasks {
+        all.extend(
+            task.await
+                .unwrap_or_else(|e| panic!("bench task failed: {e}")),
+        );
+    }
+    let elapsed = start.elapsed().max(Duration::from_nanos(1));
+    let ops_per_s = all.len() as f64 / elapsed.as_secs_f64();
+    (all, ops_per_s)
+}
+
+fn spawn<F>(f: F) -> tokio::task::JoinHandle<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    tokio::spawn(f)
+}
+
+/// The `q` quantile of sorted nanoseconds, in microseconds.
+fn percentile(sorted_ns: &[u64], q: f64) -> f64 {
+    if sorted_ns.is_empty() {
+        return f64::NAN;
+    }
+    let idx = ((sorted_ns.len() - 1) as f64 * q).round() as usize;
+    sorted_ns[idx] as f64 / 1_000.0
+}
