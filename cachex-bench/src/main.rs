@@ -7,6 +7,7 @@
 //! cargo run --release -p cachex-bench -- hitratio --all-traces --chart docs/charts
 //! cargo run --release -p cachex-bench -- memory
 //! cargo run --release -p cachex-bench -- redis --json
+//! cargo run --release -p cachex-bench -- hybrid --json
 //! ```
 
 mod alloc;
@@ -24,6 +25,7 @@ use clap::{Parser, Subcommand};
 
 use workloads::hitratio::HitratioArgs;
 use workloads::memory::MemoryArgs;
+use workloads::hybrid::{HybridArgs, PeerArgs};
 use workloads::redis::RedisArgs;
 use workloads::throughput::ThroughputArgs;
 
@@ -53,6 +55,12 @@ enum Command {
     Memory(MemoryArgs),
     /// Redis: get latency and throughput through cachex vs a raw client.
     Redis(RedisArgs),
+    /// Hybrid (memory + Redis): get at 90% L1 hits beside memory-only and
+    /// Redis-only; invalidation latency between two processes.
+    Hybrid(HybridArgs),
+    /// The second process of the `hybrid` invalidation measurement.
+    #[command(hide = true)]
+    HybridPeer(PeerArgs),
 }
 
 fn main() {
@@ -62,6 +70,8 @@ fn main() {
         Command::Hitratio(args) => args.json,
         Command::Memory(args) => args.json,
         Command::Redis(args) => args.json,
+        Command::Hybrid(args) => args.json,
+        Command::HybridPeer(_) => false,
     };
     if let Err(e) = report::configure_json(json, cli.json_out.as_deref()) {
         eprintln!("error: {e}");
@@ -72,6 +82,8 @@ fn main() {
         Command::Hitratio(args) => workloads::hitratio::run(args),
         Command::Memory(args) => workloads::memory::run(args),
         Command::Redis(args) => workloads::redis::run(args),
+        Command::Hybrid(args) => workloads::hybrid::run(args),
+        Command::HybridPeer(args) => workloads::hybrid::peer(args),
     };
     if let Err(e) = result {
         eprintln!("error: {e}");

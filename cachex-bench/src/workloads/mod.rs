@@ -1,6 +1,7 @@
 //! The benchmark commands, one module each.
 
 pub mod hitratio;
+pub mod hybrid;
 pub mod memory;
 pub mod redis;
 pub mod throughput;
