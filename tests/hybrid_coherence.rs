@@ -52,7 +52,10 @@ async fn a_write_in_one_store_drops_the_key_from_the_others_l1() {
     })
     .await;
     assert_eq!(value(b.get("k").await.unwrap()), Some(2));
-    assert!(seen.load(Ordering::SeqCst) >= 1, "the hook saw the invalidation");
+    assert!(
+        seen.load(Ordering::SeqCst) >= 1,
+        "the hook saw the invalidation"
+    );
     // A store ignores its own messages: a's L1 kept its own write.
     assert!(a.l1_contains("k"));
     assert_eq!(a.stats().invalidations_received, 0);
@@ -73,7 +76,10 @@ async fn a_delete_in_one_store_drops_the_key_from_the_others_l1() {
     assert!(b.l1_contains("k"));
 
     assert!(a.delete("k").await.unwrap());
-    assert!(!a.l1_contains("k"), "the deleter's L1 is clean when delete returns");
+    assert!(
+        !a.l1_contains("k"),
+        "the deleter's L1 is clean when delete returns"
+    );
     eventually("b's L1 drops k after a's delete", || async {
         !b.l1_contains("k")
     })
@@ -115,23 +121,30 @@ async fn caches_over_two_stores_see_each_others_writes() {
     let a: Cache<String> = Cache::builder()
         .store(hybrid(&server, "users").await.build().await.unwrap())
         .build();
-    let b_store = hybrid::<String>(&server, "users").await.build().await.unwrap();
+    let b_store = hybrid::<String>(&server, "users")
+        .await
+        .build()
+        .await
+        .unwrap();
     let b: Cache<String> = Cache::builder().store(b_store.clone()).build();
 
     let loaded = b
-        .get_or_load("7", || async { Ok::<_, std::io::Error>("alice".to_string()) })
+        .get_or_load("7", || async {
+            Ok::<_, std::io::Error>("alice".to_string())
+        })
         .await
         .unwrap();
     assert_eq!(loaded, "alice");
     assert_eq!(a.get("7").await.unwrap().as_deref(), Some("alice"));
 
-    a.set("7", "alicia".to_string(), Ttl::Default).await.unwrap();
-    eventually("b sees a's write", || async {
-        !b_store.l1_contains("7")
-    })
-    .await;
+    a.set("7", "alicia".to_string(), Ttl::Default)
+        .await
+        .unwrap();
+    eventually("b sees a's write", || async { !b_store.l1_contains("7") }).await;
     let reloaded = b
-        .get_or_load("7", || async { Ok::<_, std::io::Error>("stale loader".to_string()) })
+        .get_or_load("7", || async {
+            Ok::<_, std::io::Error>("stale loader".to_string())
+        })
         .await
         .unwrap();
     assert_eq!(reloaded, "alicia");
@@ -153,7 +166,10 @@ async fn child_process_role() {
         .build()
         .await
         .unwrap();
-    let b = cachex::store::HybridStore::builder(l2).build().await.unwrap();
+    let b = cachex::store::HybridStore::builder(l2)
+        .build()
+        .await
+        .unwrap();
     let mut lines = BufReader::new(std::io::stdin()).lines();
     let mut next = || lines.next().expect("parent closed stdin").unwrap();
     let say = |what: &str| {
@@ -189,7 +205,12 @@ async fn two_processes_invalidate_each_other() {
     a.set("k", Envelope::found(1), None).await.unwrap();
 
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "child_process_role", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "child_process_role",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(CHILD_URL, server.url())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -84,7 +84,10 @@ async fn redis_killed_during_a_load_the_service_keeps_answering_and_recovers() {
         store.stats().subscription_losses >= 1
     })
     .await;
-    assert!(!store.l1_contains("marker"), "L1 was cleared when the subscription was lost");
+    assert!(
+        !store.l1_contains("marker"),
+        "L1 was cleared when the subscription was lost"
+    );
     progress(&answered).await;
     // Writes go to L1 only while Redis is down, and succeed.
     cache.set("outage", 5, cachex::Ttl::Default).await.unwrap();
@@ -113,7 +116,14 @@ async fn redis_killed_during_a_load_the_service_keeps_answering_and_recovers() {
     // L2 is in use again: a write reaches the (fresh) server.
     cache.set("after", 9, cachex::Ttl::Default).await.unwrap();
     assert_eq!(
-        store.l2().get("after").await.unwrap().unwrap().envelope.into_value(),
+        store
+            .l2()
+            .get("after")
+            .await
+            .unwrap()
+            .unwrap()
+            .envelope
+            .into_value(),
         Some(9)
     );
     // And reads: off L1, `after` comes back from L2.
@@ -122,7 +132,11 @@ async fn redis_killed_during_a_load_the_service_keeps_answering_and_recovers() {
     let up = store.stats();
     assert!(up.breaker_closed >= 1, "{up:?}");
     assert!(up.l2_hits > down.l2_hits, "{up:?}");
-    assert_eq!(cache.stats().store_errors, 0, "non-strict: no store errors reach the cache");
+    assert_eq!(
+        cache.stats().store_errors,
+        0,
+        "non-strict: no store errors reach the cache"
+    );
 }
 
 #[tokio::test]
@@ -175,7 +189,11 @@ async fn strict_mode_reports_the_outage() {
         source.is::<BreakerOpen>()
     })
     .await;
-    assert!(store.set("k", Envelope::found(2), None).await.unwrap_err().is_store());
+    assert!(store
+        .set("k", Envelope::found(2), None)
+        .await
+        .unwrap_err()
+        .is_store());
     assert!(store.delete("k").await.unwrap_err().is_store());
 }
 
@@ -200,7 +218,10 @@ async fn dropping_the_store_ends_its_background_tasks() {
         };
         assert_eq!(clients().await, 1);
         drop(store);
-        eventually("the subscriber disconnects", || async { clients().await == 0 }).await;
+        eventually("the subscriber disconnects", || async {
+            clients().await == 0
+        })
+        .await;
         true
     };
     assert!(weak);

@@ -86,7 +86,13 @@ async fn the_l1_ttl_caps_a_promoted_entry() {
     })
     .await;
     // L2 still has it, with most of its hour left.
-    let left = store.l2().remaining_ttl("k").await.unwrap().unwrap().unwrap();
+    let left = store
+        .l2()
+        .remaining_ttl("k")
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     assert!(left > Duration::from_secs(60), "{left:?}");
     // And a read promotes it again.
     assert_eq!(value(store.get("k").await.unwrap()), Some(1));
@@ -114,17 +120,15 @@ async fn write_behind_answers_from_l1_at_once_and_l2_follows() {
     let server = RedisServer::start();
     // A long Redis timeout: the queued write waits out the frozen server.
     // No subscriber, whose PINGs would (rightly) give up on a frozen server.
-    let store: HybridStore<u64> = HybridStore::builder(l2(&server, "wb", Duration::from_secs(30)).await)
-        .write_mode(WriteMode::WriteBehind)
-        .l2_timeout(Duration::from_secs(30))
-        .invalidation(false)
-        .build()
-        .await
-        .unwrap();
-    store
-        .set("old", Envelope::found(1), None)
-        .await
-        .unwrap();
+    let store: HybridStore<u64> =
+        HybridStore::builder(l2(&server, "wb", Duration::from_secs(30)).await)
+            .write_mode(WriteMode::WriteBehind)
+            .l2_timeout(Duration::from_secs(30))
+            .invalidation(false)
+            .build()
+            .await
+            .unwrap();
+    store.set("old", Envelope::found(1), None).await.unwrap();
     guarded("flush", store.flush()).await;
     assert_eq!(value(store.l2().get("old").await.unwrap()), Some(1));
 
@@ -154,19 +158,23 @@ async fn write_behind_answers_from_l1_at_once_and_l2_follows() {
 #[tokio::test]
 async fn a_full_write_behind_queue_drops_the_oldest_write() {
     let server = RedisServer::start();
-    let store: HybridStore<u64> = HybridStore::builder(l2(&server, "wbq", Duration::from_secs(30)).await)
-        .write_mode(WriteMode::WriteBehind)
-        .write_behind_queue(2)
-        .l2_timeout(Duration::from_secs(30))
-        .invalidation(false)
-        .build()
-        .await
-        .unwrap();
+    let store: HybridStore<u64> =
+        HybridStore::builder(l2(&server, "wbq", Duration::from_secs(30)).await)
+            .write_mode(WriteMode::WriteBehind)
+            .write_behind_queue(2)
+            .l2_timeout(Duration::from_secs(30))
+            .invalidation(false)
+            .build()
+            .await
+            .unwrap();
     server.pause();
     // The worker takes the first write and blocks on the frozen server;
     // the queue then holds two, and each later write pushes out the oldest.
     for i in 0..6u64 {
-        store.set(&format!("k{i}"), Envelope::found(i), None).await.unwrap();
+        store
+            .set(&format!("k{i}"), Envelope::found(i), None)
+            .await
+            .unwrap();
         tokio::task::yield_now().await;
     }
     server.resume();
@@ -183,7 +191,10 @@ async fn a_full_write_behind_queue_drops_the_oldest_write() {
     };
     for i in 0..6 {
         if !in_l2(i).await {
-            assert!(!store.l1_contains(&format!("k{i}")), "k{i} dropped but kept in L1");
+            assert!(
+                !store.l1_contains(&format!("k{i}")),
+                "k{i} dropped but kept in L1"
+            );
         }
     }
 }
@@ -203,10 +214,16 @@ async fn delete_never_leaves_the_old_value_in_l1_even_against_a_racing_read() {
             tokio::task::yield_now().await;
         }
         assert!(store.delete("k").await.unwrap() || round % 2 == 1);
-        assert!(!store.l1_contains("k"), "round {round}: L1 holds k after delete");
+        assert!(
+            !store.l1_contains("k"),
+            "round {round}: L1 holds k after delete"
+        );
         let _ = reader.await.unwrap();
         // The read may have fetched the old value, but must not have kept it.
-        assert!(!store.l1_contains("k"), "round {round}: a racing read promoted k");
+        assert!(
+            !store.l1_contains("k"),
+            "round {round}: a racing read promoted k"
+        );
         assert!(store.get("k").await.unwrap().is_none());
     }
 }
@@ -256,7 +273,10 @@ async fn a_read_of_the_old_value_finishing_after_delete_is_not_promoted() {
 
     let read = guarded("read", read).await.unwrap();
     assert_eq!(value(read), Some(1), "the read did fetch the old value");
-    assert!(!store.l1_contains("k"), "the old value was promoted after delete returned");
+    assert!(
+        !store.l1_contains("k"),
+        "the old value was promoted after delete returned"
+    );
     assert!(store.get("k").await.unwrap().is_none());
     assert_eq!(store.stats().promotions_skipped, 1);
 }
@@ -284,12 +304,13 @@ async fn a_read_of_the_old_value_finishing_after_set_does_not_replace_it() {
 #[tokio::test]
 async fn concurrent_misses_share_one_l2_read_and_one_loader_call() {
     let server = RedisServer::start();
-    let store: HybridStore<u64> = HybridStore::builder(l2(&server, "sf", Duration::from_secs(30)).await)
-        .l2_timeout(Duration::from_secs(30))
-        .invalidation(false)
-        .build()
-        .await
-        .unwrap();
+    let store: HybridStore<u64> =
+        HybridStore::builder(l2(&server, "sf", Duration::from_secs(30)).await)
+            .l2_timeout(Duration::from_secs(30))
+            .invalidation(false)
+            .build()
+            .await
+            .unwrap();
     let cache: Cache<u64> = Cache::builder().store(store.clone()).build();
     let loads = Arc::new(AtomicUsize::new(0));
 

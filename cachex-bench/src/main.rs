@@ -24,8 +24,8 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use workloads::hitratio::HitratioArgs;
-use workloads::memory::MemoryArgs;
 use workloads::hybrid::{HybridArgs, PeerArgs};
+use workloads::memory::MemoryArgs;
 use workloads::redis::RedisArgs;
 use workloads::throughput::ThroughputArgs;
 

@@ -174,8 +174,14 @@ async fn measure_get(args: &HybridArgs, url: &str, version: &str) -> Result<(), 
     let memory = MemoryStore::new(KEYS as u64 * 2);
     for key in keys.iter() {
         let entry = || Envelope::found(value.clone());
-        redis.set(key, entry(), None).await.map_err(|e| e.to_string())?;
-        memory.set(key, entry(), None).await.map_err(|e| e.to_string())?;
+        redis
+            .set(key, entry(), None)
+            .await
+            .map_err(|e| e.to_string())?;
+        memory
+            .set(key, entry(), None)
+            .await
+            .map_err(|e| e.to_string())?;
     }
     // L1 holds the hot keys only.
     for (i, key) in keys.iter().enumerate() {
@@ -200,7 +206,11 @@ async fn measure_get(args: &HybridArgs, url: &str, version: &str) -> Result<(), 
         "ops/s / redis",
     ]);
     for concurrency in [1, args.concurrency] {
-        let ops = if concurrency == 1 { args.ops } else { args.ops_per_task };
+        let ops = if concurrency == 1 {
+            args.ops
+        } else {
+            args.ops_per_task
+        };
         for c in &contenders {
             run_once(c, &keys, concurrency, ops / 10 + 1).await;
         }
@@ -283,7 +293,10 @@ async fn run_once(
         .collect();
     let mut all = Vec::with_capacity(concurrency * ops);
     for task in tasks {
-        all.extend(task.await.unwrap_or_else(|e| panic!("bench task failed: {e}")));
+        all.extend(
+            task.await
+                .unwrap_or_else(|e| panic!("bench task failed: {e}")),
+        );
     }
     let elapsed = start.elapsed().max(Duration::from_nanos(1));
     let rate = all.len() as f64 / elapsed.as_secs_f64();
@@ -397,7 +410,13 @@ async fn measure_invalidation(args: &HybridArgs, url: &str, version: &str) -> Re
         println!(
             "invalidation latency, 2 processes, {n} writes 1 ms apart, redis {version}; target: peer's L1 drops the old value within 50 ms of the write returning\n"
         );
-        let mut table = Table::new(["measured from", "p50 us", "p99 us", "max us", "within 50 ms"]);
+        let mut table = Table::new([
+            "measured from",
+            "p50 us",
+            "p99 us",
+            "max us",
+            "within 50 ms",
+        ]);
         table.row(vec![
             "write start".into(),
             format!("{:.1}", percentile(&from_start, 0.50)),

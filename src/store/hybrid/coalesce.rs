@@ -20,8 +20,12 @@ use crate::Result;
 
 pub(crate) type Read<V> = BoxFuture<'static, Result<Option<Stored<V>>>>;
 
+/// A read under way: its id (to tell it from a newer read of the key) and
+/// a weak handle on it.
+type Entry<V> = (u64, WeakShared<Read<V>>);
+
 pub(crate) struct Flights<V> {
-    map: Mutex<HashMap<String, (u64, WeakShared<Read<V>>)>>,
+    map: Mutex<HashMap<String, Entry<V>>>,
     next_id: AtomicU64,
     pub(crate) joined: AtomicU64,
 }

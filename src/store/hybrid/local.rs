@@ -102,6 +102,13 @@ impl<V: Clone + Send + Sync + 'static> Local<V> {
         }))
     }
 
+    /// Like [`get`](Self::get), without the remaining TTL (no clock read).
+    #[inline]
+    pub(crate) fn get_envelope(&self, key: &str) -> Option<Option<Envelope<V>>> {
+        let entry = self.engine.get(key)?;
+        Some((entry.kind != Kind::Tombstone).then_some(entry.envelope))
+    }
+
     /// Like [`get`](Self::get), for the remaining TTL only.
     pub(crate) fn remaining_ttl(&self, key: &str) -> Option<Option<Option<Duration>>> {
         Some(self.get(key)?.map(|stored| stored.remaining_ttl))

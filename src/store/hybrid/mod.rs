@@ -48,7 +48,7 @@
 //!   loopback).
 //!
 //! Tracking remains possible behind the same seam: what L1 needs is only
-//! "drop this key" and "drop everything" ([`Core::invalidate_local`] and
+//! "drop this key" and "drop everything" (`Core::invalidate_local` and
 //! `Core::clear_local`), whoever calls them; a tracking connection would
 //! call them from its push messages (invalidate with a key, or with none
 //! after a flush) and clear L1 on its own reconnects.
@@ -661,6 +661,20 @@ where
             async move { core.read_l2(&key, ticket).await }.boxed()
         });
         StoreFuture::new(read)
+    }
+
+    /// An L1 hit without reading the clock for the TTL; a miss goes the
+    /// way of [`get`](Store::get) (the promotion needs L2's TTL).
+    #[inline]
+    fn get_entry<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Result<Option<Envelope<V>>>>
+    where
+        V: 'a,
+    {
+        if let Some(found) = self.inner.core.local.get_envelope(key) {
+            return StoreFuture::ready(Ok(found));
+        }
+        self.get(key)
+            .map(|stored| stored.map(|found| found.map(|stored| stored.envelope)))
     }
 
     fn set<'a>(
