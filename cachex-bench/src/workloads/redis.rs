@@ -82,24 +82,8 @@ impl Contender {
     /// would make the figures meaningless.
     async fn get(&self, keys: &Keys, i: usize) {
         let found = match self {
-            Contender::Raw(conn) => {
-                let mut conn = conn.clone();
-                let value: Option<Vec<u8>> = redis::cmd("GET")
-                    .arg(&keys.raw[i])
-                    .query_async(&mut conn)
-                    .await
-                    .unwrap_or_else(|e| panic!("raw GET failed: {e}"));
-                value.map(|v| v.len())
-            }
-            Contender::RawManager(conn) => {
-                let mut conn = conn.clone();
-                let value: Option<Vec<u8>> = redis::cmd("GET")
-                    .arg(&keys.raw[i])
-                    .query_async(&mut conn)
-                    .await
-                    .unwrap_or_else(|e| panic!("raw GET failed: {e}"));
-                value.map(|v| v.len())
-            }
+            Contender::Raw(conn) => raw_get(&mut conn.clone(), &keys.raw[i]).await,
+            Contender::RawManager(conn) => raw_get(&mut conn.clone(), &keys.raw[i]).await,
             Contender::Cache(cache) => cache
                 .get(&keys.plain[i])
                 .await
@@ -114,6 +98,16 @@ impl Contender {
         };
         assert!(found.is_some(), "{}: key {i} missing", self.name());
     }
+}
+
+/// A plain `GET`, answering the value's length.
+async fn raw_get(conn: &mut impl redis::aio::ConnectionLike, key: &str) -> Option<usize> {
+    let value: Option<Vec<u8>> = redis::cmd("GET")
+        .arg(key)
+        .query_async(conn)
+        .await
+        .unwrap_or_else(|e| panic!("raw GET failed: {e}"));
+    value.map(|v| v.len())
 }
 
 struct Keys {
