@@ -47,6 +47,12 @@
 //! # }).unwrap();
 //! ```
 //!
+//! Behind the same [`Cache`], the feature `redis` adds
+//! [`RedisStore`](store::RedisStore) and
+//! [`HybridStore`](store::HybridStore): an in-memory L1 in front of Redis,
+//! coherent across processes (pub/sub invalidation) and still answering
+//! when Redis is down (a circuit breaker; reads from L1 and the loader).
+//!
 //! Code that takes its cache through [`AsyncCache`] (by generics, or as
 //! `Arc<dyn AsyncCache<V>>`) can be handed a [`MockCache`] in tests.
 //!

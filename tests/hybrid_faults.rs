@@ -226,3 +226,26 @@ async fn dropping_the_store_ends_its_background_tasks() {
     };
     assert!(weak);
 }
+
+#[tokio::test]
+async fn an_idle_subscription_stays_up_and_a_frozen_server_is_noticed() {
+    let server = RedisServer::start();
+    let store = fragile(&server, "idle", false).await;
+    store.set("k", Envelope::found(1), None).await.unwrap();
+    // Several PING rounds (one a second) on an idle subscriber connection.
+    tokio::time::sleep(Duration::from_millis(3_500)).await;
+    let stats = store.stats();
+    assert_eq!(stats.subscription_losses, 0, "{stats:?}");
+    assert!(store.l1_contains("k"));
+
+    // A frozen server keeps the socket open: only the PING notices.
+    server.pause();
+    eventually(
+        "the unanswered PING counts as a lost subscription",
+        || async { store.stats().subscription_losses >= 1 },
+    )
+    .await;
+    assert!(!store.l1_contains("k"));
+    server.resume();
+    eventually("resubscribed", || async { store.is_subscribed() }).await;
+}
