@@ -55,6 +55,9 @@ pub(crate) struct Ticket {
     epoch: u64,
     stripe: usize,
     seq: u64,
+    /// When the read started: L2's remaining TTL is counted from here, so
+    /// that the L1 copy never outlives the L2 entry by the round trip.
+    at: Instant,
 }
 
 pub(crate) struct Local<V> {
@@ -127,16 +130,25 @@ impl<V: Clone + Send + Sync + 'static> Local<V> {
         let epoch = *self.epoch.read();
         let stripe = self.stripe(key);
         let seq = *self.stripes[stripe].lock();
-        Ticket { epoch, stripe, seq }
+        Ticket {
+            epoch,
+            stripe,
+            seq,
+            at: Instant::now(),
+        }
     }
 
     /// Copies an L2 answer into L1, unless `key` was written, deleted or
     /// invalidated since `ticket` was taken, or L1 already holds something
     /// newer for it. Answers whether it did.
     pub(crate) fn promote(&self, key: &str, ticket: Ticket, stored: &Stored<V>) -> bool {
-        if stored.remaining_ttl == Some(Duration::ZERO) {
-            return false;
-        }
+        let ttl = match stored.remaining_ttl {
+            Some(left) => match left.checked_sub(ticket.at.elapsed()) {
+                Some(left) if !left.is_zero() => Some(left),
+                _ => return false,
+            },
+            None => None,
+        };
         let epoch = self.epoch.read();
         if *epoch != ticket.epoch {
             return false;
