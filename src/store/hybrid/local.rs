@@ -157,12 +157,7 @@ impl<V: Clone + Send + Sync + 'static> Local<V> {
         if *seq != ticket.seq || self.engine.contains_key(key) {
             return false;
         }
-        self.insert(
-            key,
-            stored.envelope.clone(),
-            stored.remaining_ttl,
-            Kind::Promoted,
-        );
+        self.insert(key, stored.envelope.clone(), ttl, Kind::Promoted);
         true
     }
 
