@@ -59,11 +59,20 @@
 //! connection reconnects by itself, and undecodable values are reported
 //! with their key rather than misread.
 //!
+//! # Hybrid
+//!
+//! `HybridStore` (in [`store::hybrid`], feature `redis`) puts an in-memory
+//! L1 in front of a `RedisStore`: L1 hits at memory speed, one L2 read per
+//! key per process on a miss, promoted with the remaining L2 TTL. Writes
+//! publish an invalidation on a pub/sub channel so that every other
+//! process drops the key from its L1; a lost subscription clears L1. When
+//! Redis is down a circuit breaker keeps the service on L1 and the loader.
+//!
 //! # Cargo features
 //!
 //! | feature | default | what |
 //! |---|---|---|
-//! | `redis` | yes | the Redis store (pulls in the `redis` crate and `msgpack`) |
+//! | `redis` | yes | the Redis and hybrid stores (pulls in the `redis` crate and `msgpack`) |
 //! | `msgpack` | yes (with `redis`) | [`codec::MessagePack`], through `rmp-serde` |
 //! | `json` | no | `codec::Json`, through `serde_json` |
 //! | `postcard` | no | `codec::Postcard`, the most compact encoding |

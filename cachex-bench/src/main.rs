@@ -8,6 +8,7 @@
 //! cargo run --release -p cachex-bench -- memory
 //! cargo run --release -p cachex-bench -- redis --json
 //! cargo run --release -p cachex-bench -- async --threads 1
+//! cargo run --release -p cachex-bench -- hybrid --json
 //! ```
 
 mod alloc;
@@ -25,6 +26,7 @@ use clap::{Parser, Subcommand};
 
 use workloads::asyncget::AsyncArgs;
 use workloads::hitratio::HitratioArgs;
+use workloads::hybrid::{HybridArgs, PeerArgs};
 use workloads::memory::MemoryArgs;
 use workloads::redis::RedisArgs;
 use workloads::throughput::ThroughputArgs;
@@ -58,6 +60,12 @@ enum Command {
     /// The async layer's hit path with metrics on and off, beside the
     /// engine: what counting (and spans, with `--features tracing`) cost.
     Async(AsyncArgs),
+    /// Hybrid (memory + Redis): get at 90% L1 hits beside memory-only and
+    /// Redis-only; invalidation latency between two processes.
+    Hybrid(HybridArgs),
+    /// The second process of the `hybrid` invalidation measurement.
+    #[command(hide = true)]
+    HybridPeer(PeerArgs),
 }
 
 fn main() {
@@ -68,6 +76,8 @@ fn main() {
         Command::Memory(args) => args.json,
         Command::Redis(args) => args.json,
         Command::Async(args) => args.json,
+        Command::Hybrid(args) => args.json,
+        Command::HybridPeer(_) => false,
     };
     if let Err(e) = report::configure_json(json, cli.json_out.as_deref()) {
         eprintln!("error: {e}");
@@ -79,6 +89,8 @@ fn main() {
         Command::Memory(args) => workloads::memory::run(args),
         Command::Redis(args) => workloads::redis::run(args),
         Command::Async(args) => workloads::asyncget::run(args),
+        Command::Hybrid(args) => workloads::hybrid::run(args),
+        Command::HybridPeer(args) => workloads::hybrid::peer(args),
     };
     if let Err(e) = result {
         eprintln!("error: {e}");

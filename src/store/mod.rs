@@ -6,11 +6,13 @@
 //! and a backend only has to store [`Envelope`]s with a time-to-live.
 //!
 //! [`MemoryStore`] is the in-memory implementation; [`RedisStore`] (feature
-//! `redis`) keeps entries in Redis; the two-tier backend implements the same
-//! trait.
+//! `redis`) keeps entries in Redis; [`HybridStore`] (feature `redis`) puts
+//! an in-memory L1 in front of Redis, coherent across processes.
 
 mod envelope;
 mod future;
+#[cfg(feature = "redis")]
+pub mod hybrid;
 mod memory;
 #[cfg(feature = "redis")]
 pub mod redis;
@@ -19,6 +21,8 @@ use std::time::Duration;
 
 pub use envelope::Envelope;
 pub use future::StoreFuture;
+#[cfg(feature = "redis")]
+pub use hybrid::{HybridStore, HybridStoreBuilder};
 pub use memory::MemoryStore;
 #[cfg(feature = "redis")]
 pub use redis::{RedisStore, RedisStoreBuilder};

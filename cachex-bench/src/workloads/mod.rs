@@ -2,6 +2,7 @@
 
 pub mod asyncget;
 pub mod hitratio;
+pub mod hybrid;
 pub mod memory;
 pub mod redis;
 pub mod throughput;

@@ -210,7 +210,7 @@ impl<V, C: Codec> RedisStoreBuilder<V, C> {
         }
         let timeout = self.timeout;
         let connection =
-            match tokio::time::timeout(timeout, Connection::open(target, timeout)).await {
+            match tokio::time::timeout(timeout, Connection::open(target.clone(), timeout)).await {
                 Ok(Ok(connection)) => connection,
                 Ok(Err(e)) => return Err(Error::store(StoreOp::Connect, None, e)),
                 Err(_) => {
@@ -224,6 +224,7 @@ impl<V, C: Codec> RedisStoreBuilder<V, C> {
         Ok(RedisStore {
             inner: Arc::new(Inner {
                 connection,
+                target,
                 key_prefix: self.prefix.map(|p| format!("{p}:")),
                 framing: Framing::new(self.codec, self.compress_above, self.max_value_size),
                 timeout,

@@ -40,6 +40,7 @@ mod builder;
 mod clear;
 mod connection;
 mod errors;
+mod pubsub;
 mod stats;
 
 use std::fmt;
@@ -60,6 +61,7 @@ use super::{Envelope, Store, StoreFuture, Stored};
 use crate::codec::{Codec, EncodeError, Framing, MessagePack};
 use crate::{BoxError, Error, Result, StoreOp};
 use connection::Connection;
+pub(crate) use stats::is_connection_error;
 use stats::{Counters, Event};
 
 /// The longest TTL sent to Redis, in milliseconds (about 31,700 years):
@@ -108,6 +110,9 @@ pub struct RedisStore<V, C = MessagePack> {
 /// Everything a store's clones share.
 pub(crate) struct Inner<C> {
     connection: Connection,
+    /// Where `connection` goes: a two-tier store opens its pub/sub
+    /// subscription to the same place.
+    target: connection::Target,
     /// `"<prefix>:"`, or `None` for bare keys.
     key_prefix: Option<String>,
     framing: Framing<C>,

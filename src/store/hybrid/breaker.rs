@@ -1,0 +1,198 @@
+//! The circuit breaker in front of L2.
+//!
+//! Closed: calls go through; `threshold` consecutive failures open it.
+//! Open: calls are refused without touching the network, so a dead Redis
+//! costs nothing per request instead of a timeout each. The store's prober
+//! task waits `open_for`, then moves it to half-open and sends one probe;
+//! the probe's answer closes it, or opens it again for another `open_for`.
+//! Requests never probe: no caller pays a probe's timeout.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+/// The state of the circuit breaker guarding L2.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum BreakerState {
+    /// L2 calls go through.
+    Closed,
+    /// L2 calls are refused without being tried, until a probe succeeds.
+    Open,
+    /// A probe is testing whether L2 answers again.
+    HalfOpen,
+}
+
+impl BreakerState {
+    fn from_u8(v: u8) -> Self {
+        match v {
+            CLOSED => BreakerState::Closed,
+            OPEN => BreakerState::Open,
+            _ => BreakerState::HalfOpen,
+        }
+    }
+}
+
+const CLOSED: u8 = 0;
+const OPEN: u8 = 1;
+const HALF_OPEN: u8 = 2;
+
+pub(crate) struct Breaker {
+    /// Read without the lock on every L2 call; written under it.
+    state: AtomicU8,
+    failures: AtomicU32,
+    /// When the breaker last opened; serialises transitions.
+    opened_at: Mutex<Option<Instant>>,
+    threshold: u32,
+    open_for: Duration,
+    /// Wakes the prober when the breaker opens.
+    opened: Notify,
+    pub(crate) opened_count: AtomicU64,
+    pub(crate) closed_count: AtomicU64,
+}
+
+impl Breaker {
+    pub(crate) fn new(threshold: u32, open_for: Duration) -> Self {
+        Breaker {
+            state: AtomicU8::new(CLOSED),
+            failures: AtomicU32::new(0),
+            opened_at: Mutex::new(None),
+            threshold: threshold.max(1),
+            open_for,
+            opened: Notify::new(),
+            opened_count: AtomicU64::new(0),
+            closed_count: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn state(&self) -> BreakerState {
+        BreakerState::from_u8(self.state.load(Ordering::Acquire))
+    }
+
+    /// Whether a call may go to L2 now.
+    #[inline]
+    pub(crate) fn allows(&self) -> bool {
+        self.state.load(Ordering::Acquire) == CLOSED
+    }
+
+    /// L2 answered a call.
+    pub(crate) fn success(&self) {
+        // Only a probe closes an open breaker: a call that started before
+        // the breaker opened says little about L2 now.
+        if self.failures.load(Ordering::Relaxed) != 0 {
+            self.failures.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// L2 failed a call (timed out, unreachable, unavailable).
+    pub(crate) fn failure(&self) {
+        if self.state.load(Ordering::Acquire) != CLOSED {
+            return;
+        }
+        let failures = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
+        if failures >= self.threshold {
+            let mut opened_at = self.opened_at.lock();
+            if self.state.load(Ordering::Acquire) == CLOSED {
+                *opened_at = Some(Instant::now());
+                self.state.store(OPEN, Ordering::Release);
+                self.opened_count.fetch_add(1, Ordering::Relaxed);
+                log_change(BreakerState::Open, failures);
+                self.opened.notify_one();
+            }
+        }
+    }
+
+    /// Waits until the breaker is open and a probe is due, then moves it
+    /// to half-open: the caller must report the probe's outcome with
+    /// [`probe_result`](Self::probe_result).
+    pub(crate) async fn probe_due(&self) {
+        loop {
+            let due = {
+                let opened_at = self.opened_at.lock();
+                match (self.state.load(Ordering::Acquire), *opened_at) {
+                    (OPEN, Some(at)) => Some(at + self.open_for),
+                    _ => None,
+                }
+            };
+            match due {
+                Some(due) => {
+                    tokio::time::sleep_until(due).await;
+                    let _guard = self.opened_at.lock();
+                    if self.state.load(Ordering::Acquire) == OPEN {
+                        self.state.store(HALF_OPEN, Ordering::Release);
+                        return;
+                    }
+                }
+                None => self.opened.notified().await,
+            }
+        }
+    }
+
+    /// The outcome of the probe started by [`probe_due`](Self::probe_due).
+    pub(crate) fn probe_result(&self, ok: bool) {
+        let mut opened_at = self.opened_at.lock();
+        if self.state.load(Ordering::Acquire) != HALF_OPEN {
+            return;
+        }
+        if ok {
+            *opened_at = None;
+            self.failures.store(0, Ordering::Relaxed);
+            self.state.store(CLOSED, Ordering::Release);
+            self.closed_count.fetch_add(1, Ordering::Relaxed);
+            log_change(BreakerState::Closed, 0);
+        } else {
+            *opened_at = Some(Instant::now());
+            self.state.store(OPEN, Ordering::Release);
+        }
+    }
+}
+
+/// State changes are rare and matter to operators: counted always (see
+/// [`HybridStats`](super::HybridStats)).
+fn log_change(_to: BreakerState, _failures: u32) {}
+
+impl fmt::Debug for Breaker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Breaker")
+            .field("state", &self.state())
+            .field("threshold", &self.threshold)
+            .field("open_for", &self.open_for)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn opens_after_threshold_and_closes_after_a_good_probe() {
+        let breaker = Breaker::new(3, Duration::from_secs(1));
+        breaker.failure();
+        breaker.failure();
+        breaker.success(); // resets the run
+        breaker.failure();
+        breaker.failure();
+        assert!(breaker.allows());
+        breaker.failure();
+        assert_eq!(breaker.state(), BreakerState::Open);
+        assert!(!breaker.allows());
+
+        breaker.probe_due().await; // after open_for, on the paused clock
+        assert_eq!(breaker.state(), BreakerState::HalfOpen);
+        assert!(!breaker.allows());
+        breaker.probe_result(false);
+        assert_eq!(breaker.state(), BreakerState::Open);
+
+        breaker.probe_due().await;
+        breaker.probe_result(true);
+        assert_eq!(breaker.state(), BreakerState::Closed);
+        assert!(breaker.allows());
+        assert_eq!(breaker.opened_count.load(Ordering::Relaxed), 1);
+        assert_eq!(breaker.closed_count.load(Ordering::Relaxed), 1);
+    }
+}

@@ -1,0 +1,101 @@
+//! One L2 read per key at a time: concurrent L1 misses of a key share it.
+//!
+//! Without this, N tasks missing the same key would send N identical reads
+//! to Redis, and a cache's singleflight (which starts only after the read
+//! missed) would not prevent it. The read is a [`Shared`] future: each
+//! caller polls it, any of them may be dropped, and the read goes on as
+//! long as one caller still waits, so no caller is left waiting on a read
+//! that nobody drives. The map holds it weakly: when every caller has gone,
+//! the read is dropped and a later miss starts a new one.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use futures_util::future::{BoxFuture, FutureExt, Shared, WeakShared};
+use parking_lot::Mutex;
+
+use crate::store::Stored;
+use crate::Result;
+
+pub(crate) type Read<V> = BoxFuture<'static, Result<Option<Stored<V>>>>;
+
+/// A read under way: its id (to tell it from a newer read of the key) and
+/// a weak handle on it.
+type Entry<V> = (u64, WeakShared<Read<V>>);
+
+pub(crate) struct Flights<V> {
+    map: Mutex<HashMap<String, Entry<V>>>,
+    next_id: AtomicU64,
+    pub(crate) joined: AtomicU64,
+}
+
+impl<V: Clone + Send + Sync + 'static> Flights<V> {
+    pub(crate) fn new() -> Self {
+        Flights {
+            map: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(0),
+            joined: AtomicU64::new(0),
+        }
+    }
+
+    /// The read of `key` under way, or a new one made by `start`. `start`
+    /// runs under the map's lock (it must only build the future, and take
+    /// the L1 ticket: a write that forgets the key after this returns is
+    /// then certain to be seen by the read's promotion check).
+    pub(crate) fn join_or_start(
+        self: &Arc<Self>,
+        key: &str,
+        start: impl FnOnce() -> Read<V>,
+    ) -> Shared<Read<V>> {
+        let mut map = self.map.lock();
+        if let Some(read) = map.get(key).and_then(|(_, weak)| weak.upgrade()) {
+            self.joined.fetch_add(1, Ordering::Relaxed);
+            return read;
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let done = Done {
+            flights: Arc::clone(self),
+            key: key.to_owned(),
+            id,
+        };
+        let read = start();
+        let read: Read<V> = async move {
+            let _done = done;
+            read.await
+        }
+        .boxed();
+        let read = read.shared();
+        if let Some(weak) = read.downgrade() {
+            map.insert(key.to_owned(), (id, weak));
+        }
+        read
+    }
+
+    /// Later misses of `key` start a new read instead of joining the one
+    /// under way (which may have read what a write just replaced).
+    pub(crate) fn forget(&self, key: &str) {
+        self.map.lock().remove(key);
+    }
+
+    pub(crate) fn forget_all(&self) {
+        self.map.lock().clear();
+    }
+}
+
+/// Removes its read from the map when the read ends or is abandoned,
+/// unless a newer read has replaced it.
+struct Done<V> {
+    flights: Arc<Flights<V>>,
+    key: String,
+    id: u64,
+}
+
+impl<V> Drop for Done<V> {
+    fn drop(&mut self) {
+        let mut map = self.flights.map.lock();
+        if map.get(&self.key).is_some_and(|(id, _)| *id == self.id) {
+            map.remove(&self.key);
+        }
+    }
+}
