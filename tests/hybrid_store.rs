@@ -361,3 +361,27 @@ async fn a_cached_not_found_is_promoted_like_a_value() {
     assert!(stored.envelope.is_not_found());
     assert!(b.l1_contains("missing"));
 }
+
+#[tokio::test]
+async fn stats_report_both_tiers_and_the_breaker() {
+    use cachex::observe::BreakerState;
+
+    let server = RedisServer::start();
+    let store = hybrid::<u64>(&server, "stats").await.build().await.unwrap();
+    let redis = store.l2().clone();
+    redis.set("far", Envelope::found(9), None).await.unwrap();
+    store.set("near", Envelope::found(1), None).await.unwrap();
+
+    assert_eq!(value(store.get("near").await.unwrap()), Some(1)); // L1 hit
+    assert_eq!(value(store.get("far").await.unwrap()), Some(9)); // L1 miss, L2 hit
+    assert_eq!(value(store.get("none").await.unwrap()), None); // both miss
+
+    let stats = Store::<u64>::stats(&store);
+    let l1 = stats.l1.expect("an L1 tier");
+    let l2 = stats.l2.expect("an L2 tier");
+    assert!(l1.hits >= 1, "{l1:?}");
+    assert!(l1.misses >= 2, "{l1:?}");
+    assert_eq!(l1.entries, Some(2), "`near`, and `far` promoted");
+    assert_eq!((l2.hits, l2.misses, l2.errors), (1, 1, 0));
+    assert_eq!(l2.breaker, Some(BreakerState::Closed));
+}

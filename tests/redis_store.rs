@@ -350,3 +350,28 @@ async fn store_errors_name_the_operation_and_key() {
     assert_eq!(err.key(), Some("k"));
     assert!(err.to_string().contains("`k`"), "{err}");
 }
+
+#[tokio::test]
+async fn cache_stats_report_redis_as_tier_l2() {
+    let server = RedisServer::start();
+    let store: RedisStore<u64> = store(&server, "stats").await;
+    let cache: Cache<u64> = Cache::builder().store(store).build();
+    cache.set("a", 1, Ttl::Never).await.unwrap();
+    assert_eq!(cache.get("a").await.unwrap(), Some(1));
+    assert_eq!(cache.get("b").await.unwrap(), None);
+    let loaded = cache
+        .get_or_load("c", || async { Ok::<_, std::io::Error>(3) })
+        .await
+        .unwrap();
+    assert_eq!(loaded, 3);
+
+    let stats = cache.stats();
+    assert!(stats.store.l1.is_none(), "Redis has one tier");
+    let l2 = stats.store.l2.expect("Redis reports tier l2");
+    // `get a` hit; `get b` and the read before the load of `c` missed.
+    assert_eq!((l2.hits, l2.misses, l2.errors), (1, 2, 0));
+    assert_eq!(
+        l2.entries, None,
+        "a shared server's size is not ours to count"
+    );
+}

@@ -15,25 +15,13 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-/// The state of the circuit breaker guarding L2.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum BreakerState {
-    /// L2 calls go through.
-    Closed,
-    /// L2 calls are refused without being tried, until a probe succeeds.
-    Open,
-    /// A probe is testing whether L2 answers again.
-    HalfOpen,
-}
+pub use crate::observe::BreakerState;
 
-impl BreakerState {
-    fn from_u8(v: u8) -> Self {
-        match v {
-            CLOSED => BreakerState::Closed,
-            OPEN => BreakerState::Open,
-            _ => BreakerState::HalfOpen,
-        }
+fn state_from_u8(v: u8) -> BreakerState {
+    match v {
+        CLOSED => BreakerState::Closed,
+        OPEN => BreakerState::Open,
+        _ => BreakerState::HalfOpen,
     }
 }
 
@@ -70,7 +58,7 @@ impl Breaker {
     }
 
     pub(crate) fn state(&self) -> BreakerState {
-        BreakerState::from_u8(self.state.load(Ordering::Acquire))
+        state_from_u8(self.state.load(Ordering::Acquire))
     }
 
     /// Whether a call may go to L2 now.
@@ -152,7 +140,25 @@ impl Breaker {
 }
 
 /// State changes are rare and matter to operators: counted always (see
-/// [`HybridStats`](super::HybridStats)).
+/// [`HybridStats`](super::HybridStats)) and, with the `tracing` feature,
+/// logged: a warning when L2 is given up on, info when it is back.
+#[cfg(feature = "tracing")]
+fn log_change(to: BreakerState, failures: u32) {
+    match to {
+        BreakerState::Open => tracing::warn!(
+            target: "cachex",
+            consecutive_failures = failures,
+            "cachex hybrid: L2 (Redis) circuit breaker opened; serving from L1 and loaders"
+        ),
+        _ => tracing::info!(
+            target: "cachex",
+            state = to.as_str(),
+            "cachex hybrid: L2 (Redis) circuit breaker closed; L2 in use again"
+        ),
+    }
+}
+
+#[cfg(not(feature = "tracing"))]
 fn log_change(_to: BreakerState, _failures: u32) {}
 
 impl fmt::Debug for Breaker {

@@ -99,6 +99,7 @@ pub use stats::HybridStats;
 use super::redis::TimedOut;
 use super::{Envelope, RedisStore, Store, StoreFuture, Stored};
 use crate::codec::{Codec, MessagePack};
+use crate::observe::{StoreStats, TierStats};
 use crate::{Error, Result, StoreOp};
 use breaker::Breaker;
 use coalesce::Flights;
@@ -699,6 +700,37 @@ where
         key: &'a str,
     ) -> StoreFuture<'a, Result<Option<Option<Duration>>>> {
         StoreFuture::new(self.inner.core.remaining_ttl(key))
+    }
+
+    /// Both tiers: L1 from the in-process engine, L2 from this store's own
+    /// counters (reads that reached Redis, failures of every kind, and the
+    /// breaker's state). No I/O.
+    fn stats(&self) -> StoreStats {
+        let core = &*self.inner.core;
+        let c = &core.counters;
+        let engine = core.local.engine().stats();
+        let l1 = TierStats {
+            hits: engine.hits,
+            misses: engine.misses,
+            entries: Some(core.local.engine().len()),
+            evictions_size: engine.evictions_size,
+            evictions_expired: engine.evictions_expired,
+            removals: engine.removals,
+            ..TierStats::default()
+        };
+        let l2 = TierStats {
+            hits: stats::get(&c.l2_hits),
+            misses: stats::get(&c.l2_misses),
+            // Write-behind writes go through the same L2 call path, so
+            // their failures are already among `l2_errors`.
+            errors: stats::get(&c.l2_errors) + stats::get(&c.publish_failures),
+            breaker: Some(core.breaker.state()),
+            ..TierStats::default()
+        };
+        StoreStats {
+            l1: Some(l1),
+            l2: Some(l2),
+        }
     }
 }
 

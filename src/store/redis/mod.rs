@@ -59,6 +59,7 @@ pub use stats::RedisStats;
 
 use super::{Envelope, Store, StoreFuture, Stored};
 use crate::codec::{Codec, EncodeError, Framing, MessagePack};
+use crate::observe::{StoreStats, Tier, TierStats};
 use crate::{BoxError, Error, Result, StoreOp};
 use connection::Connection;
 pub(crate) use stats::is_connection_error;
@@ -255,11 +256,15 @@ where
                 Some(Value::Int(ms)) => match pttl_to_ttl(ms) {
                     Some(ttl) => ttl,
                     // Gone, or expired between the GET and the PTTL.
-                    None => return Ok(None),
+                    None => {
+                        inner.counters.lookup(false);
+                        return Ok(None);
+                    }
                 },
                 other => return Err(unexpected(StoreOp::Get, key, &other)),
             };
             let envelope = inner.decode_reply(key, &redis_key, value).await?;
+            inner.counters.lookup(envelope.is_some());
             Ok(envelope.map(|envelope| Stored {
                 envelope,
                 remaining_ttl,
@@ -286,10 +291,12 @@ where
                     other => other.map(Some),
                 }
             };
-            match inner.call(StoreOp::Get, Some(key), query).await? {
+            let entry = match inner.call(StoreOp::Get, Some(key), query).await? {
                 Some(reply) => inner.decode_reply(key, &redis_key, Some(reply)).await,
                 None => inner.corrupt(key, &redis_key, WrongType.into()).await,
-            }
+            }?;
+            inner.counters.lookup(entry.is_some());
+            Ok(entry)
         })
     }
 
@@ -369,6 +376,18 @@ where
                 other => Err(unexpected(StoreOp::RemainingTtl, key, &Some(other))),
             }
         })
+    }
+
+    /// Tier `l2`: this client's reads and failures (no `INFO` round trip).
+    fn stats(&self) -> StoreStats {
+        let redis = self.inner.counters.snapshot();
+        let l2 = TierStats {
+            hits: redis.hits,
+            misses: redis.misses,
+            errors: redis.errors(),
+            ..TierStats::default()
+        };
+        StoreStats::single(Tier::L2, l2)
     }
 }
 

@@ -9,6 +9,10 @@ use redis::RedisError;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RedisStats {
+    /// Reads (`get`, `Cache::get`) that found a live entry.
+    pub hits: u64,
+    /// Reads that found nothing (or only bytes that were treated as a miss).
+    pub misses: u64,
     /// Stored values that could not be decoded (foreign, corrupt, another
     /// codec's or a future format's), or values that could not be encoded.
     pub codec_errors: u64,
@@ -30,6 +34,8 @@ pub struct RedisStats {
 
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
+    hits: AtomicU64,
+    misses: AtomicU64,
     codec_errors: AtomicU64,
     corrupt_deleted: AtomicU64,
     timeouts: AtomicU64,
@@ -41,15 +47,36 @@ pub(crate) struct Counters {
 /// Which counter an event goes to.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Event {
+    Hit,
+    Miss,
     CodecError,
     CorruptDeleted,
     Timeout,
     Oversized,
 }
 
+impl RedisStats {
+    /// Every failure counted: codec errors, timeouts, connection and server
+    /// errors, refused oversized values.
+    pub fn errors(&self) -> u64 {
+        self.codec_errors
+            + self.timeouts
+            + self.connection_errors
+            + self.server_errors
+            + self.oversized
+    }
+}
+
 impl Counters {
+    /// Counts a read's outcome.
+    pub(crate) fn lookup(&self, found: bool) {
+        self.incr(if found { Event::Hit } else { Event::Miss });
+    }
+
     pub(crate) fn incr(&self, event: Event) {
         let counter = match event {
+            Event::Hit => &self.hits,
+            Event::Miss => &self.misses,
             Event::CodecError => &self.codec_errors,
             Event::CorruptDeleted => &self.corrupt_deleted,
             Event::Timeout => &self.timeouts,
@@ -70,6 +97,8 @@ impl Counters {
     pub(crate) fn snapshot(&self) -> RedisStats {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         RedisStats {
+            hits: get(&self.hits),
+            misses: get(&self.misses),
             codec_errors: get(&self.codec_errors),
             corrupt_deleted: get(&self.corrupt_deleted),
             timeouts: get(&self.timeouts),
