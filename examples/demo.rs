@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
-use cachex::Cache;
+use cachex::{Cache, CacheBuilder};
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::rngs::StdRng;
@@ -55,8 +55,8 @@ struct Args {
     /// Mean query time in milliseconds (each query takes 0.5× to 1.5× it).
     #[arg(long, default_value_t = 3.0)]
     query_ms: f64,
-    /// Where the cache keeps its entries: `memory`, or (once the Redis
-    /// backend exists) a `redis://` URL.
+    /// Where the cache keeps its entries: `memory`, a `redis://` URL (Redis
+    /// only), or `hybrid+redis://...` (memory in front of Redis).
     #[arg(long, default_value = "memory")]
     backend: String,
 }
@@ -72,10 +72,11 @@ async fn main() {
     let direct_for = (cached_for / 3).min(Duration::from_secs(3));
 
     println!(
-        "cachex demo: {} clients, Zipf(s = {}) over {} keys, in-memory cache of {} entries",
+        "cachex demo: {} clients, Zipf(s = {}) over {} keys, backend {} ({} entries in memory)",
         args.tasks,
         args.zipf,
         Count(args.keys),
+        args.backend,
         Count(args.capacity)
     );
     println!(
@@ -86,11 +87,17 @@ async fn main() {
     );
 
     let ttl = Duration::from_secs_f64(args.ttl);
-    let cache: Cache<Product> = Cache::builder()
+    let builder = Cache::builder()
         .capacity(args.capacity)
         .default_ttl(ttl)
-        .stale_while_revalidate(ttl / 5)
-        .build();
+        .stale_while_revalidate(ttl / 5);
+    let cache: Cache<Product> = match with_backend(builder, &args).await {
+        Ok(cache) => cache,
+        Err(problem) => {
+            eprintln!("error: backend {}: {problem}", args.backend);
+            std::process::exit(1);
+        }
+    };
     let db = Database::new(&args);
     let with = run(
         &args,
@@ -120,16 +127,62 @@ async fn main() {
     );
 }
 
+/// Puts the chosen store under the cache. Redis keys go under the prefix
+/// `cachex-demo`, and the demo clears that prefix first so that runs do not
+/// see each other's entries.
+async fn with_backend(
+    builder: CacheBuilder<Product>,
+    args: &Args,
+) -> cachex::Result<Cache<Product>> {
+    let backend = args.backend.as_str();
+    if backend == "memory" {
+        return Ok(builder.build());
+    }
+    #[cfg(feature = "redis")]
+    {
+        use cachex::store::hybrid::HybridStore;
+        use cachex::store::{RedisStore, Store};
+
+        let (hybrid, url) = match backend.strip_prefix("hybrid+") {
+            Some(url) => (true, url),
+            None => (false, backend),
+        };
+        let redis: RedisStore<Product> = RedisStore::builder()
+            .url(url)
+            .prefix("cachex-demo")
+            .build()
+            .await?;
+        redis.clear().await?;
+        if hybrid {
+            let store = HybridStore::builder(redis)
+                .l1_capacity(args.capacity)
+                .build()
+                .await?;
+            return Ok(builder.store(store).build());
+        }
+        Ok(builder.store(redis).build())
+    }
+    #[cfg(not(feature = "redis"))]
+    unreachable!("check() refuses Redis backends without the `redis` feature")
+}
+
 /// Refuses what this build cannot run.
 fn check(args: &Args) -> Result<(), String> {
+    let redis_url = |b: &str| {
+        let url = b.strip_prefix("hybrid+").unwrap_or(b);
+        url.starts_with("redis://") || url.starts_with("rediss://")
+    };
     match args.backend.as_str() {
         "memory" => {}
-        url if url.starts_with("redis://") || url.starts_with("rediss://") => {
+        b if redis_url(b) && !cfg!(feature = "redis") => {
             return Err(format!(
-                "backend {url}: the Redis backend is not built yet; use --backend memory"
+                "backend {b}: this build has no Redis support (enable the `redis` feature)"
             ))
         }
-        other => return Err(format!("unknown backend {other:?}; use --backend memory")),
+        b if redis_url(b) => {}
+        other => return Err(format!(
+            "unknown backend {other:?}; use memory, redis://HOST:PORT or hybrid+redis://HOST:PORT"
+        )),
     }
     if args.tasks == 0 || args.keys == 0 || args.connections == 0 {
         return Err("--tasks, --keys and --connections must be at least 1".into());
@@ -143,7 +196,7 @@ fn check(args: &Args) -> Result<(), String> {
 }
 
 /// A row of the simulated database.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 #[allow(dead_code)] // the fields are what a real row would carry
 struct Product {
     id: u64,
