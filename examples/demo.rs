@@ -180,9 +180,11 @@ fn check(args: &Args) -> Result<(), String> {
             ))
         }
         b if redis_url(b) => {}
-        other => return Err(format!(
+        other => {
+            return Err(format!(
             "unknown backend {other:?}; use memory, redis://HOST:PORT or hybrid+redis://HOST:PORT"
-        )),
+        ))
+        }
     }
     if args.tasks == 0 || args.keys == 0 || args.connections == 0 {
         return Err("--tasks, --keys and --connections must be at least 1".into());

@@ -211,9 +211,20 @@ where
 {
     async fn get(&self, key: &str, span: &OpSpan) -> Result<Option<V>> {
         self.check(key)?;
-        // The remaining TTL is not needed here, and a remote store may
-        // charge for it (Redis: a second command).
-        let entry = self.store.get_entry(key).await;
+        // The remaining TTL is not needed for the answer, and a remote store
+        // may charge for it (Redis: a second command), so it is read only
+        // when a live span will record it.
+        let entry = if span.live().is_some() {
+            let stored = self.store.get(key).await;
+            stored.map(|stored| {
+                stored.map(|stored| {
+                    span.ttl(stored.remaining_ttl);
+                    stored.envelope
+                })
+            })
+        } else {
+            self.store.get_entry(key).await
+        };
         let entry = entry.inspect_err(|_| self.counters.incr(Counter::StoreErrors))?;
         span.hit(entry.is_some());
         self.count_lookup(entry.as_ref());
