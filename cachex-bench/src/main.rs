@@ -76,7 +76,7 @@ fn main() {
         Command::Memory(args) => args.json,
         Command::Redis(args) => args.json,
         Command::Async(args) => args.json,
-        Command::Hybrid(args) => args.json,
+        Command::Hybrid(args) => args.redis.json,
         Command::HybridPeer(_) => false,
     };
     if let Err(e) = report::configure_json(json, cli.json_out.as_deref()) {

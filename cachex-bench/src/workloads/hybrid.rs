@@ -28,11 +28,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use cachex::store::hybrid::{HybridStore, Invalidated};
 use cachex::store::{Envelope, MemoryStore, RedisStore, Store};
 use cachex::Cache;
-use cachex_testkit::RedisServer;
 use clap::Args;
 use serde_json::json;
 
-use crate::report::{emit, json_wanted, median, ratio, round, thousands, Table};
+use super::redis_bench::{run_tasks, RedisBenchArgs};
+use crate::report::{emit, json_wanted, median, percentile, ratio, round, thousands, Table};
 
 const KEYS: usize = 1_000;
 /// Keys `HOT..KEYS` are the cold ones.
@@ -43,31 +43,11 @@ const STALENESS_TARGET: Duration = Duration::from_millis(50);
 /// Options of the `hybrid` command.
 #[derive(Debug, Args)]
 pub struct HybridArgs {
-    /// Redis to measure against; default: start a `redis-server` on a free
-    /// loopback port.
-    #[arg(long)]
-    pub url: Option<String>,
-    /// Bytes of each value.
-    #[arg(long, default_value_t = 100)]
-    pub value_size: usize,
-    /// Operations per contender per run at concurrency 1.
-    #[arg(long, default_value_t = 20_000)]
-    pub ops: usize,
-    /// Tasks of the throughput measurement.
-    #[arg(long, default_value_t = 64)]
-    pub concurrency: usize,
-    /// Operations per task per run of the throughput measurement.
-    #[arg(long, default_value_t = 1_000)]
-    pub ops_per_task: usize,
-    /// Runs per measurement, alternating contenders.
-    #[arg(long, default_value_t = 5)]
-    pub runs: usize,
+    #[command(flatten)]
+    pub redis: RedisBenchArgs,
     /// Writes whose invalidation is timed in the second process.
     #[arg(long, default_value_t = 2_000)]
     pub invalidations: usize,
-    /// Print one JSON object per result line instead of tables.
-    #[arg(long)]
-    pub json: bool,
 }
 
 /// Options of the hidden `hybrid-peer` command (the second process).
@@ -130,23 +110,7 @@ fn key_index(t: usize, n: usize) -> usize {
 
 /// Runs the `hybrid` command.
 pub fn run(args: &HybridArgs) -> Result<(), String> {
-    if args.ops == 0 || args.runs == 0 || args.concurrency == 0 || args.ops_per_task == 0 {
-        return Err("--ops, --runs, --concurrency and --ops-per-task must be positive".into());
-    }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start tokio: {e}"))?;
-    let (url, _server) = match &args.url {
-        Some(url) => (url.clone(), None),
-        None => {
-            let server = RedisServer::try_start()?;
-            (server.url(), Some(server))
-        }
-    };
-    let version = RedisServer::version().unwrap_or_else(|_| "unknown".into());
-    eprintln!("redis {version} at {url}");
-    runtime.block_on(async {
+    args.redis.run(|url, version| async move {
         measure_get(args, &url, &version).await?;
         measure_invalidation(args, &url, &version).await
     })
@@ -163,7 +127,7 @@ async fn redis_store(url: &str) -> Result<RedisStore<String>, String> {
 
 async fn measure_get(args: &HybridArgs, url: &str, version: &str) -> Result<(), String> {
     let keys: Arc<Vec<String>> = Arc::new((0..KEYS).map(|i| format!("key:{i}")).collect());
-    let value = "v".repeat(args.value_size);
+    let value = "v".repeat(args.redis.value_size);
     let redis = redis_store(url).await?;
     let hybrid = HybridStore::builder(redis_store(url).await?)
         .l1_capacity(KEYS as u64 * 2)
@@ -205,18 +169,18 @@ async fn measure_get(args: &HybridArgs, url: &str, version: &str) -> Result<(), 
         "ops/s",
         "ops/s / redis",
     ]);
-    for concurrency in [1, args.concurrency] {
+    for concurrency in [1, args.redis.concurrency] {
         let ops = if concurrency == 1 {
-            args.ops
+            args.redis.ops
         } else {
-            args.ops_per_task
+            args.redis.ops_per_task
         };
         for c in &contenders {
             run_once(c, &keys, concurrency, ops / 10 + 1).await;
         }
         let mut latencies: Vec<Vec<u64>> = contenders.iter().map(|_| Vec::new()).collect();
         let mut rates: Vec<Vec<f64>> = contenders.iter().map(|_| Vec::new()).collect();
-        for run in 0..args.runs {
+        for run in 0..args.redis.runs {
             for k in 0..contenders.len() {
                 let idx = (k + run) % contenders.len();
                 let (lat, rate) = run_once(&contenders[idx], &keys, concurrency, ops).await;
@@ -237,14 +201,14 @@ async fn measure_get(args: &HybridArgs, url: &str, version: &str) -> Result<(), 
                     "contender": c.name(),
                     "l1_hit_share": if matches!(c, Contender::Hybrid(..)) { 0.9 } else { f64::NAN },
                     "concurrency": concurrency,
-                    "value_bytes": args.value_size,
+                    "value_bytes": args.redis.value_size,
                     "p50_us": round(p50, 2),
                     "p99_us": round(p99, 2),
                     "mean_us": round(mean, 2),
                     "ops_per_s": rate.round(),
                     "ops_vs_redis": round(rate / redis_rate, 2),
                     "redis_version": version,
-                    "runs": args.runs,
+                    "runs": args.redis.runs,
                 }));
             }
             table.row(vec![
@@ -260,10 +224,10 @@ async fn measure_get(args: &HybridArgs, url: &str, version: &str) -> Result<(), 
     }
     let stats = hybrid.stats();
     let reads = (stats.l1_hits + stats.l1_misses).max(1);
-    if !args.json {
+    if !args.redis.json {
         println!(
             "Cache::get of a {}-byte value, redis {version}; hybrid at 90% L1 hits (measured over the whole run, warm-ups included: {:.1}%)\n",
-            args.value_size,
+            args.redis.value_size,
             100.0 * stats.l1_hits as f64 / reads as f64
         );
         print!("{}", table.render());
@@ -278,29 +242,12 @@ async fn run_once(
     concurrency: usize,
     ops: usize,
 ) -> (Vec<u64>, f64) {
-    let start = Instant::now();
-    let tasks: Vec<_> = (0..concurrency)
-        .map(|t| {
-            let (c, keys) = (c.clone(), keys.clone());
-            tokio::spawn(async move {
-                let mut latencies = Vec::with_capacity(ops);
-                for n in 0..ops {
-                    latencies.push(c.get(&keys, key_index(t, n)).await);
-                }
-                latencies
-            })
-        })
-        .collect();
-    let mut all = Vec::with_capacity(concurrency * ops);
-    for task in tasks {
-        all.extend(
-            task.await
-                .unwrap_or_else(|e| panic!("bench task failed: {e}")),
-        );
-    }
-    let elapsed = start.elapsed().max(Duration::from_nanos(1));
-    let rate = all.len() as f64 / elapsed.as_secs_f64();
-    (all, rate)
+    let (c, keys) = (c.clone(), keys.clone());
+    let get = move |t: usize, n: usize| {
+        let (c, keys) = (c.clone(), keys.clone());
+        async move { c.get(&keys, key_index(t, n)).await }
+    };
+    run_tasks(get, concurrency, ops).await
 }
 
 fn unix_ns() -> u64 {
@@ -480,13 +427,4 @@ pub fn peer(args: &PeerArgs) -> Result<(), String> {
         let _ = printer.join();
         Ok(())
     })
-}
-
-/// The `q` quantile of sorted nanoseconds, in microseconds.
-fn percentile(sorted_ns: &[u64], q: f64) -> f64 {
-    if sorted_ns.is_empty() {
-        return f64::NAN;
-    }
-    let idx = ((sorted_ns.len() - 1) as f64 * q).round() as usize;
-    sorted_ns[idx] as f64 / 1_000.0
 }

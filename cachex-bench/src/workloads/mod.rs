@@ -5,4 +5,5 @@ pub mod hitratio;
 pub mod hybrid;
 pub mod memory;
 pub mod redis;
+mod redis_bench;
 pub mod throughput;

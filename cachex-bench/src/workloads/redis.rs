@@ -15,48 +15,22 @@
 //! contenders so that drift on a shared machine hits them alike; latency
 //! percentiles pool every run's samples, throughput is the median run.
 
-use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use cachex::store::{Envelope, RedisStore, Store};
 use cachex::Cache;
-use cachex_testkit::RedisServer;
-use clap::Args;
 use serde_json::json;
 
-use crate::report::{emit, json_wanted, median, ratio, round, thousands, Table};
+use super::redis_bench::run_tasks;
+use crate::report::{emit, json_wanted, median, percentile, ratio, round, thousands, Table};
 
 /// Distinct keys read (every one a hit).
 const KEYS: usize = 1_000;
 const PREFIX: &str = "bench";
 
-/// Options of the `redis` command.
-#[derive(Debug, Args)]
-pub struct RedisArgs {
-    /// Redis to measure against; default: start a `redis-server` on a free
-    /// loopback port.
-    #[arg(long)]
-    pub url: Option<String>,
-    /// Bytes of each value.
-    #[arg(long, default_value_t = 100)]
-    pub value_size: usize,
-    /// Operations per contender per run at concurrency 1.
-    #[arg(long, default_value_t = 20_000)]
-    pub ops: usize,
-    /// Tasks of the throughput measurement.
-    #[arg(long, default_value_t = 64)]
-    pub concurrency: usize,
-    /// Operations per task per run of the throughput measurement.
-    #[arg(long, default_value_t = 1_000)]
-    pub ops_per_task: usize,
-    /// Runs per measurement, alternating contenders.
-    #[arg(long, default_value_t = 5)]
-    pub runs: usize,
-    /// Print one JSON object per result line instead of tables.
-    #[arg(long)]
-    pub json: bool,
-}
+/// Options of the `redis` command: those every Redis benchmark takes.
+pub use super::redis_bench::RedisBenchArgs as RedisArgs;
 
 #[derive(Clone)]
 enum Contender {
@@ -78,9 +52,11 @@ impl Contender {
         }
     }
 
-    /// Reads key `i`; errors and misses abort the benchmark, since they
-    /// would make the figures meaningless.
-    async fn get(&self, keys: &Keys, i: usize) {
+    /// Reads key `i`, timed; answers the latency in nanoseconds. Errors
+    /// and misses abort the benchmark, since they would make the figures
+    /// meaningless.
+    async fn get(&self, keys: &Keys, i: usize) -> u64 {
+        let began = Instant::now();
         let found = match self {
             Contender::Raw(conn) => raw_get(&mut conn.clone(), &keys.raw[i]).await,
             Contender::RawManager(conn) => raw_get(&mut conn.clone(), &keys.raw[i]).await,
@@ -96,7 +72,9 @@ impl Contender {
                 .and_then(|s| s.envelope.into_value())
                 .map(|v| v.len()),
         };
+        let ns = began.elapsed().as_nanos() as u64;
         assert!(found.is_some(), "{}: key {i} missing", self.name());
+        ns
     }
 }
 
@@ -126,24 +104,7 @@ struct Sample {
 
 /// Runs the `redis` command.
 pub fn run(args: &RedisArgs) -> Result<(), String> {
-    if args.ops == 0 || args.runs == 0 || args.concurrency == 0 || args.ops_per_task == 0 {
-        return Err("--ops, --runs, --concurrency and --ops-per-task must be positive".into());
-    }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start tokio: {e}"))?;
-    // Kept alive (and killed on drop) for the whole run.
-    let (url, _server) = match &args.url {
-        Some(url) => (url.clone(), None),
-        None => {
-            let server = RedisServer::try_start()?;
-            (server.url(), Some(server))
-        }
-    };
-    let version = RedisServer::version().unwrap_or_else(|_| "unknown".into());
-    eprintln!("redis {version} at {url}");
-    runtime.block_on(measure(args, &url, &version))
+    args.run(|url, version| async move { measure(args, &url, &version).await })
 }
 
 async fn measure(args: &RedisArgs, url: &str, version: &str) -> Result<(), String> {
@@ -270,55 +231,18 @@ async fn measure(args: &RedisArgs, url: &str, version: &str) -> Result<(), Strin
     Ok(())
 }
 
-/// `concurrency` tasks each doing `ops` gets; answers every latency and
-/// the operations per second of the whole.
+/// `concurrency` tasks each doing `ops` gets of `c`; answers every latency
+/// and the operations per second of the whole.
 async fn run_once(
     c: &Contender,
     keys: &Arc<Keys>,
     concurrency: usize,
     ops: usize,
 ) -> (Vec<u64>, f64) {
-    let start = Instant::now();
-    let tasks: Vec<_> = (0..concurrency)
-        .map(|t| {
-            let (c, keys) = (c.clone(), keys.clone());
-            spawn(async move {
-                let mut latencies = Vec::with_capacity(ops);
-                for n in 0..ops {
-                    let i = (t * 7919 + n) % KEYS;
-                    let began = Instant::now();
-                    c.get(&keys, i).await;
-                    latencies.push(began.elapsed().as_nanos() as u64);
-                }
-                latencies
-            })
-        })
-        .collect();
-    let mut all = Vec::with_capacity(concurrency * ops);
-    for task in tasks {
-        all.extend(
-            task.await
-                .unwrap_or_else(|e| panic!("bench task failed: {e}")),
-        );
-    }
-    let elapsed = start.elapsed().max(Duration::from_nanos(1));
-    let ops_per_s = all.len() as f64 / elapsed.as_secs_f64();
-    (all, ops_per_s)
-}
-
-fn spawn<F>(f: F) -> tokio::task::JoinHandle<F::Output>
-where
-    F: Future + Send + 'static,
-    F::Output: Send + 'static,
-{
-    tokio::spawn(f)
-}
-
-/// The `q` quantile of sorted nanoseconds, in microseconds.
-fn percentile(sorted_ns: &[u64], q: f64) -> f64 {
-    if sorted_ns.is_empty() {
-        return f64::NAN;
-    }
-    let idx = ((sorted_ns.len() - 1) as f64 * q).round() as usize;
-    sorted_ns[idx] as f64 / 1_000.0
+    let (c, keys) = (c.clone(), keys.clone());
+    let get = move |t: usize, n: usize| {
+        let (c, keys) = (c.clone(), keys.clone());
+        async move { c.get(&keys, (t * 7919 + n) % KEYS).await }
+    };
+    run_tasks(get, concurrency, ops).await
 }
