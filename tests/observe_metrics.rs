@@ -72,6 +72,7 @@ async fn scrape_after_known_operations_has_exact_counts() {
         "cachex_load_duration_seconds_bucket{le=\"0.05\",cache=\"users\"} 2",
         "cachex_tier_hits_total{cache=\"users\",tier=\"l1\"} 2",
         "cachex_tier_misses_total{cache=\"users\",tier=\"l1\"} 3",
+        "cachex_tier_removals_total{cache=\"users\",tier=\"l1\"} 1",
         "cachex_tier_errors_total{cache=\"users\",tier=\"l1\"} 0",
         "cachex_evictions_total{cache=\"users\",tier=\"l1\",cause=\"size\"} 0",
         "cachex_evictions_total{cache=\"users\",tier=\"l1\",cause=\"expired\"} 0",

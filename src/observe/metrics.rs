@@ -258,6 +258,11 @@ const TIER_COUNTERS: &[TierCounter] = &[
         value: |t| t.misses,
     },
     TierCounter {
+        name: "tier_removals",
+        help: "Entries of the tier removed by a delete or a clear.",
+        value: |t| t.removals,
+    },
+    TierCounter {
         name: "tier_errors",
         help: "Operations on the tier that failed.",
         value: |t| t.errors,
