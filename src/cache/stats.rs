@@ -1,8 +1,8 @@
 //! What the async layer counts, and how it counts it cheaply.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
+use crate::engine::{stripe_count, thread_id, StripedCounters};
 use crate::observe::StoreStats;
 
 /// A snapshot of a [`Cache`](crate::Cache)'s counters, and of its store's.
@@ -122,34 +122,18 @@ const COUNTERS: usize = Counter::Deletes as usize + 1;
 
 /// The live counters behind [`Stats`].
 ///
-/// Striped: each thread adds to one of several cache-line-sized stripes,
-/// so cores hitting the cache at once do not contend on one counter's cache
-/// line; a snapshot sums the stripes. `None` when metrics are off, which
-/// makes counting a single branch.
+/// Striped by thread (the engine's [`StripedCounters`]): a thread adds to a
+/// stripe only it writes, so cores hitting the cache at once neither contend
+/// on a cache line nor pay for locked instructions, and no count is lost; a
+/// snapshot sums the stripes. `None` when metrics are off, which makes
+/// counting a single branch.
 pub(crate) struct Counters {
-    stripes: Option<Box<[Stripe]>>,
-}
-
-/// Two cache lines, so that neighbouring stripes share none even with
-/// adjacent-line prefetching.
-#[repr(align(128))]
-#[derive(Default)]
-struct Stripe([AtomicU64; COUNTERS]);
-
-/// This thread's stripe number (to be reduced modulo the stripe count):
-/// the same per-thread id the engine's striped structures use.
-#[inline]
-fn stripe() -> usize {
-    crate::engine::thread_id()
+    stripes: Option<Box<StripedCounters<COUNTERS>>>,
 }
 
 impl Counters {
     pub(crate) fn new(enabled: bool) -> Self {
-        let stripes = enabled.then(|| {
-            let threads = std::thread::available_parallelism().map_or(8, |n| n.get());
-            let count = threads.next_power_of_two().min(64);
-            (0..count).map(|_| Stripe::default()).collect()
-        });
+        let stripes = enabled.then(|| Box::new(StripedCounters::new(stripe_count())));
         Counters { stripes }
     }
 
@@ -167,8 +151,7 @@ impl Counters {
     #[inline]
     pub(crate) fn add(&self, counter: Counter, n: u64) {
         if let Some(stripes) = &self.stripes {
-            let index = stripe() & (stripes.len() - 1);
-            stripes[index].0[counter as usize].fetch_add(n, Relaxed);
+            stripes.add(thread_id(), counter as usize, n);
         }
     }
 
@@ -190,12 +173,10 @@ impl Counters {
     /// The counters, summed over the stripes (`store` left empty: the
     /// cache fills it in).
     pub(crate) fn snapshot(&self) -> Stats {
-        let mut sums = [0u64; COUNTERS];
-        for stripe in self.stripes.iter().flatten() {
-            for (sum, counter) in sums.iter_mut().zip(&stripe.0) {
-                *sum = sum.wrapping_add(counter.load(Relaxed));
-            }
-        }
+        let sums = self
+            .stripes
+            .as_ref()
+            .map_or([0; COUNTERS], |stripes| stripes.sums());
         let get = |counter: Counter| sums[counter as usize];
         Stats {
             hits: get(Counter::Hits),

@@ -31,7 +31,7 @@ pub use stats::{CacheStats, RemovalCause};
 use config::Config;
 use shard::Shard;
 use slot::NEVER;
-pub(crate) use stripes::thread_id;
+pub(crate) use stripes::{stripe_count, thread_id, StripedCounters};
 
 use crate::Ttl;
 
