@@ -31,7 +31,7 @@ use cachex::Cache;
 use clap::Args;
 use serde_json::json;
 
-use super::redis_bench::{run_tasks, RedisBenchArgs};
+use super::redis_bench::{run_tasks, RedisBenchArgs, Run};
 use crate::report::{emit, json_wanted, median, percentile, ratio, round, thousands, Table};
 
 const KEYS: usize = 1_000;
@@ -183,9 +183,9 @@ async fn measure_get(args: &HybridArgs, url: &str, version: &str) -> Result<(), 
         for run in 0..args.redis.runs {
             for k in 0..contenders.len() {
                 let idx = (k + run) % contenders.len();
-                let (lat, rate) = run_once(&contenders[idx], &keys, concurrency, ops).await;
-                latencies[idx].extend(lat);
-                rates[idx].push(rate);
+                let run = run_once(&contenders[idx], &keys, concurrency, ops).await;
+                latencies[idx].extend(run.latencies_ns);
+                rates[idx].push(run.ops_per_s);
             }
         }
         let redis_rate = median(&rates[1]);
@@ -236,12 +236,7 @@ async fn measure_get(args: &HybridArgs, url: &str, version: &str) -> Result<(), 
     Ok(())
 }
 
-async fn run_once(
-    c: &Contender,
-    keys: &Arc<Vec<String>>,
-    concurrency: usize,
-    ops: usize,
-) -> (Vec<u64>, f64) {
+async fn run_once(c: &Contender, keys: &Arc<Vec<String>>, concurrency: usize, ops: usize) -> Run {
     let (c, keys) = (c.clone(), keys.clone());
     let get = move |t: usize, n: usize| {
         let (c, keys) = (c.clone(), keys.clone());

@@ -22,7 +22,7 @@ use cachex::store::{Envelope, RedisStore, Store};
 use cachex::Cache;
 use serde_json::json;
 
-use super::redis_bench::run_tasks;
+use super::redis_bench::{run_tasks, Run};
 use crate::report::{emit, json_wanted, median, percentile, ratio, round, thousands, Table};
 
 /// Distinct keys read (every one a hit).
@@ -78,9 +78,12 @@ impl Contender {
     }
 }
 
-/// A plain `GET`, answering the value's length.
+/// A plain `GET`, answering the value's length. The value is read as the
+/// same type cachex hands back (a UTF-8-checked `String`), so that both
+/// sides do the same work on the value and the comparison shows what
+/// cachex adds.
 async fn raw_get(conn: &mut impl redis::aio::ConnectionLike, key: &str) -> Option<usize> {
-    let value: Option<Vec<u8>> = redis::cmd("GET")
+    let value: Option<String> = redis::cmd("GET")
         .arg(key)
         .query_async(conn)
         .await
@@ -100,6 +103,7 @@ struct Keys {
 struct Sample {
     latencies_ns: Vec<u64>,
     ops_per_s: Vec<f64>,
+    cpu_us_per_op: Vec<f64>,
 }
 
 /// Runs the `redis` command.
@@ -142,12 +146,15 @@ async fn measure(args: &RedisArgs, url: &str, version: &str) -> Result<(), Strin
         .get_connection_manager()
         .await
         .map_err(|e| format!("cannot connect to {url}: {e}"))?;
-    let contenders = [
+    let contenders: Vec<Contender> = [
         Contender::Raw(raw),
         Contender::RawManager(manager),
         Contender::Cache(cache),
         Contender::Store(store),
-    ];
+    ]
+    .into_iter()
+    .filter(|c| std::env::var("ONLY").map_or(true, |o| o == c.name()))
+    .collect();
 
     let mut table = Table::new([
         "contender",
@@ -158,6 +165,8 @@ async fn measure(args: &RedisArgs, url: &str, version: &str) -> Result<(), Strin
         "p50 / raw",
         "p99 / raw",
         "ops/s / raw",
+        "client CPU us/op",
+        "CPU / raw",
     ]);
     for concurrency in [1, args.concurrency] {
         let ops_per_task = if concurrency == 1 {
@@ -174,13 +183,13 @@ async fn measure(args: &RedisArgs, url: &str, version: &str) -> Result<(), Strin
             // Rotate the order, so no contender always runs first.
             for k in 0..contenders.len() {
                 let idx = (k + run) % contenders.len();
-                let (lat, ops_per_s) =
-                    run_once(&contenders[idx], &keys, concurrency, ops_per_task).await;
-                samples[idx].latencies_ns.extend(lat);
-                samples[idx].ops_per_s.push(ops_per_s);
+                let run = run_once(&contenders[idx], &keys, concurrency, ops_per_task).await;
+                samples[idx].latencies_ns.extend(run.latencies_ns);
+                samples[idx].ops_per_s.push(run.ops_per_s);
+                samples[idx].cpu_us_per_op.push(run.cpu_us_per_op);
             }
         }
-        let summary: Vec<(f64, f64, f64)> = samples
+        let summary: Vec<(f64, f64, f64, f64)> = samples
             .iter_mut()
             .map(|s| {
                 s.latencies_ns.sort_unstable();
@@ -188,11 +197,12 @@ async fn measure(args: &RedisArgs, url: &str, version: &str) -> Result<(), Strin
                     percentile(&s.latencies_ns, 0.50),
                     percentile(&s.latencies_ns, 0.99),
                     median(&s.ops_per_s),
+                    median(&s.cpu_us_per_op),
                 )
             })
             .collect();
         let raw = summary[0];
-        for (c, &(p50, p99, ops)) in contenders.iter().zip(&summary) {
+        for (c, &(p50, p99, ops, cpu)) in contenders.iter().zip(&summary) {
             if json_wanted() {
                 emit(&json!({
                     "workload": "redis_get",
@@ -205,6 +215,8 @@ async fn measure(args: &RedisArgs, url: &str, version: &str) -> Result<(), Strin
                     "p50_ratio": round(p50 / raw.0, 3),
                     "p99_ratio": round(p99 / raw.1, 3),
                     "ops_ratio": round(ops / raw.2, 3),
+                    "client_cpu_us_per_op": round(cpu, 2),
+                    "client_cpu_ratio": round(cpu / raw.3, 3),
                     "redis_version": version,
                     "runs": args.runs,
                 }));
@@ -218,6 +230,8 @@ async fn measure(args: &RedisArgs, url: &str, version: &str) -> Result<(), Strin
                 ratio(p50, raw.0),
                 ratio(p99, raw.1),
                 ratio(ops, raw.2),
+                format!("{cpu:.2}"),
+                ratio(cpu, raw.3),
             ]);
         }
     }
@@ -233,12 +247,7 @@ async fn measure(args: &RedisArgs, url: &str, version: &str) -> Result<(), Strin
 
 /// `concurrency` tasks each doing `ops` gets of `c`; answers every latency
 /// and the operations per second of the whole.
-async fn run_once(
-    c: &Contender,
-    keys: &Arc<Keys>,
-    concurrency: usize,
-    ops: usize,
-) -> (Vec<u64>, f64) {
+async fn run_once(c: &Contender, keys: &Arc<Keys>, concurrency: usize, ops: usize) -> Run {
     let (c, keys) = (c.clone(), keys.clone());
     let get = move |t: usize, n: usize| {
         let (c, keys) = (c.clone(), keys.clone());

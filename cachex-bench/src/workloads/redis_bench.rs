@@ -34,6 +34,34 @@ pub struct RedisBenchArgs {
     pub json: bool,
 }
 
+/// One measurement: every call's latency, and what the whole cost.
+#[derive(Debug)]
+pub struct Run {
+    pub latencies_ns: Vec<u64>,
+    pub ops_per_s: f64,
+    /// CPU time this process (client side only: Redis runs in its own)
+    /// spent per call, in microseconds. On a machine where client and
+    /// server share the cores, it is what throughput depends on, and it is
+    /// far steadier than throughput from run to run.
+    pub cpu_us_per_op: f64,
+}
+
+/// CPU time all threads of this process have run so far, summed from
+/// Linux's per-thread `schedstat` (nanosecond precision; `getrusage` and
+/// `/proc/self/stat` count in clock ticks, too coarse for sub-second runs).
+/// Zero where `/proc` is missing.
+fn process_cpu() -> Duration {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return Duration::ZERO;
+    };
+    let ns: u64 = tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("schedstat")).ok())
+        .filter_map(|stat| stat.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    Duration::from_nanos(ns)
+}
+
 impl RedisBenchArgs {
     /// Starts tokio and, unless `--url` was given, a `redis-server` on a free
     /// loopback port (killed when `body` is done), then runs
@@ -65,14 +93,14 @@ impl RedisBenchArgs {
 }
 
 /// `concurrency` tasks each making `ops` calls of `get(task, n)`, which
-/// answers its own latency in nanoseconds; answers every latency and the
-/// operations per second of the whole.
-pub async fn run_tasks<G, Fut>(get: G, concurrency: usize, ops: usize) -> (Vec<u64>, f64)
+/// answers its own latency in nanoseconds.
+pub async fn run_tasks<G, Fut>(get: G, concurrency: usize, ops: usize) -> Run
 where
     G: Fn(usize, usize) -> Fut + Clone + Send + 'static,
     Fut: Future<Output = u64> + Send,
 {
     let start = Instant::now();
+    let cpu_start = process_cpu();
     let tasks: Vec<_> = (0..concurrency)
         .map(|t| {
             let get = get.clone();
@@ -93,6 +121,11 @@ where
         );
     }
     let elapsed = start.elapsed().max(Duration::from_nanos(1));
-    let rate = all.len() as f64 / elapsed.as_secs_f64();
-    (all, rate)
+    let cpu = process_cpu().saturating_sub(cpu_start);
+    let calls = all.len().max(1) as f64;
+    Run {
+        ops_per_s: all.len() as f64 / elapsed.as_secs_f64(),
+        cpu_us_per_op: cpu.as_secs_f64() * 1e6 / calls,
+        latencies_ns: all,
+    }
 }
