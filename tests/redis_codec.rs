@@ -172,12 +172,12 @@ async fn foreign_bytes_are_a_codec_error_naming_the_key() {
 #[tokio::test]
 async fn a_future_format_version_is_refused() {
     let server = RedisServer::start();
-    let err = read_planted(&server, "future", &[0xCA, 2, MessagePack::ID, 0, 0x80]).await;
+    let err = read_planted(&server, "future", &[0xCA, 3, MessagePack::ID, 0, 0, 0xA0]).await;
     assert_eq!(
         source::<FrameError>(&err),
-        &FrameError::UnsupportedVersion(2)
+        &FrameError::UnsupportedVersion(3)
     );
-    let err = read_planted(&server, "flags", &[0xCA, 1, MessagePack::ID, 0x40, 0x80]).await;
+    let err = read_planted(&server, "flags", &[0xCA, 2, MessagePack::ID, 0x40, 0, 0xA0]).await;
     assert_eq!(source::<FrameError>(&err), &FrameError::UnknownFlags(0x40));
 }
 
@@ -185,7 +185,12 @@ async fn a_future_format_version_is_refused() {
 async fn a_truncated_payload_is_the_codecs_error() {
     let server = RedisServer::start();
     // A valid header, then half a MessagePack map.
-    let err = read_planted(&server, "cut", &[0xCA, 1, MessagePack::ID, 0, 0x82, 0xa5]).await;
+    let err = read_planted(
+        &server,
+        "cut",
+        &[0xCA, 2, MessagePack::ID, 0, 0, 0x82, 0xa5],
+    )
+    .await;
     assert!(std::error::Error::source(&err).is_some());
 }
 
@@ -219,7 +224,7 @@ async fn a_value_written_by_another_codec_is_refused_not_misread() {
 async fn miss_and_delete_turns_corrupt_values_into_misses() {
     let server = RedisServer::start();
     let mut conn = raw(&server).await;
-    let _: () = raw_cmd(&mut conn, &[b"SET", b"c:bad", b"\xCA\x01\x01\x00\xc1"]).await;
+    let _: () = raw_cmd(&mut conn, &[b"SET", b"c:bad", b"\xCA\x02\x01\x00\x00\xc1"]).await;
     let store: RedisStore<User> = builder(&server, "c")
         .on_corrupt(OnCorrupt::MissAndDelete)
         .build()

@@ -6,17 +6,28 @@
 use std::cell::RefCell;
 use std::fmt;
 
+use std::time::Duration;
+
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::{builtin_name, Codec};
+use crate::store::Envelope;
 use crate::BoxError;
 
 const MAGIC: u8 = 0xCA;
-const VERSION: u8 = 1;
+/// Version 1 encoded the whole envelope with the codec (field names and
+/// all: about a thousand instructions per read with MessagePack); version 2
+/// keeps the envelope's metadata in the frame and hands the codec only the
+/// value.
+const VERSION: u8 = 2;
 const HEADER_LEN: usize = 4;
 const FLAG_LZ4: u8 = 1;
-const KNOWN_FLAGS: u8 = FLAG_LZ4;
+/// A "not found" entry: no value follows the load time.
+const FLAG_NOT_FOUND: u8 = 2;
+const KNOWN_FLAGS: u8 = FLAG_LZ4 | FLAG_NOT_FOUND;
+/// The longest LEB128 encoding of a `u64`.
+const MAX_VARINT_LEN: usize = 10;
 /// Bytes of the uncompressed length in front of an LZ4 block.
 #[cfg(feature = "compression")]
 const LEN_PREFIX: usize = 4;
@@ -103,6 +114,35 @@ pub(crate) enum EncodeError {
     TooLarge(FrameError),
 }
 
+/// Appends `n` in LEB128: seven bits a byte, low bits first, high bit set
+/// on every byte but the last.
+fn put_varint(out: &mut Vec<u8>, mut n: u64) {
+    while n >= 0x80 {
+        out.push((n as u8) | 0x80);
+        n >>= 7;
+    }
+    out.push(n as u8);
+}
+
+/// Reads a LEB128 `u64` off the front of `bytes`: the number and the rest.
+fn take_varint(bytes: &[u8]) -> Result<(u64, &[u8]), FrameError> {
+    let mut n = 0u64;
+    for (i, &byte) in bytes.iter().take(MAX_VARINT_LEN).enumerate() {
+        let bits = u64::from(byte & 0x7f);
+        let shift = 7 * i as u32;
+        if shift == 63 && bits > 1 {
+            break; // more than 64 bits
+        }
+        n |= bits << shift;
+        if byte & 0x80 == 0 {
+            return Ok((n, &bytes[i + 1..]));
+        }
+    }
+    Err(FrameError::Corrupt(
+        "the entry's load time is not a valid varint".into(),
+    ))
+}
+
 /// A codec plus the header, compression and size limit around it.
 #[derive(Clone, Debug)]
 pub(crate) struct Framing<C> {
@@ -139,20 +179,20 @@ impl<C: Codec> Framing<C> {
         }
     }
 
-    /// Encodes `value` with its header and passes the bytes to `sink`
+    /// Encodes `entry` with its header and passes the bytes to `sink`
     /// (which copies them into a command), all without allocating in the
     /// steady state.
-    pub(crate) fn encode<T, R>(
+    pub(crate) fn encode<V, R>(
         &self,
-        value: &T,
+        entry: &Envelope<V>,
         sink: impl FnOnce(&[u8]) -> R,
     ) -> Result<R, EncodeError>
     where
-        T: Serialize + ?Sized,
+        V: Serialize,
     {
         SCRATCH.with(|cell| match cell.try_borrow_mut() {
             Ok(mut scratch) => {
-                let result = self.encode_in(&mut scratch, value, sink);
+                let result = self.encode_in(&mut scratch, entry, sink);
                 if scratch.encoded.capacity() > SCRATCH_KEEP {
                     *scratch = Scratch::default();
                 }
@@ -160,25 +200,34 @@ impl<C: Codec> Framing<C> {
             }
             // Only if a `Serialize` impl itself stores into cachex on this
             // thread: fall back to fresh buffers.
-            Err(_) => self.encode_in(&mut Scratch::default(), value, sink),
+            Err(_) => self.encode_in(&mut Scratch::default(), entry, sink),
         })
     }
 
-    fn encode_in<T, R>(
+    fn encode_in<V, R>(
         &self,
         scratch: &mut Scratch,
-        value: &T,
+        entry: &Envelope<V>,
         sink: impl FnOnce(&[u8]) -> R,
     ) -> Result<R, EncodeError>
     where
-        T: Serialize + ?Sized,
+        V: Serialize,
     {
         let encoded = &mut scratch.encoded;
         encoded.clear();
-        encoded.extend_from_slice(&[MAGIC, VERSION, C::ID, 0]);
-        self.codec
-            .encode(value, encoded)
-            .map_err(EncodeError::Codec)?;
+        let flags = if entry.is_not_found() {
+            FLAG_NOT_FOUND
+        } else {
+            0
+        };
+        encoded.extend_from_slice(&[MAGIC, VERSION, C::ID, flags]);
+        let load_ns = u64::try_from(entry.load_time().as_nanos()).unwrap_or(u64::MAX);
+        put_varint(encoded, load_ns);
+        if let Some(value) = entry.value() {
+            self.codec
+                .encode(value, encoded)
+                .map_err(EncodeError::Codec)?;
+        }
         #[cfg(feature = "compression")]
         if let Some(threshold) = self.compress_above {
             let payload_len = encoded.len() - HEADER_LEN;
@@ -205,7 +254,10 @@ impl<C: Codec> Framing<C> {
     }
 
     /// Decodes bytes written by [`encode`](Self::encode).
-    pub(crate) fn decode<T: DeserializeOwned>(&self, bytes: &[u8]) -> Result<T, BoxError> {
+    pub(crate) fn decode<V: DeserializeOwned>(
+        &self,
+        bytes: &[u8],
+    ) -> Result<Envelope<V>, BoxError> {
         let Some((header, payload)) = bytes.split_first_chunk::<HEADER_LEN>() else {
             return Err(FrameError::NotCachex.into());
         };
@@ -227,15 +279,37 @@ impl<C: Codec> Framing<C> {
             return Err(FrameError::UnknownFlags(flags).into());
         }
         if flags & FLAG_LZ4 == 0 {
-            return self.codec.decode(payload);
+            return self.decode_payload(flags, payload);
         }
         #[cfg(feature = "compression")]
         {
             let plain = decompress(payload, self.max_len)?;
-            self.codec.decode(&plain)
+            self.decode_payload(flags, &plain)
         }
         #[cfg(not(feature = "compression"))]
         Err(FrameError::CompressionUnsupported.into())
+    }
+
+    /// The load time, then (unless the flags say "not found") the value.
+    fn decode_payload<V: DeserializeOwned>(
+        &self,
+        flags: u8,
+        payload: &[u8],
+    ) -> Result<Envelope<V>, BoxError> {
+        let (load_ns, value) = take_varint(payload)?;
+        let entry = if flags & FLAG_NOT_FOUND != 0 {
+            if !value.is_empty() {
+                return Err(FrameError::Corrupt(format!(
+                    "a \"not found\" entry followed by {} bytes",
+                    value.len()
+                ))
+                .into());
+            }
+            Envelope::not_found()
+        } else {
+            Envelope::found(self.codec.decode(value)?)
+        };
+        Ok(entry.with_load_time(Duration::from_nanos(load_ns)))
     }
 }
 
@@ -290,8 +364,12 @@ mod tests {
     use super::*;
     use crate::codec::MessagePack;
 
-    fn framed(framing: &Framing<MessagePack>, value: &impl Serialize) -> Vec<u8> {
-        framing.encode(value, <[u8]>::to_vec).unwrap()
+    fn framed<V: Serialize>(framing: &Framing<MessagePack>, entry: &Envelope<V>) -> Vec<u8> {
+        framing.encode(entry, <[u8]>::to_vec).unwrap()
+    }
+
+    fn found(value: &str) -> Envelope<String> {
+        Envelope::found(value.to_string())
     }
 
     fn decode_err(framing: &Framing<MessagePack>, bytes: &[u8]) -> FrameError {
@@ -302,37 +380,97 @@ mod tests {
     }
 
     #[test]
-    fn header_then_payload() {
+    fn header_then_load_time_then_the_value_alone() {
         let framing = Framing::new(MessagePack, None, 1 << 20);
-        let bytes = framed(&framing, &"hi".to_string());
-        assert_eq!(&bytes[..4], &[MAGIC, VERSION, MessagePack::ID, 0]);
-        assert_eq!(framing.decode::<String>(&bytes).unwrap(), "hi");
+        let entry = found("hi").with_load_time(Duration::from_nanos(300));
+        let bytes = framed(&framing, &entry);
+        // 300 = 0b10_0101100: LEB128 0xAC 0x02; then MessagePack "hi".
+        assert_eq!(
+            bytes,
+            [
+                MAGIC,
+                VERSION,
+                MessagePack::ID,
+                0,
+                0xAC,
+                0x02,
+                0xA2,
+                b'h',
+                b'i'
+            ]
+        );
+        assert_eq!(framing.decode::<String>(&bytes).unwrap(), entry);
+    }
+
+    #[test]
+    fn not_found_is_a_flag_with_no_value() {
+        let framing = Framing::new(MessagePack, None, 1 << 20);
+        let entry = Envelope::<String>::not_found().with_load_time(Duration::from_millis(3));
+        let bytes = framed(&framing, &entry);
+        assert_eq!(bytes[3], FLAG_NOT_FOUND);
+        assert_eq!(framing.decode::<String>(&bytes).unwrap(), entry);
+        let mut trailing = bytes.clone();
+        trailing.push(0xA0);
+        assert!(matches!(
+            decode_err(&framing, &trailing),
+            FrameError::Corrupt(_)
+        ));
+    }
+
+    #[test]
+    fn varints_round_trip_and_overlong_ones_are_refused() {
+        for n in [
+            0,
+            1,
+            127,
+            128,
+            300,
+            u64::from(u32::MAX),
+            u64::MAX - 1,
+            u64::MAX,
+        ] {
+            let mut out = Vec::new();
+            put_varint(&mut out, n);
+            out.push(0x55);
+            assert_eq!(take_varint(&out).unwrap(), (n, &[0x55][..]), "{n}");
+        }
+        assert!(take_varint(&[]).is_err());
+        assert!(take_varint(&[0x80, 0x80]).is_err(), "unterminated");
+        assert!(take_varint(&[0xFF; 10]).is_err(), "over 64 bits");
+        let mut over = vec![0xFF; 9];
+        over.push(0x02);
+        assert!(take_varint(&over).is_err(), "bit 64 set");
     }
 
     #[test]
     fn foreign_bytes_are_refused_not_misread() {
         let framing = Framing::new(MessagePack, None, 1 << 20);
         assert_eq!(decode_err(&framing, b""), FrameError::NotCachex);
-        assert_eq!(decode_err(&framing, b"\xCA\x01"), FrameError::NotCachex);
+        assert_eq!(decode_err(&framing, b"\xCA\x02"), FrameError::NotCachex);
         assert_eq!(decode_err(&framing, b"hello world"), FrameError::NotCachex);
         assert_eq!(
-            decode_err(&framing, &[MAGIC, 9, MessagePack::ID, 0, 0xa0]),
+            decode_err(&framing, &[MAGIC, 9, MessagePack::ID, 0, 0, 0xa0]),
             FrameError::UnsupportedVersion(9)
         );
+        // Version 1 (the whole envelope through the codec) is not read.
         assert_eq!(
-            decode_err(&framing, &[MAGIC, VERSION, 2, 0, b'"', b'"']),
+            decode_err(&framing, &[MAGIC, 1, MessagePack::ID, 0, 0x81]),
+            FrameError::UnsupportedVersion(1)
+        );
+        assert_eq!(
+            decode_err(&framing, &[MAGIC, VERSION, 2, 0, 0, b'"', b'"']),
             FrameError::CodecMismatch {
                 found: 2,
                 expected: "msgpack"
             }
         );
         assert_eq!(
-            decode_err(&framing, &[MAGIC, VERSION, MessagePack::ID, 0x80, 0xa0]),
+            decode_err(&framing, &[MAGIC, VERSION, MessagePack::ID, 0x80, 0, 0xa0]),
             FrameError::UnknownFlags(0x80)
         );
         // A valid header over garbage: the codec's own error.
         let err = framing
-            .decode::<String>(&[MAGIC, VERSION, MessagePack::ID, 0, 0xc1])
+            .decode::<String>(&[MAGIC, VERSION, MessagePack::ID, 0, 0, 0xc1])
             .unwrap_err();
         assert!(err.downcast_ref::<FrameError>().is_none());
     }
@@ -340,7 +478,9 @@ mod tests {
     #[test]
     fn too_large_is_refused() {
         let framing = Framing::new(MessagePack, None, 16);
-        let err = framing.encode(&"x".repeat(100), |_| ()).unwrap_err();
+        let err = framing
+            .encode(&found(&"x".repeat(100)), |_| ())
+            .unwrap_err();
         assert!(matches!(
             err,
             EncodeError::TooLarge(FrameError::TooLarge { max: 16, .. })
@@ -351,9 +491,9 @@ mod tests {
     #[test]
     fn compresses_above_the_threshold_only_when_it_helps() {
         let framing = Framing::new(MessagePack, Some(64), 1 << 20);
-        let small = framed(&framing, &"a".repeat(10));
+        let small = framed(&framing, &found(&"a".repeat(10)));
         assert_eq!(small[3], 0);
-        let big = "abc".repeat(1000);
+        let big = found(&"abc".repeat(1000)).with_load_time(Duration::from_secs(2));
         let packed = framed(&framing, &big);
         assert_eq!(packed[3], FLAG_LZ4);
         assert!(packed.len() < 500, "{}", packed.len());
@@ -362,16 +502,19 @@ mod tests {
 
     proptest::proptest! {
         #[test]
-        fn any_value_round_trips(
-            text in ".{0,300}",
-            bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..2000),
-            n in proptest::num::i64::ANY,
+        fn any_entry_round_trips(
+            value in proptest::option::of((
+                ".{0,300}",
+                proptest::collection::vec(proptest::num::u8::ANY, 0..2000),
+                proptest::num::i64::ANY,
+            )),
+            load_ns in proptest::num::u64::ANY,
             threshold in proptest::option::of(0usize..512),
         ) {
             let framing = Framing::new(MessagePack, threshold, 1 << 20);
-            let value = (text, bytes, n);
-            let framed = framing.encode(&value, <[u8]>::to_vec).unwrap();
-            proptest::prop_assert_eq!(framing.decode::<(String, Vec<u8>, i64)>(&framed).unwrap(), value);
+            let entry = Envelope::from_option(value).with_load_time(Duration::from_nanos(load_ns));
+            let framed = framing.encode(&entry, <[u8]>::to_vec).unwrap();
+            proptest::prop_assert_eq!(framing.decode::<(String, Vec<u8>, i64)>(&framed).unwrap(), entry);
         }
 
         #[test]

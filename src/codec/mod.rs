@@ -9,21 +9,31 @@
 //!
 //! # Stored bytes
 //!
-//! Every value is stored behind a 4-byte header, so that bytes written by
+//! Every entry is stored behind a 4-byte header, so that bytes written by
 //! another codec, another program or a future cachex are detected instead of
 //! misread:
 //!
 //! | byte | meaning |
 //! |---|---|
 //! | 0 | magic, `0xCA` |
-//! | 1 | format version, `1` |
+//! | 1 | format version, `2` |
 //! | 2 | the codec's [`Codec::ID`] |
-//! | 3 | flags: bit 0 set = the payload is LZ4-compressed; other bits must be 0 |
+//! | 3 | flags: bit 0 set = the payload is LZ4-compressed; bit 1 set = a "not found" entry (no value); other bits must be 0 |
 //!
-//! then the payload: the codec's encoding of the entry, or, when compressed,
-//! the uncompressed length (`u32`, little-endian) followed by an LZ4 block.
-//! Values are compressed (with the `compression` feature) when their encoding
-//! is larger than the store's threshold and compression makes them smaller.
+//! then the payload: the entry's load time in nanoseconds (an unsigned
+//! LEB128 varint), followed, unless the entry is "not found", by the codec's
+//! encoding of the value and nothing else. So a reader in another language
+//! (or `redis-cli` with the `Json` codec) finds the value as plain codec
+//! bytes after the header and one varint. When compressed, the payload is the
+//! uncompressed length (`u32`, little-endian) followed by an LZ4 block of the
+//! above. Values are compressed (with the `compression` feature) when their
+//! payload is larger than the store's threshold and compression makes them
+//! smaller.
+//!
+//! Why the envelope (load time, "not found") is in the frame rather than
+//! encoded by the codec: a codec like MessagePack encodes a struct with its
+//! field names, and decoding them cost about as much as the rest of a read
+//! through cachex put together (format version 1 did that).
 //!
 //! Anything else under a key (a different magic, version, codec id or flag,
 //! a truncated or corrupt payload) is a [`FrameError`] or the codec's own

@@ -132,16 +132,24 @@ impl Connection {
 
 /// A standalone connection that reconnects by itself, with backoff capped
 /// at a second so that a returning server is used again promptly.
+///
+/// No response timeout of its own: every command already runs under the
+/// store's timeout (`Inner::call`), and a second timer per command would
+/// cost CPU on every call (a timer-wheel insert and removal) and protect
+/// nothing: a timed-out response does not make the client reconnect either
+/// way, and a dead connection is noticed through its socket.
 async fn manager(client: Client, timeout: Duration) -> RedisResult<ConnectionManager> {
     let config = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(timeout))
-        .set_response_timeout(Some(backstop(timeout)))
+        .set_response_timeout(None)
         .set_max_delay(Duration::from_secs(1));
     ConnectionManager::new_with_config(client, config).await
 }
 
-/// The client's own response timeout: a backstop behind the store's, longer
-/// so that the store's fires first and callers see one kind of timeout error.
+/// The cluster client's own response timeout: a backstop behind the
+/// store's, longer so that the store's fires first and callers see one
+/// kind of timeout error. Kept for clusters, whose client also sends
+/// commands of its own (slot refreshes) that no store call bounds.
 fn backstop(timeout: Duration) -> Duration {
     timeout.saturating_mul(2)
 }
@@ -161,6 +169,13 @@ impl SentinelConnection {
         if let Some(master) = self.master.read().clone() {
             return Ok(master);
         }
+        // Boxed: asking the Sentinels and connecting is a large future, and
+        // rare; inline, it would grow every command's future (and its copy
+        // into the store's box) by kilobytes.
+        Box::pin(self.find_master()).await
+    }
+
+    async fn find_master(&self) -> RedisResult<ConnectionManager> {
         // One caller asks the Sentinels; the others wait and reuse its answer.
         let mut client = self.client.lock().await;
         if let Some(master) = self.master.read().clone() {

@@ -45,11 +45,13 @@ mod stats;
 
 use std::fmt;
 use std::future::Future;
+use std::io::Write;
 use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::{RedisResult, Value};
+use futures_util::FutureExt;
+use redis::{RedisResult, RedisWrite, ToRedisArgs, Value};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -155,6 +157,15 @@ impl<V, C> RedisStore<V, C> {
 }
 
 impl<C> Inner<C> {
+    /// `key` as a command argument: `<prefix>:<key>` written straight into
+    /// the command, with no `String` in between.
+    fn key_arg<'a>(&'a self, key: &'a str) -> KeyArg<'a> {
+        KeyArg {
+            prefix: self.key_prefix.as_deref().unwrap_or(""),
+            key,
+        }
+    }
+
     fn redis_key(&self, key: &str) -> String {
         match &self.key_prefix {
             Some(prefix) => {
@@ -169,13 +180,18 @@ impl<C> Inner<C> {
 
     /// Runs one Redis call under the timeout, turning its failures into
     /// [`Error::Store`] and counting them.
-    async fn call<T>(
-        &self,
+    ///
+    /// A combinator rather than an `async fn`: an `async fn` would hold
+    /// `call` twice in its state (as its argument, then inside the timeout),
+    /// and every operation's future, copied into the store's box on each
+    /// call, would grow by a whole command's future.
+    fn call<'a, T: 'a>(
+        &'a self,
         op: StoreOp,
-        key: Option<&str>,
-        call: impl Future<Output = RedisResult<T>>,
-    ) -> Result<T> {
-        match tokio::time::timeout(self.timeout, call).await {
+        key: Option<&'a str>,
+        call: impl Future<Output = RedisResult<T>> + 'a,
+    ) -> impl Future<Output = Result<T>> + 'a {
+        tokio::time::timeout(self.timeout, call).map(move |outcome| match outcome {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(e)) => {
                 self.counters.redis_error(&e);
@@ -191,42 +207,53 @@ impl<C> Inner<C> {
                     },
                 ))
             }
-        }
+        })
     }
 
     /// The entry in a `GET` reply: `None` for no key.
-    async fn decode_reply<V: DeserializeOwned>(
-        &self,
-        key: &str,
-        redis_key: &str,
-        reply: Option<Value>,
-    ) -> Result<Option<Envelope<V>>>
+    ///
+    /// Synchronous, with undecodable data handed back as
+    /// [`Reply::Corrupt`] for [`corrupt`](Self::corrupt): that rare path
+    /// sends a command of its own, and keeping its future out of the read's
+    /// keeps every read's future small (see `docs/ARCHITECTURE.md`).
+    fn decode_reply<V: DeserializeOwned>(&self, key: &str, reply: Option<Value>) -> Reply<V>
     where
         C: Codec,
     {
         let bytes = match reply {
-            Some(Value::Nil) => return Ok(None),
+            Some(Value::Nil) => return Reply::Entry(None),
             Some(Value::BulkString(bytes)) => bytes,
             Some(Value::ServerError(e)) if e.code() == "WRONGTYPE" => {
-                return self.corrupt(key, redis_key, WrongType.into()).await
+                return Reply::Corrupt(WrongType.into())
             }
-            other => return Err(unexpected(StoreOp::Get, key, &other)),
+            other => return Reply::Failed(unexpected(StoreOp::Get, key, &other)),
         };
-        match self.framing.decode::<Envelope<V>>(&bytes) {
-            Ok(envelope) => Ok(Some(envelope)),
-            Err(why) => self.corrupt(key, redis_key, why).await,
+        match self.framing.decode::<V>(&bytes) {
+            Ok(envelope) => Reply::Entry(Some(envelope)),
+            Err(why) => Reply::Corrupt(why),
+        }
+    }
+
+    /// The entry a decoded reply holds, handling corrupt data as
+    /// configured.
+    async fn entry<V>(&self, key: &str, reply: Reply<V>) -> Result<Option<Envelope<V>>> {
+        match reply {
+            Reply::Entry(entry) => Ok(entry),
+            Reply::Failed(e) => Err(e),
+            // Boxed: see `decode_reply`.
+            Reply::Corrupt(why) => Box::pin(self.corrupt(key, why)).await,
         }
     }
 
     /// An undecodable value under `key`: an error, or a miss after deleting
     /// it, as configured.
-    async fn corrupt<T>(&self, key: &str, redis_key: &str, why: BoxError) -> Result<Option<T>> {
+    async fn corrupt<T>(&self, key: &str, why: BoxError) -> Result<Option<T>> {
         self.counters.incr(Event::CodecError);
         match self.on_corrupt {
             OnCorrupt::Error => Err(Error::codec(key, why)),
             OnCorrupt::MissAndDelete => {
                 let mut del = redis::cmd("UNLINK");
-                del.arg(redis_key);
+                del.arg(self.key_arg(key));
                 self.call(StoreOp::Get, Some(key), self.connection.query(&del))
                     .await?;
                 self.counters.incr(Event::CorruptDeleted);
@@ -244,9 +271,9 @@ where
     fn get<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Result<Option<Stored<V>>>> {
         StoreFuture::new(async move {
             let inner = &*self.inner;
-            let redis_key = inner.redis_key(key);
+            let redis_key = inner.key_arg(key);
             let mut pipe = redis::pipe();
-            pipe.cmd("GET").arg(&redis_key).cmd("PTTL").arg(&redis_key);
+            pipe.cmd("GET").arg(redis_key).cmd("PTTL").arg(redis_key);
             let replies = inner
                 .call(StoreOp::Get, Some(key), inner.connection.pipeline(&pipe, 2))
                 .await?;
@@ -263,7 +290,8 @@ where
                 },
                 other => return Err(unexpected(StoreOp::Get, key, &other)),
             };
-            let envelope = inner.decode_reply(key, &redis_key, value).await?;
+            let reply = inner.decode_reply(key, value);
+            let envelope = inner.entry(key, reply).await?;
             inner.counters.lookup(envelope.is_some());
             Ok(envelope.map(|envelope| Stored {
                 envelope,
@@ -280,21 +308,25 @@ where
     {
         StoreFuture::new(async move {
             let inner = &*self.inner;
-            let redis_key = inner.redis_key(key);
             let mut cmd = redis::cmd("GET");
-            cmd.arg(&redis_key);
+            cmd.arg(inner.key_arg(key));
             // Unlike in a pipeline, a WRONGTYPE answer arrives as an error;
             // it is foreign data under the key, not a store failure.
-            let query = async {
-                match inner.connection.query(&cmd).await {
-                    Err(e) if e.code() == Some("WRONGTYPE") => Ok(None),
-                    other => other.map(Some),
-                }
+            // (The query is built in the call's argument: bound to a local
+            // first, it would take room in this future twice.)
+            let answer = inner
+                .call(StoreOp::Get, Some(key), async {
+                    match inner.connection.query(&cmd).await {
+                        Err(e) if e.code() == Some("WRONGTYPE") => Ok(None),
+                        other => other.map(Some),
+                    }
+                })
+                .await?;
+            let reply = match answer {
+                Some(reply) => inner.decode_reply(key, Some(reply)),
+                None => Reply::Corrupt(WrongType.into()),
             };
-            let entry = match inner.call(StoreOp::Get, Some(key), query).await? {
-                Some(reply) => inner.decode_reply(key, &redis_key, Some(reply)).await,
-                None => inner.corrupt(key, &redis_key, WrongType.into()).await,
-            }?;
+            let entry = inner.entry(key, reply).await?;
             inner.counters.lookup(entry.is_some());
             Ok(entry)
         })
@@ -309,7 +341,7 @@ where
         StoreFuture::new(async move {
             let inner = &*self.inner;
             let mut cmd = redis::cmd("SET");
-            cmd.arg(inner.redis_key(key));
+            cmd.arg(inner.key_arg(key));
             if let Err(e) = inner.framing.encode(&entry, |bytes| {
                 cmd.arg(bytes);
             }) {
@@ -341,7 +373,7 @@ where
         StoreFuture::new(async move {
             let inner = &*self.inner;
             let mut cmd = redis::cmd("UNLINK");
-            cmd.arg(inner.redis_key(key));
+            cmd.arg(inner.key_arg(key));
             let reply = inner
                 .call(StoreOp::Delete, Some(key), inner.connection.query(&cmd))
                 .await?;
@@ -363,7 +395,7 @@ where
         StoreFuture::new(async move {
             let inner = &*self.inner;
             let mut cmd = redis::cmd("PTTL");
-            cmd.arg(inner.redis_key(key));
+            cmd.arg(inner.key_arg(key));
             let reply = inner
                 .call(
                     StoreOp::RemainingTtl,
@@ -389,6 +421,35 @@ where
         };
         StoreStats::single(Tier::L2, l2)
     }
+}
+
+/// A store key as a Redis command argument: see [`Inner::key_arg`].
+#[derive(Clone, Copy)]
+struct KeyArg<'a> {
+    /// `"<prefix>:"`, or empty.
+    prefix: &'a str,
+    key: &'a str,
+}
+
+impl ToRedisArgs for KeyArg<'_> {
+    fn write_redis_args<W: ?Sized + RedisWrite>(&self, out: &mut W) {
+        let mut arg = out.writer_for_next_arg();
+        // Writes into the command's own buffer: they cannot fail.
+        let _ = arg.write_all(self.prefix.as_bytes());
+        let _ = arg.write_all(self.key.as_bytes());
+    }
+
+    fn num_of_args(&self) -> usize {
+        1
+    }
+}
+
+/// A `GET` reply, decoded.
+enum Reply<V> {
+    Entry(Option<Envelope<V>>),
+    /// Data under the key that is not an entry of ours.
+    Corrupt(BoxError),
+    Failed(Error),
 }
 
 /// A TTL in whole milliseconds for `PX`: rounded up, so that a TTL under a
