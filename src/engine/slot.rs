@@ -19,19 +19,23 @@ const SEGMENT_SHIFT: u32 = 29;
 const SEGMENT_MASK: u32 = 0b11 << SEGMENT_SHIFT;
 const REFERENCED: u32 = 1 << 31;
 
+/// Field order is fixed (`repr(C)`) so that what a hit reads (key, value,
+/// deadline, meta, hash) sits in the first 32 bytes: with 48-byte slots in a
+/// vector, a quarter of hits then touch two cache lines instead of half.
+#[repr(C)]
 pub(crate) struct Slot<K, V> {
     pub(crate) key: K,
     pub(crate) value: V,
     /// Nanoseconds on the cache's clock, or [`NEVER`].
     pub(crate) deadline: u64,
-    queue_link: Link,
-    timer_link: Link,
-    /// 32 bits of the key's hash, for the frequency sketch.
-    pub(crate) hash: u32,
     /// `referenced:1 | segment:2 | weight:29`. Readers set `referenced`
     /// under the shard's shared lock; everything else changes only under
     /// its exclusive lock.
     meta: AtomicU32,
+    /// 32 bits of the key's hash, for the frequency sketch.
+    pub(crate) hash: u32,
+    queue_link: Link,
+    timer_link: Link,
 }
 
 impl<K, V> Slot<K, V> {
@@ -141,6 +145,20 @@ mod tests {
     #[test]
     fn slot_overhead_is_32_bytes() {
         assert_eq!(std::mem::size_of::<Slot<u64, u64>>(), 48);
+    }
+
+    #[test]
+    fn what_a_hit_reads_is_in_the_first_32_bytes() {
+        type S = Slot<u64, u64>;
+        for end in [
+            std::mem::offset_of!(S, key) + 8,
+            std::mem::offset_of!(S, value) + 8,
+            std::mem::offset_of!(S, deadline) + 8,
+            std::mem::offset_of!(S, meta) + 4,
+            std::mem::offset_of!(S, hash) + 4,
+        ] {
+            assert!(end <= 32, "a hit's field ends at byte {end}");
+        }
     }
 
     #[test]
