@@ -128,12 +128,12 @@ const COUNTERS: usize = Counter::Deletes as usize + 1;
 /// snapshot sums the stripes. `None` when metrics are off, which makes
 /// counting a single branch.
 pub(crate) struct Counters {
-    stripes: Option<Box<StripedCounters<COUNTERS>>>,
+    stripes: Option<StripedCounters<COUNTERS>>,
 }
 
 impl Counters {
     pub(crate) fn new(enabled: bool) -> Self {
-        let stripes = enabled.then(|| Box::new(StripedCounters::new(stripe_count())));
+        let stripes = enabled.then(|| StripedCounters::new(stripe_count()));
         Counters { stripes }
     }
 

@@ -167,15 +167,8 @@ impl<C> Inner<C> {
     }
 
     fn redis_key(&self, key: &str) -> String {
-        match &self.key_prefix {
-            Some(prefix) => {
-                let mut full = String::with_capacity(prefix.len() + key.len());
-                full.push_str(prefix);
-                full.push_str(key);
-                full
-            }
-            None => key.to_owned(),
-        }
+        let arg = self.key_arg(key);
+        [arg.prefix, arg.key].concat()
     }
 
     /// Runs one Redis call under the timeout, turning its failures into
@@ -271,9 +264,9 @@ where
     fn get<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Result<Option<Stored<V>>>> {
         StoreFuture::new(async move {
             let inner = &*self.inner;
-            let redis_key = inner.key_arg(key);
+            let key_arg = inner.key_arg(key);
             let mut pipe = redis::pipe();
-            pipe.cmd("GET").arg(redis_key).cmd("PTTL").arg(redis_key);
+            pipe.cmd("GET").arg(key_arg).cmd("PTTL").arg(key_arg);
             let replies = inner
                 .call(StoreOp::Get, Some(key), inner.connection.pipeline(&pipe, 2))
                 .await?;
