@@ -153,7 +153,13 @@ where
         let shards = (0..shard_count)
             .map(|i| {
                 let capacity = base + u64::from((i as u64) < extra);
-                Shard::new(capacity, weighted, stripes, seed.wrapping_add(i as u64))
+                Shard::new(
+                    capacity,
+                    weighted,
+                    shard_count as u64,
+                    stripes,
+                    seed.wrapping_add(i as u64),
+                )
             })
             .collect();
         let config = Config {

@@ -112,7 +112,14 @@ impl<K, V> Shard<K, V>
 where
     K: Hash + Eq,
 {
-    pub(crate) fn new(capacity: u64, weighted: bool, stripes: usize, seed: u64) -> Self {
+    /// A shard holding `capacity` of a cache split into `shards`.
+    pub(crate) fn new(
+        capacity: u64,
+        weighted: bool,
+        shards: u64,
+        stripes: usize,
+        seed: u64,
+    ) -> Self {
         let max_slots = if weighted {
             usize::MAX
         } else {
@@ -124,7 +131,7 @@ where
             state: RwLock::new(State {
                 table: HashTable::new(),
                 slots: Vec::new(),
-                policy: TinyLfu::new(capacity, weighted),
+                policy: TinyLfu::new(capacity, weighted, shards),
                 wheel: TimerWheel::new(0),
                 max_slots,
                 seen_hits: 0,

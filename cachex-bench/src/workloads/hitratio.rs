@@ -130,42 +130,95 @@ impl Policy {
         matches!(self, Policy::Cache(_))
     }
 
-    /// The hit ratio (hits / gets) of this policy on `trace`.
-    fn hit_ratio(self, trace: &Trace, capacity: u64) -> f64 {
+    /// The hit ratio (hits / gets) of this policy on `trace`, and for a
+    /// cache the live entries it held (see [`Occupancy`]).
+    fn hit_ratio(self, trace: &Trace, capacity: u64) -> (f64, Option<Occupancy>) {
         let keys = &trace.keys;
-        let hits = match self {
-            Policy::Cache(kind) => kind.visit(Replay { keys, capacity }),
-            Policy::Lru => lru_hits(keys, capacity as usize),
-            Policy::Belady => belady_hits(keys, capacity as usize),
+        let (hits, occupancy) = match self {
+            Policy::Cache(kind) => {
+                let (hits, occupancy) = kind.visit(Replay { keys, capacity });
+                (hits, Some(occupancy))
+            }
+            Policy::Lru => (lru_hits(keys, capacity as usize), None),
+            Policy::Belady => (belady_hits(keys, capacity as usize), None),
             Policy::Ideal => {
                 let (s, n) = trace.zipf.expect("ideal only applies to Zipf traces");
-                return ideal_hit_ratio(n, s, capacity);
+                return (ideal_hit_ratio(n, s, capacity), None);
             }
         };
-        hits as f64 / keys.len().max(1) as f64
+        (hits as f64 / keys.len().max(1) as f64, occupancy)
     }
 }
 
-/// Replays keys through a cache with get-then-insert-on-miss; counts hits.
+/// Live entries a cache held during a replay, sampled every
+/// [`Occupancy::every`] accesses once the cache first filled. A cache that
+/// holds more than its capacity is, for hit-ratio purposes, a bigger cache:
+/// the tables flag it so the comparison stays honest.
+#[derive(Debug, Clone, Copy, Default)]
+struct Occupancy {
+    peak: u64,
+    sum: u64,
+    samples: u64,
+}
+
+impl Occupancy {
+    /// Sampling interval: counting moka's entries walks them all, so about
+    /// one count per `capacity` accesses keeps the replay's cost near twice
+    /// its own; the odd floor keeps samples out of step with batch sizes.
+    fn every(capacity: u64) -> usize {
+        capacity.max(97) as usize
+    }
+
+    fn record(&mut self, live: u64) {
+        self.peak = self.peak.max(live);
+        self.sum += live;
+        self.samples += 1;
+    }
+
+    fn mean(&self) -> f64 {
+        self.sum as f64 / self.samples.max(1) as f64
+    }
+
+    fn merge(self, other: Occupancy) -> Occupancy {
+        Occupancy {
+            peak: self.peak.max(other.peak),
+            sum: self.sum + other.sum,
+            samples: self.samples + other.samples,
+        }
+    }
+}
+
+/// Replays keys through a cache with get-then-insert-on-miss; counts hits
+/// and samples the live entries.
 struct Replay<'a> {
     keys: &'a [u64],
     capacity: u64,
 }
 
 impl Visitor for Replay<'_> {
-    type Output = u64;
+    type Output = (u64, Occupancy);
 
-    fn visit<C: Contender>(self) -> u64 {
+    fn visit<C: Contender>(self) -> (u64, Occupancy) {
         let cache = C::with_capacity(self.capacity);
+        let every = Occupancy::every(self.capacity);
+        let mut occupancy = Occupancy::default();
+        let mut filled = false;
         let mut hits = 0;
-        for &key in self.keys {
+        for (i, &key) in self.keys.iter().enumerate() {
             if cache.get(key).is_some() {
                 hits += 1;
             } else {
                 cache.insert(key, key);
             }
+            if i % every == every - 1 {
+                let live = cache.live_entries();
+                filled |= live >= self.capacity;
+                if filled {
+                    occupancy.record(live);
+                }
+            }
         }
-        hits
+        (hits, occupancy)
     }
 }
 
@@ -176,6 +229,7 @@ struct Outcome {
     min: f64,
     max: f64,
     repeats: usize,
+    occupancy: Option<Occupancy>,
 }
 
 impl Outcome {
@@ -184,6 +238,7 @@ impl Outcome {
         min: f64::NAN,
         max: f64::NAN,
         repeats: 0,
+        occupancy: None,
     };
 }
 
@@ -254,6 +309,10 @@ pub fn run(args: &HitratioArgs) -> Result<(), String> {
                         "accesses": subject.trace.keys.len(),
                         "distinct": subject.distinct,
                     });
+                    if let Some(occupancy) = o.occupancy.filter(|o| o.samples > 0) {
+                        line["live_peak"] = json!(occupancy.peak);
+                        line["live_mean"] = json!(round(occupancy.mean(), 1));
+                    }
                     if let Some((s, n)) = subject.trace.zipf {
                         line["zipf_s"] = json!(s);
                         line["zipf_keys"] = json!(n);
@@ -264,6 +323,7 @@ pub fn run(args: &HitratioArgs) -> Result<(), String> {
         }
         if !args.json {
             print_table(subject, &policies, |c, p| lookup(c, p).mean);
+            print_overfull(subject, &policies, |c, p| lookup(c, p).occupancy);
         }
         if let Some(dir) = &args.chart {
             let groups: Vec<String> = subject
@@ -410,14 +470,19 @@ fn run_parallel(
                 let capacity = subject.capacities[c].0;
                 let started = Instant::now();
                 let repeats = if policy.seeded() { subject.repeats } else { 1 };
-                let ratios: Vec<f64> = (0..repeats)
+                let runs: Vec<(f64, Option<Occupancy>)> = (0..repeats)
                     .map(|_| policy.hit_ratio(&subject.trace, capacity))
                     .collect();
+                let ratios = runs.iter().map(|&(ratio, _)| ratio);
                 let outcome = Outcome {
-                    mean: ratios.iter().sum::<f64>() / repeats as f64,
-                    min: ratios.iter().copied().fold(f64::INFINITY, f64::min),
-                    max: ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+                    mean: ratios.clone().sum::<f64>() / repeats as f64,
+                    min: ratios.clone().fold(f64::INFINITY, f64::min),
+                    max: ratios.fold(f64::NEG_INFINITY, f64::max),
                     repeats,
+                    occupancy: runs
+                        .iter()
+                        .filter_map(|&(_, occupancy)| occupancy)
+                        .reduce(Occupancy::merge),
                 };
                 eprintln!(
                     "{} capacity {} {}: {:.2}% (mean of {repeats}) in {:.2} s",
@@ -432,6 +497,34 @@ fn run_parallel(
         }
     });
     results.into_inner().unwrap()
+}
+
+/// Notes each cache that held more live entries than its capacity.
+fn print_overfull(
+    subject: &Subject,
+    policies: &[Policy],
+    occupancy: impl Fn(usize, Policy) -> Option<Occupancy>,
+) {
+    let mut any = false;
+    for (c, &(capacity, _)) in subject.capacities.iter().enumerate() {
+        for &p in policies {
+            let Some(o) = occupancy(c, p).filter(|o| o.peak > capacity) else {
+                continue;
+            };
+            println!(
+                "  {} at capacity {}: held up to {} live entries (mean {:.0}, {:+.1}% over capacity)",
+                p.name(),
+                thousands(capacity),
+                thousands(o.peak),
+                o.mean(),
+                (o.mean() / capacity as f64 - 1.0) * 100.0
+            );
+            any = true;
+        }
+    }
+    if any {
+        println!();
+    }
 }
 
 fn print_table(subject: &Subject, policies: &[Policy], hit: impl Fn(usize, Policy) -> f64) {
