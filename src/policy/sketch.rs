@@ -47,10 +47,10 @@ impl FrequencySketch {
         !self.blocks.is_empty()
     }
 
-    /// (Re)allocates the table for `entries` distinct keys: one 64-bit word
-    /// (sixteen counters) per entry, and at least [`MIN_BLOCKS`] blocks.
-    /// Counts are lost, which is acceptable: it happens once per growth step
-    /// of the cache.
+    /// Allocates the table for `entries` distinct keys: one 64-bit word
+    /// (sixteen counters) per entry, and at least [`MIN_BLOCKS`] blocks. A
+    /// larger table replaces the old one and its counts (the policy calls
+    /// this once, when a shard is half full, and seeds the new table).
     pub(crate) fn ensure_capacity(&mut self, entries: usize) {
         let blocks = (entries / 8).next_power_of_two().max(MIN_BLOCKS);
         if blocks <= self.blocks.len() {

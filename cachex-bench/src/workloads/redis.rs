@@ -145,15 +145,13 @@ async fn measure(args: &RedisArgs, url: &str, version: &str) -> Result<(), Strin
         .get_connection_manager()
         .await
         .map_err(|e| format!("cannot connect to {url}: {e}"))?;
-    let contenders: Vec<Contender> = [
+    // Raw first: every ratio is taken against `summary[0]`.
+    let contenders = [
         Contender::Raw(raw),
         Contender::RawManager(manager),
         Contender::Cache(cache),
         Contender::Store(store),
-    ]
-    .into_iter()
-    .filter(|c| std::env::var("ONLY").map_or(true, |o| o == c.name()))
-    .collect();
+    ];
 
     let mut table = Table::new([
         "contender",
