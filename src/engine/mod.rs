@@ -13,9 +13,11 @@ mod config;
 pub(crate) mod list;
 mod read_buffer;
 mod shard;
+mod shard_lock;
 mod slot;
 mod stats;
 mod stripes;
+mod sync;
 mod timer_wheel;
 
 use std::borrow::Borrow;

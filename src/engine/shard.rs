@@ -1,7 +1,8 @@
 //! One shard: a hash table over a dense vector of slots, its policy, its
-//! timer wheel, behind one reader-writer lock.
+//! timer wheel, behind one reader-writer lock ([`ShardLock`], whose readers
+//! write no shared cache line, so hits scale with cores).
 //!
-//! Reads take the shared lock and never allocate or reorder anything: they
+//! Reads take the shared side and never allocate or reorder anything: they
 //! set the entry's referenced bit and, when that bit was clear, record the
 //! key's hash in the read buffer, which is replayed into the frequency
 //! sketch under the sketch's own mutex, so replaying never blocks readers.
@@ -14,10 +15,14 @@
 //! with `cachex-bench hitratio --all-traces` against counting every hit: on
 //! the 26 trace/capacity pairs the hit ratio moved by -0.9 to +0.9 points
 //! (median +0.1, every Zipf case up), while the instructions per operation
-//! of the Zipf 90/10 workload fell by 30% (callgrind). Every write takes the exclusive lock
-//! (then the sketch's) and first does the shard's pending maintenance
-//! (replaying buffered reads, reclaiming expired entries), so upkeep rides
-//! on ordinary traffic and no background thread is needed.
+//! of the Zipf 90/10 workload fell by 30% (callgrind).
+//!
+//! Every write takes the exclusive side and first does the shard's pending
+//! maintenance (feeding the hill climber, reclaiming expired entries), so
+//! upkeep rides on ordinary traffic and no background thread is needed.
+//! Only a write that may admit or evict (a new key, or a heavier value)
+//! also takes the sketch; overwriting a key's value records the use in the
+//! read buffer instead, as a read does.
 //! Entries that leave are handed back to the caller, which tells the
 //! listener after the lock is released (so a listener may use the cache).
 
@@ -30,10 +35,11 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 const CLIMB_EVERY: u32 = 16;
 
 use hashbrown::HashTable;
-use parking_lot::{Mutex, RwLock};
+use parking_lot::Mutex;
 
 use super::config::Config;
 use super::read_buffer::ReadBuffer;
+use super::shard_lock::ShardLock;
 use super::slot::{QueueView, Slot, TimerView, MAX_ENTRY_WEIGHT, NEVER};
 use super::stats::{CacheStats, RemovalCause, WriteCounters, WriteEvent};
 use super::stripes::thread_id;
@@ -68,7 +74,7 @@ impl<K, V> Departed<K, V> {
 
 #[repr(align(64))]
 pub(crate) struct Shard<K, V> {
-    state: RwLock<State<K, V>>,
+    state: ShardLock<State<K, V>>,
     /// Lock order: `state` before `sketch`.
     sketch: Mutex<FrequencySketch>,
     len: AtomicUsize,
@@ -128,17 +134,20 @@ where
                 .saturating_add(1)
         };
         Shard {
-            state: RwLock::new(State {
-                table: HashTable::new(),
-                slots: Vec::new(),
-                policy: TinyLfu::new(capacity, weighted, shards),
-                wheel: TimerWheel::new(0),
-                max_slots,
-                seen_hits: 0,
-                seen_misses: 0,
-                since_climb: 0,
-                rng: seed | 1,
-            }),
+            state: ShardLock::new(
+                State {
+                    table: HashTable::new(),
+                    slots: Vec::new(),
+                    policy: TinyLfu::new(capacity, weighted, shards),
+                    wheel: TimerWheel::new(0),
+                    max_slots,
+                    seen_hits: 0,
+                    seen_misses: 0,
+                    since_climb: 0,
+                    rng: seed | 1,
+                },
+                stripes,
+            ),
             sketch: Mutex::new(FrequencySketch::default()),
             len: AtomicUsize::new(0),
             weight: AtomicU64::new(0),
@@ -166,10 +175,7 @@ where
     {
         let stripe = thread_id();
         let state = self.state.read();
-        let found = state
-            .table
-            .find(hash, |&i| state.slots[i as usize].key.borrow() == key);
-        let Some(&idx) = found else {
+        let Some(idx) = state.find(hash, key) else {
             drop(state);
             if record {
                 config.counters.miss(stripe);
@@ -182,10 +188,7 @@ where
             now = config.time.now();
             if slot.is_expired(now) {
                 drop(state);
-                if record {
-                    config.counters.miss(stripe);
-                }
-                self.try_maintain(config);
+                self.expired_read(record, stripe, config);
                 return None;
             }
         }
@@ -197,13 +200,31 @@ where
         if record {
             config.counters.hit(stripe);
             if replay {
-                if let Some(mut sketch) = self.sketch.try_lock() {
-                    self.reads
-                        .drain_stripe(stripe, |hash| sketch.increment(hash));
-                }
+                self.replay_reads(stripe);
             }
         }
         Some(result)
+    }
+
+    /// A read found the entry expired: a miss, and a chance to reclaim it.
+    #[cold]
+    #[inline(never)]
+    fn expired_read<S: BuildHasher>(&self, record: bool, stripe: usize, config: &Config<K, V, S>) {
+        if record {
+            config.counters.miss(stripe);
+        }
+        self.try_maintain(config);
+    }
+
+    /// Replays a full read-buffer stripe into the sketch, unless another
+    /// thread holds the sketch (then a later read or write replays it).
+    #[cold]
+    #[inline(never)]
+    fn replay_reads(&self, stripe: usize) {
+        if let Some(mut sketch) = self.sketch.try_lock() {
+            self.reads
+                .drain_stripe(stripe, |hash| sketch.increment(hash));
+        }
     }
 
     /// Inserts or replaces `key`'s value.
@@ -217,14 +238,8 @@ where
     ) -> Departed<K, V> {
         let mut departed = Departed::new(config.listener.is_some());
         let weight = config.weigh(&key, &value);
+        let stripe = thread_id();
         let mut state = self.state.write();
-        let mut sketch = self.sketch.lock();
-        // The writer's own stripe is replayed first, so the reads this thread
-        // just made weigh in the admission decision below. Other threads'
-        // stripes are replayed by those threads when they fill: scanning
-        // every stripe here would cost each write up to 64 cache lines.
-        self.reads
-            .drain_stripe(thread_id(), |hash| sketch.increment(hash));
         state.maintain(self, config, &mut departed);
         let mut clock = LazyNow::new(config);
         let deadline = state.deadline(ttl, config, &mut clock);
@@ -235,7 +250,7 @@ where
             // It could never fit: refuse it rather than empty the shard, and
             // drop the old value, which the caller meant to overwrite.
             if let Some(idx) = existing {
-                let old = state.remove_at(idx, &config.hasher);
+                let old = state.remove_at(idx);
                 let cause = if old.expires() && old.is_expired(clock.get()) {
                     RemovalCause::Expired
                 } else {
@@ -252,6 +267,15 @@ where
             let old_expired = slot.expires() && slot.is_expired(clock.get());
             let old_value = mem::replace(&mut slot.value, value);
             slot.set_weight(weight);
+            // Overwriting counts towards the key's frequency, through the
+            // read buffer (no sketch lock on the update path), unless reads
+            // since the policy last looked have counted it already. It does
+            // not set the referenced bit: recency is for entries that are
+            // read, and setting it made each eviction's CLOCK sweep 6x
+            // longer on the Zipf 90/10 workload (callgrind).
+            if !slot.is_referenced() && self.reads.record(stripe, slot.hash) {
+                self.replay_reads(stripe);
+            }
             let old_deadline = mem::replace(&mut slot.deadline, deadline);
             if old_deadline != deadline {
                 let timers = &mut TimerView(&mut state.slots);
@@ -260,12 +284,9 @@ where
                     state.wheel.schedule(timers, idx, deadline);
                 }
             }
-            state.policy.on_update(
-                &mut QueueView(&mut state.slots),
-                &mut sketch,
-                idx,
-                old_weight,
-            );
+            state
+                .policy
+                .on_update(&mut QueueView(&mut state.slots), idx, old_weight);
             let cause = if old_expired {
                 self.writes.count(WriteEvent::Insert);
                 RemovalCause::Expired
@@ -274,13 +295,27 @@ where
             };
             self.writes.count(WriteEvent::Removed(cause));
             departed.push(key, old_value, cause);
+            if state.policy.is_over_capacity() {
+                // The new value is heavier than the old one.
+                let mut sketch = self.sketch.lock();
+                self.reads
+                    .drain_stripe(stripe, |hash| sketch.increment(hash));
+                state.evict(self, &sketch, &mut departed);
+            }
         } else {
+            let mut sketch = self.sketch.lock();
+            // The writer's own stripe is replayed first, so the reads this
+            // thread just made weigh in the admission decision below. Other
+            // threads' stripes are replayed by those threads when they fill:
+            // scanning every stripe here would cost each write up to 64
+            // cache lines.
+            self.reads
+                .drain_stripe(stripe, |hash| sketch.increment(hash));
             let slot = Slot::new(key, value, hash as u32, weight, deadline);
-            state.push(hash, slot, &mut sketch, config);
+            state.push(slot, &mut sketch);
             self.writes.count(WriteEvent::Insert);
+            state.evict(self, &sketch, &mut departed);
         }
-        state.evict(self, &sketch, config, &mut departed);
-        drop(sketch);
         self.publish_size(state);
         departed
     }
@@ -310,7 +345,7 @@ where
             let slot = &state.slots[idx as usize];
             slot.expires() && slot.is_expired(config.time.now())
         };
-        let slot = state.remove_at(idx, &config.hasher);
+        let slot = state.remove_at(idx);
         self.publish_size(&state);
         drop(state);
         if expired {
@@ -392,18 +427,14 @@ where
         Q: Eq + ?Sized,
     {
         self.table
-            .find(hash, |&i| self.slots[i as usize].key.borrow() == key)
+            .find(table_hash(hash as u32), |&i| {
+                self.slots[i as usize].key.borrow() == key
+            })
             .copied()
     }
 
     /// Stores a new entry and hands it to the policy and the wheel.
-    fn push<S: BuildHasher>(
-        &mut self,
-        hash: u64,
-        slot: Slot<K, V>,
-        sketch: &mut FrequencySketch,
-        config: &Config<K, V, S>,
-    ) {
+    fn push(&mut self, slot: Slot<K, V>, sketch: &mut FrequencySketch) {
         if self.slots.len() == self.slots.capacity() {
             // Double, but never past the entry capacity: a full cache holds
             // no spare slots.
@@ -411,11 +442,11 @@ where
             self.slots.reserve_exact(self.slots.len().max(4).min(room));
         }
         let idx = self.slots.len() as u32;
-        let deadline = slot.deadline;
+        let (hash, deadline) = (slot.hash, slot.deadline);
         self.slots.push(slot);
         let slots = &self.slots;
-        self.table.insert_unique(hash, idx, |&i| {
-            config.hasher.hash_one(&slots[i as usize].key)
+        self.table.insert_unique(table_hash(hash), idx, |&i| {
+            table_hash(slots[i as usize].hash)
         });
         self.policy.on_insert(
             &mut QueueView(&mut self.slots),
@@ -431,8 +462,8 @@ where
 
     /// Unlinks the entry at `idx` everywhere and takes it out of the slot
     /// vector, moving the last slot into its place.
-    fn remove_at<S: BuildHasher>(&mut self, idx: u32, hasher: &S) -> Slot<K, V> {
-        let hash = hasher.hash_one(&self.slots[idx as usize].key);
+    fn remove_at(&mut self, idx: u32) -> Slot<K, V> {
+        let hash = table_hash(self.slots[idx as usize].hash);
         if let Ok(entry) = self.table.find_entry(hash, |&i| i == idx) {
             entry.remove();
         }
@@ -440,7 +471,7 @@ where
         self.wheel.cancel(&mut TimerView(&mut self.slots), idx);
         let last = (self.slots.len() - 1) as u32;
         if idx != last {
-            let last_hash = hasher.hash_one(&self.slots[last as usize].key);
+            let last_hash = table_hash(self.slots[last as usize].hash);
             if let Some(entry) = self.table.find_mut(last_hash, |&i| i == last) {
                 *entry = idx;
             }
@@ -452,8 +483,10 @@ where
         self.slots.swap_remove(idx as usize)
     }
 
-    /// Feeds the hill climber and reclaims expired entries.
-    fn maintain<S: BuildHasher>(
+    /// Feeds the hill climber and reclaims expired entries. Inlined, its
+    /// common case (neither due) costs a compare or two per write.
+    #[inline]
+    fn maintain<S>(
         &mut self,
         shard: &Shard<K, V>,
         config: &Config<K, V, S>,
@@ -461,25 +494,40 @@ where
     ) {
         self.since_climb += 1;
         if self.since_climb >= CLIMB_EVERY {
-            // The climber follows the whole cache's hit rate: every shard
-            // sees a statistically alike slice of the traffic, and reading
-            // one striped counter set is cheaper than keeping one per shard.
-            self.since_climb = 0;
-            let (hits, misses) = config.counters.totals();
-            self.policy.record_requests(
-                hits.wrapping_sub(self.seen_hits) / config.shards,
-                misses.wrapping_sub(self.seen_misses) / config.shards,
-            );
-            self.seen_hits = hits;
-            self.seen_misses = misses;
+            self.feed_climber(config);
         }
-        if self.wheel.is_empty() {
-            return;
+        if !self.wheel.is_empty() {
+            self.expire(shard, config, departed);
         }
+    }
+
+    #[inline(never)]
+    fn feed_climber<S>(&mut self, config: &Config<K, V, S>) {
+        // The climber follows the whole cache's hit rate: every shard sees a
+        // statistically alike slice of the traffic, and reading one striped
+        // counter set is cheaper than keeping one per shard.
+        self.since_climb = 0;
+        let (hits, misses) = config.counters.totals();
+        self.policy.record_requests(
+            hits.wrapping_sub(self.seen_hits) / config.shards,
+            misses.wrapping_sub(self.seen_misses) / config.shards,
+        );
+        self.seen_hits = hits;
+        self.seen_misses = misses;
+    }
+
+    /// Reclaims the entries whose deadline has passed.
+    #[inline(never)]
+    fn expire<S>(
+        &mut self,
+        shard: &Shard<K, V>,
+        config: &Config<K, V, S>,
+        departed: &mut Departed<K, V>,
+    ) {
         let now = config.time.now();
         self.wheel.advance(&mut TimerView(&mut self.slots), now);
         while let Some(idx) = self.wheel.pop_due(&mut TimerView(&mut self.slots)) {
-            let slot = self.remove_at(idx, &config.hasher);
+            let slot = self.remove_at(idx);
             shard
                 .writes
                 .count(WriteEvent::Removed(RemovalCause::Expired));
@@ -488,18 +536,17 @@ where
     }
 
     /// Evicts until the shard is within its capacity.
-    fn evict<S: BuildHasher>(
+    fn evict(
         &mut self,
         shard: &Shard<K, V>,
         sketch: &FrequencySketch,
-        config: &Config<K, V, S>,
         departed: &mut Departed<K, V>,
     ) {
         while let Some(victim) = self
             .policy
             .next_victim(&mut QueueView(&mut self.slots), sketch)
         {
-            let slot = self.remove_at(victim, &config.hasher);
+            let slot = self.remove_at(victim);
             shard.writes.count(WriteEvent::Removed(RemovalCause::Size));
             departed.push(slot.key, slot.value, RemovalCause::Size);
         }
@@ -532,6 +579,17 @@ where
         z ^= z >> 31;
         (z >> 11) as f64 / (1u64 << 53) as f64
     }
+}
+
+/// The hash the shard's table files an entry under, derived from the 32
+/// bits every slot keeps, so that moving or removing an entry never hashes
+/// its key again (for string keys that is most of an eviction's cost). The
+/// table takes its bucket from the low bits and its tag from the top seven,
+/// which here are bits 25..32 of the stored hash: independent of the
+/// bucket bits for tables of up to 2^25 buckets per shard.
+#[inline]
+fn table_hash(hash: u32) -> u64 {
+    (u64::from(hash) << 32) | u64::from(hash)
 }
 
 /// Reads the clock at most once per operation, and only if needed.

@@ -76,6 +76,11 @@ impl<K, V> Slot<K, V> {
         false
     }
 
+    /// Whether the entry was read since the policy last looked at it.
+    pub(crate) fn is_referenced(&self) -> bool {
+        self.meta.load(Ordering::Relaxed) & REFERENCED != 0
+    }
+
     pub(crate) fn is_expired(&self, now: u64) -> bool {
         now >= self.deadline
     }

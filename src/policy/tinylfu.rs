@@ -139,17 +139,19 @@ impl TinyLfu {
         sketch.increment(arena.hash(idx));
     }
 
-    /// An entry's value was replaced; its weight went from `old` to its current one.
-    pub(crate) fn on_update(
-        &mut self,
-        arena: &mut impl PolicyArena,
-        sketch: &mut FrequencySketch,
-        idx: u32,
-        old: u64,
-    ) {
+    /// An entry's value was replaced; its weight went from `old` to its
+    /// current one. The write counts as a use of the entry, which the shard
+    /// records as it records a read (referenced bit and read buffer), so
+    /// updates need no sketch.
+    pub(crate) fn on_update(&mut self, arena: &mut impl PolicyArena, idx: u32, old: u64) {
         let segment = arena.segment(idx) as usize;
         self.weights[segment] = self.weights[segment] - old + arena.weight(idx);
-        sketch.increment(arena.hash(idx));
+    }
+
+    /// Whether the entries tracked weigh more than the capacity (eviction
+    /// is due).
+    pub(crate) fn is_over_capacity(&self) -> bool {
+        self.weight() > self.capacity
     }
 
     /// The entry at `idx` is leaving the cache.
