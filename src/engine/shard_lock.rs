@@ -12,8 +12,9 @@
 //! locked instructions) cost 6.0 ns, against 2.4 ns for this lock's read.
 //!
 //! # The protocol
-//! Every thread with a stripe id of its own ([`thread_id`]) owns one *reader
-//! slot* per shard, on cache lines that only it writes.
+//! Every thread with a stripe id of its own
+//! ([`thread_id`](super::stripes::thread_id)) owns one *reader slot* per
+//! shard, on cache lines that only it writes.
 //! - A **reader** increments its slot, issues a `SeqCst` fence, then checks
 //!   the shard's `writing` flag. Clear: it reads. Set: it takes its mark
 //!   back and queues on the inner lock's shared side instead, where it waits
