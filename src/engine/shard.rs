@@ -35,7 +35,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 const CLIMB_EVERY: u32 = 16;
 
 use hashbrown::HashTable;
-use parking_lot::Mutex;
+use parking_lot::{Mutex, MutexGuard};
 
 use super::config::Config;
 use super::read_buffer::ReadBuffer;
@@ -227,6 +227,18 @@ where
         }
     }
 
+    /// The sketch, locked, with this thread's read-buffer stripe replayed
+    /// into it first, so the reads this thread just made weigh in the
+    /// admission decision it is about to make. Other threads' stripes are
+    /// replayed by those threads when they fill: scanning every stripe here
+    /// would cost each write up to 64 cache lines.
+    fn sketch_for_admission(&self, stripe: usize) -> MutexGuard<'_, FrequencySketch> {
+        let mut sketch = self.sketch.lock();
+        self.reads
+            .drain_stripe(stripe, |hash| sketch.increment(hash));
+        sketch
+    }
+
     /// Inserts or replaces `key`'s value.
     pub(crate) fn insert<S: BuildHasher>(
         &self,
@@ -297,20 +309,11 @@ where
             departed.push(key, old_value, cause);
             if state.policy.is_over_capacity() {
                 // The new value is heavier than the old one.
-                let mut sketch = self.sketch.lock();
-                self.reads
-                    .drain_stripe(stripe, |hash| sketch.increment(hash));
+                let sketch = self.sketch_for_admission(stripe);
                 state.evict(self, &sketch, &mut departed);
             }
         } else {
-            let mut sketch = self.sketch.lock();
-            // The writer's own stripe is replayed first, so the reads this
-            // thread just made weigh in the admission decision below. Other
-            // threads' stripes are replayed by those threads when they fill:
-            // scanning every stripe here would cost each write up to 64
-            // cache lines.
-            self.reads
-                .drain_stripe(stripe, |hash| sketch.increment(hash));
+            let mut sketch = self.sketch_for_admission(stripe);
             let slot = Slot::new(key, value, hash as u32, weight, deadline);
             state.push(slot, &mut sketch);
             self.writes.count(WriteEvent::Insert);

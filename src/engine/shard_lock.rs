@@ -46,8 +46,8 @@ use std::ops::{Deref, DerefMut};
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
 
 use super::sync::{
-    fence, spin_loop, yield_now, AtomicBool, AtomicU32, DataCell, ExclusivePtr, InnerLock,
-    InnerReadGuard, InnerWriteGuard, SharedPtr,
+    fence, spin_loop, yield_now, AtomicBool, AtomicU32, ConstPtr, InnerLock, InnerReadGuard,
+    InnerWriteGuard, MutPtr, UnsafeCell,
 };
 
 /// A writer spins this many times on a marked slot before yielding.
@@ -65,7 +65,7 @@ pub(crate) struct ShardLock<T> {
     writing: AtomicBool,
     /// One per thread stripe id; threads with higher ids have none.
     readers: Box<[ReaderSlot]>,
-    data: DataCell<T>,
+    data: UnsafeCell<T>,
 }
 
 // SAFETY: the lock hands out `&T` to several threads at once and `&mut T`
@@ -82,7 +82,7 @@ impl<T> ShardLock<T> {
             inner: InnerLock::default(),
             writing: AtomicBool::new(false),
             readers: (0..rows).map(|_| ReaderSlot(AtomicU32::new(0))).collect(),
-            data: DataCell::new(value),
+            data: UnsafeCell::new(value),
         }
     }
 
@@ -95,7 +95,7 @@ impl<T> ShardLock<T> {
         // The lock first: under loom, taking the pointer counts as access.
         let shared = self.inner.read();
         ReadGuard {
-            data: self.data.shared(),
+            data: self.data.get(),
             _hold: ReadHold::Shared { _guard: shared },
         }
     }
@@ -104,6 +104,8 @@ impl<T> ShardLock<T> {
     /// has none or a writer holds the lock.
     #[inline]
     fn try_read_marked(&self) -> Option<ReadGuard<'_, T>> {
+        // The same thread-local the caller's counters read: the compiler
+        // loads it once per get (callgrind: no change when passed in).
         let slot = &self.readers.get(current_row())?.0;
         // Only this thread writes its slot, so a plain load and store
         // suffice to count (no locked instruction).
@@ -112,7 +114,7 @@ impl<T> ShardLock<T> {
         fence(SeqCst);
         if !self.writing.load(Acquire) {
             return Some(ReadGuard {
-                data: self.data.shared(),
+                data: self.data.get(),
                 _hold: ReadHold::Slot { slot, depth },
             });
         }
@@ -125,7 +127,7 @@ impl<T> ShardLock<T> {
         let exclusive = self.inner.write();
         self.exclude_readers();
         WriteGuard {
-            data: self.data.exclusive(),
+            data: self.data.get_mut(),
             _writing: WritingFlag(&self.writing),
             _exclusive: exclusive,
         }
@@ -137,7 +139,7 @@ impl<T> ShardLock<T> {
         let exclusive = self.inner.try_write()?;
         self.exclude_readers();
         Some(WriteGuard {
-            data: self.data.exclusive(),
+            data: self.data.get_mut(),
             _writing: WritingFlag(&self.writing),
             _exclusive: exclusive,
         })
@@ -174,7 +176,7 @@ fn wait_until_clear(slot: &AtomicU32) {
 /// it must be released by the thread whose slot it marked.
 pub(crate) struct ReadGuard<'a, T> {
     // Fields drop in order: the pointer before the hold is released.
-    data: SharedPtr<T>,
+    data: ConstPtr<T>,
     _hold: ReadHold<'a>,
 }
 
@@ -210,7 +212,7 @@ impl<T> Deref for ReadGuard<'_, T> {
 pub(crate) struct WriteGuard<'a, T> {
     // Fields drop in order: the pointer, then `writing` is lowered, then the
     // inner lock is released (so a reader queued on it finds `writing` clear).
-    data: ExclusivePtr<T>,
+    data: MutPtr<T>,
     _writing: WritingFlag<'a>,
     _exclusive: InnerWriteGuard<'a>,
 }
@@ -231,14 +233,14 @@ impl<T> Deref for WriteGuard<'_, T> {
         // SAFETY: this guard holds the inner lock exclusively and every
         // reader slot of the shard was seen clear after `writing` was
         // raised, so no other reference to the state exists while it lives.
-        unsafe { self.data.get() }
+        unsafe { self.data.deref() }
     }
 }
 
 impl<T> DerefMut for WriteGuard<'_, T> {
     fn deref_mut(&mut self) -> &mut T {
         // SAFETY: as for `deref`.
-        unsafe { self.data.get_mut() }
+        unsafe { self.data.deref() }
     }
 }
 

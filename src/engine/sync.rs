@@ -76,102 +76,58 @@ impl InnerLock {
     }
 }
 
-/// The cell holding a shard's state. Access goes through pointers that the
-/// guards hold for as long as they live, so that under loom every access is
-/// checked for races against the others.
-#[cfg(not(cachex_loom))]
-pub(crate) struct DataCell<T>(std::cell::UnsafeCell<T>);
+/// The cell holding a shard's state, with loom's interface: access goes
+/// through pointers (`ConstPtr`, `MutPtr`) that the guards hold for as long
+/// as they live, so that under loom every access is checked for races
+/// against the others. Outside loom they are plain raw pointers.
+#[cfg(cachex_loom)]
+pub(crate) use loom::cell::{ConstPtr, MutPtr, UnsafeCell};
 
 #[cfg(not(cachex_loom))]
-impl<T> DataCell<T> {
+pub(crate) struct UnsafeCell<T>(std::cell::UnsafeCell<T>);
+
+#[cfg(not(cachex_loom))]
+impl<T> UnsafeCell<T> {
     pub(crate) fn new(value: T) -> Self {
-        DataCell(std::cell::UnsafeCell::new(value))
+        UnsafeCell(std::cell::UnsafeCell::new(value))
     }
 
-    pub(crate) fn shared(&self) -> SharedPtr<T> {
-        SharedPtr(self.0.get())
+    pub(crate) fn get(&self) -> ConstPtr<T> {
+        ConstPtr(self.0.get())
     }
 
-    pub(crate) fn exclusive(&self) -> ExclusivePtr<T> {
-        ExclusivePtr(self.0.get())
+    pub(crate) fn get_mut(&self) -> MutPtr<T> {
+        MutPtr(self.0.get())
     }
 }
 
 #[cfg(not(cachex_loom))]
-pub(crate) struct SharedPtr<T>(*const T);
+pub(crate) struct ConstPtr<T>(*const T);
 
 #[cfg(not(cachex_loom))]
-impl<T> SharedPtr<T> {
+impl<T> ConstPtr<T> {
     /// # Safety
-    /// No `&mut T` may exist while the returned reference lives.
+    /// The cell must outlive the returned reference, and no `&mut T` may
+    /// exist while it lives.
     pub(crate) unsafe fn deref(&self) -> &T {
-        // SAFETY: the pointer comes from a live `DataCell`, which outlives
-        // the guard holding this pointer; exclusion is the caller's promise.
+        // SAFETY: the caller's promise.
         unsafe { &*self.0 }
     }
 }
 
 #[cfg(not(cachex_loom))]
-pub(crate) struct ExclusivePtr<T>(*mut T);
+pub(crate) struct MutPtr<T>(*mut T);
 
 #[cfg(not(cachex_loom))]
-impl<T> ExclusivePtr<T> {
+impl<T> MutPtr<T> {
     /// # Safety
-    /// No `&mut T` may exist while the returned reference lives.
-    pub(crate) unsafe fn get(&self) -> &T {
-        // SAFETY: as for `SharedPtr::deref`; exclusion is the caller's promise.
-        unsafe { &*self.0 }
-    }
-
-    /// # Safety
-    /// No other reference to the value may exist while the returned one lives.
-    pub(crate) unsafe fn get_mut(&mut self) -> &mut T {
-        // SAFETY: as for `SharedPtr::deref`; uniqueness is the caller's promise.
+    /// The cell must outlive the returned reference, and no other reference
+    /// to the value may exist while it lives.
+    // `&self` in, `&mut T` out, as loom's `MutPtr::deref`: uniqueness comes
+    // from the lock, not from the borrow.
+    #[allow(clippy::mut_from_ref)]
+    pub(crate) unsafe fn deref(&self) -> &mut T {
+        // SAFETY: the caller's promise.
         unsafe { &mut *self.0 }
-    }
-}
-
-#[cfg(cachex_loom)]
-pub(crate) struct DataCell<T>(loom::cell::UnsafeCell<T>);
-
-#[cfg(cachex_loom)]
-impl<T> DataCell<T> {
-    pub(crate) fn new(value: T) -> Self {
-        DataCell(loom::cell::UnsafeCell::new(value))
-    }
-
-    pub(crate) fn shared(&self) -> SharedPtr<T> {
-        SharedPtr(self.0.get())
-    }
-
-    pub(crate) fn exclusive(&self) -> ExclusivePtr<T> {
-        ExclusivePtr(self.0.get_mut())
-    }
-}
-
-#[cfg(cachex_loom)]
-pub(crate) struct SharedPtr<T>(loom::cell::ConstPtr<T>);
-
-#[cfg(cachex_loom)]
-impl<T> SharedPtr<T> {
-    pub(crate) unsafe fn deref(&self) -> &T {
-        // SAFETY: loom checks the exclusion this relies on.
-        unsafe { self.0.deref() }
-    }
-}
-
-#[cfg(cachex_loom)]
-pub(crate) struct ExclusivePtr<T>(loom::cell::MutPtr<T>);
-
-#[cfg(cachex_loom)]
-impl<T> ExclusivePtr<T> {
-    pub(crate) unsafe fn get(&self) -> &T {
-        // SAFETY: loom checks the exclusion this relies on.
-        unsafe { self.0.deref() }
-    }
-
-    pub(crate) unsafe fn get_mut(&mut self) -> &mut T {
-        // SAFETY: loom checks the exclusion this relies on.
-        unsafe { self.0.deref() }
     }
 }

@@ -189,7 +189,7 @@ impl TinyLfu {
         arena: &mut impl PolicyArena,
         sketch: &FrequencySketch,
     ) -> Option<u32> {
-        while self.weight() > self.capacity {
+        while self.is_over_capacity() {
             if self.weights[Segment::Window as usize] > self.window_max {
                 let candidate = self.queues.head(Segment::Window as usize)?;
                 if arena.take_referenced(candidate) {
