@@ -47,6 +47,15 @@ use super::timer_wheel::TimerWheel;
 use crate::policy::{FrequencySketch, TinyLfu};
 use crate::Ttl;
 
+/// What a read found, decided under the lock and acted on after it.
+enum Lookup<R> {
+    /// A live entry: what the reader took from it, and whether the read
+    /// buffer's stripe filled (replay it).
+    Live(R, bool),
+    Absent,
+    Expired,
+}
+
 /// Entries that left the cache during one operation, for the listener.
 pub(crate) struct Departed<K, V> {
     entries: Vec<(K, V, RemovalCause)>,
@@ -159,7 +168,9 @@ where
     /// Looks `key` up and, if a live entry holds it, applies `read` to it
     /// with the time the expiry check used (0 if the entry never expires).
     /// `record` says whether this counts as a use of the entry (a hit).
-    #[inline]
+    /// Always inlined: `record` and `read` are then known at the call
+    /// site, and a get costs no call.
+    #[inline(always)]
     pub(crate) fn read<Q, R, S>(
         &self,
         hash: u64,
@@ -174,36 +185,44 @@ where
         S: BuildHasher,
     {
         let stripe = thread_id();
-        let state = self.state.read();
-        let Some(idx) = state.find(hash, key) else {
-            drop(state);
-            if record {
-                config.counters.miss(stripe);
+        let lookup = self.state.read(move |state| {
+            let Some(idx) = state.find(hash, key) else {
+                return Lookup::Absent;
+            };
+            let slot = &state.slots[idx as usize];
+            let mut now = 0;
+            if slot.expires() {
+                now = config.time.now();
+                if slot.is_expired(now) {
+                    return Lookup::Expired;
+                }
             }
-            return None;
-        };
-        let slot = &state.slots[idx as usize];
-        let mut now = 0;
-        if slot.expires() {
-            now = config.time.now();
-            if slot.is_expired(now) {
-                drop(state);
+            // Only the hit that sets the referenced bit is counted in the
+            // sketch: see the module documentation.
+            let replay = record && slot.mark_referenced() && self.reads.record(stripe, slot.hash);
+            Lookup::Live(read(slot, now), replay)
+        });
+        match lookup {
+            Lookup::Live(result, replay) => {
+                if record {
+                    config.counters.hit(stripe);
+                    if replay {
+                        self.replay_reads(stripe);
+                    }
+                }
+                Some(result)
+            }
+            Lookup::Absent => {
+                if record {
+                    config.counters.miss(stripe);
+                }
+                None
+            }
+            Lookup::Expired => {
                 self.expired_read(record, stripe, config);
-                return None;
+                None
             }
         }
-        let result = read(slot, now);
-        // Only the hit that sets the referenced bit is counted in the sketch:
-        // see the module documentation.
-        let replay = record && slot.mark_referenced() && self.reads.record(stripe, slot.hash);
-        drop(state);
-        if record {
-            config.counters.hit(stripe);
-            if replay {
-                self.replay_reads(stripe);
-            }
-        }
-        Some(result)
     }
 
     /// A read found the entry expired: a miss, and a chance to reclaim it.

@@ -46,8 +46,8 @@ use std::ops::{Deref, DerefMut};
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
 
 use super::sync::{
-    fence, spin_loop, yield_now, AtomicBool, AtomicU32, ConstPtr, InnerLock, InnerReadGuard,
-    InnerWriteGuard, MutPtr, UnsafeCell,
+    fence, spin_loop, yield_now, AtomicBool, AtomicU32, InnerLock, InnerReadGuard, InnerWriteGuard,
+    MutPtr, UnsafeCell,
 };
 
 /// A writer spins this many times on a marked slot before yielding.
@@ -86,24 +86,57 @@ impl<T> ShardLock<T> {
         }
     }
 
-    /// Shared access; blocks only while a writer holds the lock.
-    #[inline]
-    pub(crate) fn read(&self) -> ReadGuard<'_, T> {
-        if let Some(guard) = self.try_read_marked() {
-            return guard;
-        }
-        // The lock first: under loom, taking the pointer counts as access.
-        let shared = self.inner.read();
-        ReadGuard {
-            data: self.data.get(),
-            _hold: ReadHold::Shared { _guard: shared },
+    /// Runs `read` with shared access; blocks only while a writer holds
+    /// the lock.
+    ///
+    /// A closure rather than a guard: the marked-slot path stands alone, so
+    /// the hot read keeps its state in registers. With a guard whose release
+    /// depends on the path that took it, the two paths merged after the lock
+    /// and the guard went through the stack. Always inlined, so the caller's
+    /// closure is too. Measured with callgrind on all-hit Zipf gets, the
+    /// closure (and a `move` closure in the caller) took a get from 146.5
+    /// to 133.5 instructions; wall time moved within the machine's noise.
+    #[inline(always)]
+    pub(crate) fn read<R>(&self, read: impl FnOnce(&T) -> R) -> R {
+        if let Some(_mark) = self.try_mark() {
+            // SAFETY: this thread's slot stays marked until `_mark` drops,
+            // after the read, so no writer holds a `WriteGuard` and no
+            // `&mut T` exists meanwhile (see the module docs).
+            unsafe { self.read_held(read) }
+        } else {
+            let _shared = self.lock_shared();
+            // SAFETY: the inner lock is held shared until `_shared` drops,
+            // after the read, so no writer holds a `WriteGuard` meanwhile.
+            unsafe { self.read_held(read) }
         }
     }
 
-    /// Shared access through this thread's reader slot, unless the thread
-    /// has none or a writer holds the lock.
+    /// Runs `read` on the state.
+    ///
+    /// # Safety
+    /// The caller holds a marked reader slot or the inner lock's shared
+    /// side for the whole call.
+    #[inline(always)]
+    unsafe fn read_held<R>(&self, read: impl FnOnce(&T) -> R) -> R {
+        // Under loom, the pointer counts as an access until it drops, at
+        // the end of this call (before the caller releases its hold).
+        let data = self.data.get();
+        // SAFETY: the caller's hold excludes writers (see above).
+        read(unsafe { data.deref() })
+    }
+
+    /// The inner lock's shared side, for threads without a reader slot and
+    /// readers that met a writer.
+    #[cold]
+    #[inline(never)]
+    fn lock_shared(&self) -> InnerReadGuard<'_> {
+        self.inner.read()
+    }
+
+    /// Marks this thread's reader slot, unless the thread has none or a
+    /// writer holds the lock.
     #[inline]
-    fn try_read_marked(&self) -> Option<ReadGuard<'_, T>> {
+    fn try_mark(&self) -> Option<SlotMark<'_>> {
         // The same thread-local the caller's counters read: the compiler
         // loads it once per get (callgrind: no change when passed in).
         let slot = &self.readers.get(current_row())?.0;
@@ -113,10 +146,7 @@ impl<T> ShardLock<T> {
         slot.store(depth + 1, Relaxed);
         fence(SeqCst);
         if !self.writing.load(Acquire) {
-            return Some(ReadGuard {
-                data: self.data.get(),
-                _hold: ReadHold::Slot { slot, depth },
-            });
+            return Some(SlotMark { slot, depth });
         }
         slot.store(depth, Release);
         None
@@ -172,39 +202,18 @@ fn wait_until_clear(slot: &AtomicU32) {
     }
 }
 
-/// Shared access to a shard's state. Not `Send` (it holds a raw pointer):
-/// it must be released by the thread whose slot it marked.
-pub(crate) struct ReadGuard<'a, T> {
-    // Fields drop in order: the pointer before the hold is released.
-    data: ConstPtr<T>,
-    _hold: ReadHold<'a>,
+/// A marked reader slot: gives the mark back (restores the slot's count)
+/// when dropped, also if the read panics.
+struct SlotMark<'a> {
+    slot: &'a AtomicU32,
+    /// The slot's count before this read.
+    depth: u32,
 }
 
-enum ReadHold<'a> {
-    /// This thread's slot, and its count before this read.
-    Slot { slot: &'a AtomicU32, depth: u32 },
-    /// The inner lock's shared side; released when dropped.
-    Shared { _guard: InnerReadGuard<'a> },
-}
-
-impl Drop for ReadHold<'_> {
+impl Drop for SlotMark<'_> {
     #[inline]
     fn drop(&mut self) {
-        if let ReadHold::Slot { slot, depth } = *self {
-            slot.store(depth, Release);
-        }
-    }
-}
-
-impl<T> Deref for ReadGuard<'_, T> {
-    type Target = T;
-
-    #[inline]
-    fn deref(&self) -> &T {
-        // SAFETY: this guard keeps a reader slot marked or the inner lock
-        // held shared, so no writer holds a `WriteGuard` (see the module
-        // docs) and no `&mut T` exists while it lives.
-        unsafe { self.data.deref() }
+        self.slot.store(self.depth, Release);
     }
 }
 
@@ -288,18 +297,12 @@ mod tests {
             };
             let reader = {
                 let lock = Arc::clone(&lock);
-                thread::spawn(move || {
-                    let pair = lock.read();
-                    assert_eq!(pair.0, pair.1);
-                })
+                thread::spawn(move || lock.read(|pair| assert_eq!(pair.0, pair.1)))
             };
-            {
-                let pair = lock.read();
-                assert_eq!(pair.0, pair.1);
-            }
+            lock.read(|pair| assert_eq!(pair.0, pair.1));
             writer.join().unwrap();
             reader.join().unwrap();
-            assert_eq!(*lock.read(), (1, 1));
+            assert_eq!(lock.read(|pair| *pair), (1, 1));
         });
     }
 
@@ -323,14 +326,14 @@ mod tests {
                 let lock = Arc::clone(&lock);
                 thread::spawn(move || *lock.write() += 1)
             };
-            let outer = lock.read();
-            let seen = *outer;
-            // A nested read that gives up instead of queueing behind the
-            // writer (a queued nested read would deadlock, as documented).
-            drop(lock.try_read_marked());
-            // The inner read's release must not have let the writer in.
-            assert_eq!(*outer, seen);
-            drop(outer);
+            lock.read(|outer| {
+                let seen = *outer;
+                // A nested read that gives up instead of queueing behind the
+                // writer (a queued nested read would deadlock, as documented).
+                drop(lock.try_mark());
+                // The inner read's release must not have let the writer in.
+                assert_eq!(*outer, seen);
+            });
             writer.join().unwrap();
         });
     }
@@ -362,12 +365,13 @@ mod stress_tests {
             for _ in 0..3 {
                 scope.spawn(|| {
                     for _ in 0..WRITES * 10 {
-                        let pair = lock.read();
-                        assert_eq!(pair.0, pair.1, "a reader saw a write in progress");
+                        lock.read(|pair| {
+                            assert_eq!(pair.0, pair.1, "a reader saw a write in progress");
+                        });
                     }
                 });
             }
         });
-        assert_eq!(*lock.read(), (2 * WRITES, 2 * WRITES));
+        assert_eq!(lock.read(|pair| *pair), (2 * WRITES, 2 * WRITES));
     }
 }

@@ -77,8 +77,8 @@ impl InnerLock {
 }
 
 /// The cell holding a shard's state, with loom's interface: access goes
-/// through pointers (`ConstPtr`, `MutPtr`) that the guards hold for as long
-/// as they live, so that under loom every access is checked for races
+/// through pointers (`ConstPtr`, `MutPtr`) held for as long as the access
+/// lasts (a read, a write guard), so that under loom every access is checked for races
 /// against the others. Outside loom they are plain raw pointers.
 #[cfg(cachex_loom)]
 pub(crate) use loom::cell::{ConstPtr, MutPtr, UnsafeCell};
