@@ -833,6 +833,38 @@ fn one_time_newcomers_do_not_displace_the_first_entries_cached() {
     assert!(kept >= 90, "only {kept} of the first 100 entries survived");
 }
 
+#[test]
+fn overwriting_a_key_counts_towards_its_frequency() {
+    // A key that is written often but never read is in use all the same
+    // (a counter, a session being refreshed): its overwrites must raise its
+    // frequency, or newcomers read once would push it out. The flood below
+    // gives each newcomer two uses (the insert and one read), more than
+    // the residents seeded with one; only the overwritten key must stay.
+    fn survives_flood(overwrites: u32) -> bool {
+        let cache = MemoryCache::builder().max_capacity(10).shards(1).build();
+        for k in 0..10u32 {
+            cache.insert(k, k);
+        }
+        for n in 0..overwrites {
+            cache.insert(0, n);
+        }
+        cache.run_pending_tasks();
+        for k in 100..130u32 {
+            cache.insert(k, k);
+            let _ = cache.get(&k);
+        }
+        let others = (1..10u32).filter(|k| cache.contains_key(k)).count();
+        assert!(others < 9, "the flood displaced none of the residents");
+        cache.contains_key(&0)
+    }
+    assert!(survives_flood(20), "a key overwritten 20 times was evicted");
+    assert!(
+        !survives_flood(0),
+        "without the overwrites the key should go like its neighbours \
+         (else this test proves nothing)"
+    );
+}
+
 // ---------------------------------------------------------------------------
 // Stats
 // ---------------------------------------------------------------------------
