@@ -76,7 +76,10 @@ const MAX_SAMPLE: u64 = 40_000;
 #[derive(Debug)]
 pub(crate) struct TinyLfu {
     queues: Lists,
+    /// Weight of each segment's entries.
     weights: [u64; 3],
+    /// Their sum, kept rather than added up: every write asks for it.
+    total_weight: u64,
     capacity: u64,
     window_max: u64,
     protected_max: u64,
@@ -103,6 +106,7 @@ impl TinyLfu {
         let mut policy = TinyLfu {
             queues: Lists::new(3),
             weights: [0; 3],
+            total_weight: 0,
             capacity,
             window_max,
             protected_max: 0,
@@ -116,7 +120,7 @@ impl TinyLfu {
 
     /// Total weight of the entries the policy tracks.
     pub(crate) fn weight(&self) -> u64 {
-        self.weights.iter().sum()
+        self.total_weight
     }
 
     pub(crate) fn capacity(&self) -> u64 {
@@ -133,6 +137,7 @@ impl TinyLfu {
     ) {
         let weight = arena.weight(idx);
         self.weights[Segment::Window as usize] += weight;
+        self.total_weight += weight;
         arena.set_segment(idx, Segment::Window);
         self.queues.push_back(arena, Segment::Window as usize, idx);
         self.ensure_sketch(arena, sketch, entries);
@@ -145,7 +150,9 @@ impl TinyLfu {
     /// updates need no sketch.
     pub(crate) fn on_update(&mut self, arena: &mut impl PolicyArena, idx: u32, old: u64) {
         let segment = arena.segment(idx) as usize;
-        self.weights[segment] = self.weights[segment] - old + arena.weight(idx);
+        let new = arena.weight(idx);
+        self.weights[segment] = self.weights[segment] - old + new;
+        self.total_weight = self.total_weight - old + new;
     }
 
     /// Whether the entries tracked weigh more than the capacity (eviction
@@ -157,7 +164,9 @@ impl TinyLfu {
     /// The entry at `idx` is leaving the cache.
     pub(crate) fn on_remove(&mut self, arena: &mut impl PolicyArena, idx: u32) {
         let segment = arena.segment(idx) as usize;
-        self.weights[segment] -= arena.weight(idx);
+        let weight = arena.weight(idx);
+        self.weights[segment] -= weight;
+        self.total_weight -= weight;
         self.queues.unlink(arena, idx);
     }
 
@@ -170,6 +179,7 @@ impl TinyLfu {
     pub(crate) fn reset(&mut self) {
         self.queues.reset();
         self.weights = [0; 3];
+        self.total_weight = 0;
     }
 
     /// Feeds a sample of requests to the climber and resizes the window.
