@@ -865,6 +865,48 @@ fn overwriting_a_key_counts_towards_its_frequency() {
     );
 }
 
+#[test]
+fn a_clone_that_panics_during_a_get_leaves_the_shard_usable() {
+    // A get clones the value while it holds the shard's read side. If the
+    // clone panics, the read must still be released on the way out, or the
+    // next write to the shard would wait for it forever.
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::mpsc;
+
+    static PANIC_ON_CLONE: AtomicBool = AtomicBool::new(false);
+    #[derive(Debug, PartialEq)]
+    struct Touchy(u32);
+    impl Clone for Touchy {
+        fn clone(&self) -> Self {
+            if PANIC_ON_CLONE.load(Ordering::SeqCst) {
+                panic!("clone refused");
+            }
+            Touchy(self.0)
+        }
+    }
+
+    let cache = MemoryCache::builder().max_capacity(10).shards(1).build();
+    cache.insert(1u32, Touchy(1));
+    PANIC_ON_CLONE.store(true, Ordering::SeqCst);
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| cache.get(&1)));
+    PANIC_ON_CLONE.store(false, Ordering::SeqCst);
+    assert!(outcome.is_err(), "the clone should have panicked");
+
+    // The write runs on another thread so that a wedged shard fails the
+    // test instead of hanging it (a liveness guard, not a timing claim).
+    let (done, finished) = mpsc::channel();
+    let writer = cache.clone();
+    std::thread::spawn(move || {
+        writer.insert(2, Touchy(2));
+        done.send(writer.get(&1)).ok();
+    });
+    let seen = finished
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("a write after the panicking get never finished: the read was not released");
+    assert_eq!(seen, Some(Touchy(1)));
+    assert_eq!(cache.get(&2), Some(Touchy(2)));
+}
+
 // ---------------------------------------------------------------------------
 // Stats
 // ---------------------------------------------------------------------------
