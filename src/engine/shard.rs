@@ -49,9 +49,13 @@ use crate::Ttl;
 
 /// What a read found, decided under the lock and acted on after it.
 enum Lookup<R> {
-    /// A live entry: what the reader took from it, and whether the read
-    /// buffer's stripe filled (replay it).
-    Live(R, bool),
+    /// A live entry.
+    Live {
+        /// What the reader took from the entry.
+        taken: R,
+        /// This read filled its read-buffer stripe: replay it.
+        replay: bool,
+    },
     Absent,
     Expired,
 }
@@ -200,17 +204,20 @@ where
             // Only the hit that sets the referenced bit is counted in the
             // sketch: see the module documentation.
             let replay = record && slot.mark_referenced() && self.reads.record(stripe, slot.hash);
-            Lookup::Live(read(slot, now), replay)
+            Lookup::Live {
+                taken: read(slot, now),
+                replay,
+            }
         });
         match lookup {
-            Lookup::Live(result, replay) => {
+            Lookup::Live { taken, replay } => {
                 if record {
                     config.counters.hit(stripe);
                     if replay {
                         self.replay_reads(stripe);
                     }
                 }
-                Some(result)
+                Some(taken)
             }
             Lookup::Absent => {
                 if record {
