@@ -1,8 +1,8 @@
 //! Intrusive doubly linked lists over slot indices.
 //!
-//! A shard keeps its entries in one dense `Vec`; the policy queues and the
-//! timer-wheel buckets are lists threaded through that vector by `u32`
-//! indices stored in each slot, so membership costs no allocation. A node at
+//! A shard keeps its entries densely indexed (`slot.rs`); the policy queues
+//! and the timer-wheel buckets are lists threaded through them by `u32`
+//! indices stored in each entry's links, so membership costs no allocation. A node at
 //! either end of a list stores `END | list_id` instead of a neighbour, which
 //! lets a node be unlinked without knowing which list holds it.
 

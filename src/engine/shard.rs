@@ -40,7 +40,7 @@ use parking_lot::{Mutex, MutexGuard};
 use super::config::Config;
 use super::read_buffer::ReadBuffer;
 use super::shard_lock::ShardLock;
-use super::slot::{QueueView, Slot, TimerView, MAX_ENTRY_WEIGHT, NEVER};
+use super::slot::{Slot, Slots, MAX_ENTRY_WEIGHT, NEVER};
 use super::stats::{CacheStats, RemovalCause, WriteCounters, WriteEvent};
 use super::stripes::thread_id;
 use super::timer_wheel::TimerWheel;
@@ -98,7 +98,7 @@ pub(crate) struct Shard<K, V> {
 
 struct State<K, V> {
     table: HashTable<u32>,
-    slots: Vec<Slot<K, V>>,
+    slots: Slots<K, V>,
     policy: TinyLfu,
     wheel: TimerWheel,
     /// The shard never holds more slots than this (the entry capacity, plus
@@ -150,7 +150,7 @@ where
             state: ShardLock::new(
                 State {
                     table: HashTable::new(),
-                    slots: Vec::new(),
+                    slots: Slots::new(),
                     policy: TinyLfu::new(capacity, weighted, shards),
                     wheel: TimerWheel::new(0),
                     max_slots,
@@ -193,7 +193,7 @@ where
             let Some(idx) = state.find(hash, key) else {
                 return Lookup::Absent;
             };
-            let slot = &state.slots[idx as usize];
+            let slot = &state.slots[idx];
             let mut now = 0;
             if slot.expires() {
                 now = config.time.now();
@@ -300,7 +300,7 @@ where
             self.writes.count(WriteEvent::Removed(RemovalCause::Size));
             departed.push(key, value, RemovalCause::Size);
         } else if let Some(idx) = existing {
-            let slot = &mut state.slots[idx as usize];
+            let slot = &mut state.slots[idx];
             let old_weight = u64::from(slot.weight());
             let old_expired = slot.expires() && slot.is_expired(clock.get());
             let old_value = mem::replace(&mut slot.value, value);
@@ -316,7 +316,7 @@ where
             }
             let old_deadline = mem::replace(&mut slot.deadline, deadline);
             if old_deadline != deadline {
-                let timers = &mut TimerView(&mut state.slots);
+                let timers = &mut state.slots.timer_view();
                 state.wheel.cancel(timers, idx);
                 if deadline != NEVER {
                     state.wheel.schedule(timers, idx, deadline);
@@ -324,7 +324,7 @@ where
             }
             state
                 .policy
-                .on_update(&mut QueueView(&mut state.slots), idx, old_weight);
+                .on_update(&mut state.slots.queue_view(), idx, old_weight);
             let cause = if old_expired {
                 self.writes.count(WriteEvent::Insert);
                 RemovalCause::Expired
@@ -371,7 +371,7 @@ where
             return (None, departed);
         };
         let expired = {
-            let slot = &state.slots[idx as usize];
+            let slot = &state.slots[idx];
             slot.expires() && slot.is_expired(config.time.now())
         };
         let slot = state.remove_at(idx);
@@ -402,7 +402,7 @@ where
         let mut sketch = self.sketch.lock();
         self.reads.drain(|hash| sketch.increment(hash));
         drop(sketch);
-        let slots = mem::take(&mut state.slots);
+        let slots = state.slots.take();
         state.table = HashTable::new();
         state.policy.reset();
         state.wheel.reset();
@@ -457,59 +457,46 @@ where
     {
         self.table
             .find(table_hash(hash as u32), |&i| {
-                self.slots[i as usize].key.borrow() == key
+                self.slots[i].key.borrow() == key
             })
             .copied()
     }
 
     /// Stores a new entry and hands it to the policy and the wheel.
     fn push(&mut self, slot: Slot<K, V>, sketch: &mut FrequencySketch) {
-        if self.slots.len() == self.slots.capacity() {
-            // Double, but never past the entry capacity: a full cache holds
-            // no spare slots.
-            let room = self.max_slots.saturating_sub(self.slots.len()).max(1);
-            self.slots.reserve_exact(self.slots.len().max(4).min(room));
-        }
-        let idx = self.slots.len() as u32;
         let (hash, deadline) = (slot.hash, slot.deadline);
-        self.slots.push(slot);
+        let idx = self.slots.push(slot, self.max_slots);
         let slots = &self.slots;
-        self.table.insert_unique(table_hash(hash), idx, |&i| {
-            table_hash(slots[i as usize].hash)
-        });
-        self.policy.on_insert(
-            &mut QueueView(&mut self.slots),
-            sketch,
-            idx,
-            idx as usize + 1,
-        );
+        self.table
+            .insert_unique(table_hash(hash), idx, |&i| table_hash(slots[i].hash));
+        self.policy
+            .on_insert(&mut self.slots.queue_view(), sketch, idx, idx as usize + 1);
         if deadline != NEVER {
             self.wheel
-                .schedule(&mut TimerView(&mut self.slots), idx, deadline);
+                .schedule(&mut self.slots.timer_view(), idx, deadline);
         }
     }
 
     /// Unlinks the entry at `idx` everywhere and takes it out of the slot
     /// vector, moving the last slot into its place.
     fn remove_at(&mut self, idx: u32) -> Slot<K, V> {
-        let hash = table_hash(self.slots[idx as usize].hash);
+        let hash = table_hash(self.slots[idx].hash);
         if let Ok(entry) = self.table.find_entry(hash, |&i| i == idx) {
             entry.remove();
         }
-        self.policy.on_remove(&mut QueueView(&mut self.slots), idx);
-        self.wheel.cancel(&mut TimerView(&mut self.slots), idx);
+        self.policy.on_remove(&mut self.slots.queue_view(), idx);
+        self.wheel.cancel(&mut self.slots.timer_view(), idx);
         let last = (self.slots.len() - 1) as u32;
         if idx != last {
-            let last_hash = table_hash(self.slots[last as usize].hash);
+            let last_hash = table_hash(self.slots[last].hash);
             if let Some(entry) = self.table.find_mut(last_hash, |&i| i == last) {
                 *entry = idx;
             }
             self.policy
-                .relocate(&mut QueueView(&mut self.slots), last, idx);
-            self.wheel
-                .relocate(&mut TimerView(&mut self.slots), last, idx);
+                .relocate(&mut self.slots.queue_view(), last, idx);
+            self.wheel.relocate(&mut self.slots.timer_view(), last, idx);
         }
-        self.slots.swap_remove(idx as usize)
+        self.slots.swap_remove(idx)
     }
 
     /// Feeds the hill climber and reclaims expired entries. Inlined, its
@@ -554,8 +541,8 @@ where
         departed: &mut Departed<K, V>,
     ) {
         let now = config.time.now();
-        self.wheel.advance(&mut TimerView(&mut self.slots), now);
-        while let Some(idx) = self.wheel.pop_due(&mut TimerView(&mut self.slots)) {
+        self.wheel.advance(&mut self.slots.timer_view(), now);
+        while let Some(idx) = self.wheel.pop_due(&mut self.slots.timer_view()) {
             let slot = self.remove_at(idx);
             shard
                 .writes
@@ -573,7 +560,7 @@ where
     ) {
         while let Some(victim) = self
             .policy
-            .next_victim(&mut QueueView(&mut self.slots), sketch)
+            .next_victim(&mut self.slots.queue_view(), sketch)
         {
             let slot = self.remove_at(victim);
             shard.writes.count(WriteEvent::Removed(RemovalCause::Size));
