@@ -7,10 +7,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::clock::{duration_to_nanos, Clock, TimeSource};
+use super::config::ReadTotals;
 use super::config::{Config, Listener, Weigher};
 use super::shard::Shard;
 use super::stats::RemovalCause;
-use super::stripes::{stripe_count, ReadCounters};
+use super::stripes::stripe_count;
 use super::{DefaultHashBuilder, Inner, MemoryCache};
 
 /// Capacity used when none is given.
@@ -169,7 +170,7 @@ where
             jitter: self.jitter,
             weigher: self.weigher,
             listener: self.listener,
-            counters: ReadCounters::new(stripes),
+            reads: ReadTotals::default(),
             shards: shard_count as u64,
         };
         MemoryCache {

@@ -242,12 +242,7 @@ impl<K, V, S> MemoryCache<K, V, S> {
 
     /// A snapshot of the cache's counters.
     pub fn stats(&self) -> CacheStats {
-        let (hits, misses) = self.inner.config.counters.totals();
-        let mut stats = CacheStats {
-            hits,
-            misses,
-            ..CacheStats::default()
-        };
+        let mut stats = CacheStats::default();
         for shard in self.inner.shards.iter() {
             shard.add_stats(&mut stats);
         }

@@ -39,7 +39,7 @@ use parking_lot::{Mutex, MutexGuard};
 
 use super::config::Config;
 use super::read_buffer::ReadBuffer;
-use super::shard_lock::ShardLock;
+use super::shard_lock::{ShardLock, Tally};
 use super::slot::{Slot, Slots, MAX_ENTRY_WEIGHT, NEVER};
 use super::stats::{CacheStats, RemovalCause, WriteCounters, WriteEvent};
 use super::stripes::thread_id;
@@ -104,7 +104,10 @@ struct State<K, V> {
     /// The shard never holds more slots than this (the entry capacity, plus
     /// the one being inserted); `usize::MAX` when weighted.
     max_slots: usize,
-    /// Read counters already fed to the hill climber.
+    /// This shard's read tally as last reported to the whole cache's totals.
+    reported_hits: u64,
+    reported_misses: u64,
+    /// The whole cache's read totals as last fed to the hill climber.
     seen_hits: u64,
     seen_misses: u64,
     /// Maintenance runs since the hill climber was last fed.
@@ -123,6 +126,9 @@ impl<K, V> Shard<K, V> {
     }
 
     pub(crate) fn add_stats(&self, stats: &mut CacheStats) {
+        let (hits, misses) = self.state.tallies();
+        stats.hits = stats.hits.wrapping_add(hits);
+        stats.misses = stats.misses.wrapping_add(misses);
         self.writes.add_to(stats);
     }
 }
@@ -154,6 +160,8 @@ where
                     policy: TinyLfu::new(capacity, weighted, shards),
                     wheel: TimerWheel::new(0),
                     max_slots,
+                    reported_hits: 0,
+                    reported_misses: 0,
                     seen_hits: 0,
                     seen_misses: 0,
                     since_climb: 0,
@@ -189,56 +197,49 @@ where
         S: BuildHasher,
     {
         let stripe = thread_id();
+        let (hit, miss) = if record {
+            (Tally::Hit, Tally::Miss)
+        } else {
+            (Tally::Uncounted, Tally::Uncounted)
+        };
+        // The lock tallies hits and misses (see `shard_lock`).
         let lookup = self.state.read(move |state| {
             let Some(idx) = state.find(hash, key) else {
-                return Lookup::Absent;
+                return (Lookup::Absent, miss);
             };
             let slot = &state.slots[idx];
             let mut now = 0;
             if slot.expires() {
                 now = config.time.now();
                 if slot.is_expired(now) {
-                    return Lookup::Expired;
+                    return (Lookup::Expired, miss);
                 }
             }
             // Only the hit that sets the referenced bit is counted in the
             // sketch: see the module documentation.
             let replay = record && slot.mark_referenced() && self.reads.record(stripe, slot.hash);
-            Lookup::Live {
-                taken: read(slot, now),
-                replay,
-            }
+            let taken = read(slot, now);
+            (Lookup::Live { taken, replay }, hit)
         });
         match lookup {
             Lookup::Live { taken, replay } => {
-                if record {
-                    config.counters.hit(stripe);
-                    if replay {
-                        self.replay_reads(stripe);
-                    }
+                if replay {
+                    self.replay_reads(stripe);
                 }
                 Some(taken)
             }
-            Lookup::Absent => {
-                if record {
-                    config.counters.miss(stripe);
-                }
-                None
-            }
+            Lookup::Absent => None,
             Lookup::Expired => {
-                self.expired_read(record, stripe, config);
+                self.expired_read(config);
                 None
             }
         }
     }
 
-    /// A read found the entry expired: a miss, and a chance to reclaim it.
+    /// A read found the entry expired: a chance to reclaim it.
     #[cold]
     #[inline(never)]
-    fn expired_read<S: BuildHasher>(&self, record: bool, stripe: usize, config: &Config<K, V, S>) {
-        if record {
-            config.counters.miss(stripe);
-        }
+    fn expired_read<S: BuildHasher>(&self, config: &Config<K, V, S>) {
         self.try_maintain(config);
     }
 
@@ -510,20 +511,26 @@ where
     ) {
         self.since_climb += 1;
         if self.since_climb >= CLIMB_EVERY {
-            self.feed_climber(config);
+            self.feed_climber(shard, config);
         }
         if !self.wheel.is_empty() {
             self.expire(shard, config, departed);
         }
     }
 
+    /// Reports this shard's new reads to the whole cache's totals and feeds
+    /// the hill climber a shard's share of the totals' growth since it was
+    /// last fed (see [`ReadTotals`](super::config::ReadTotals) for why).
     #[inline(never)]
-    fn feed_climber<S>(&mut self, config: &Config<K, V, S>) {
-        // The climber follows the whole cache's hit rate: every shard sees a
-        // statistically alike slice of the traffic, and reading one striped
-        // counter set is cheaper than keeping one per shard.
+    fn feed_climber<S>(&mut self, shard: &Shard<K, V>, config: &Config<K, V, S>) {
         self.since_climb = 0;
-        let (hits, misses) = config.counters.totals();
+        let (own_hits, own_misses) = shard.state.tallies();
+        let (hits, misses) = config.reads.report(
+            own_hits.wrapping_sub(self.reported_hits),
+            own_misses.wrapping_sub(self.reported_misses),
+        );
+        self.reported_hits = own_hits;
+        self.reported_misses = own_misses;
         self.policy.record_requests(
             hits.wrapping_sub(self.seen_hits) / config.shards,
             misses.wrapping_sub(self.seen_misses) / config.shards,

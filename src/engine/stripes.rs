@@ -144,34 +144,6 @@ impl<const N: usize> StripedCounters<N> {
     }
 }
 
-/// Hits and misses of a whole cache.
-#[derive(Debug)]
-pub(crate) struct ReadCounters(StripedCounters<2>);
-
-impl ReadCounters {
-    pub(crate) fn new(stripes: usize) -> Self {
-        ReadCounters(StripedCounters::new(stripes))
-    }
-
-    /// Counts a hit by the thread with id `thread`.
-    #[inline]
-    pub(crate) fn hit(&self, thread: usize) {
-        self.0.add(thread, 0, 1);
-    }
-
-    /// Counts a miss by the thread with id `thread`.
-    #[inline]
-    pub(crate) fn miss(&self, thread: usize) {
-        self.0.add(thread, 1, 1);
-    }
-
-    /// `(hits, misses)` so far.
-    pub(crate) fn totals(&self) -> (u64, u64) {
-        let [hits, misses] = self.0.sums();
-        (hits, misses)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

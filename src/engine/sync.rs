@@ -7,14 +7,14 @@
 #[cfg(not(cachex_loom))]
 pub(crate) use std::{
     hint::spin_loop,
-    sync::atomic::{fence, AtomicBool, AtomicU32},
+    sync::atomic::{fence, AtomicBool, AtomicU64},
     thread::yield_now,
 };
 
 #[cfg(cachex_loom)]
 pub(crate) use loom::{
     hint::spin_loop,
-    sync::atomic::{fence, AtomicBool, AtomicU32},
+    sync::atomic::{fence, AtomicBool, AtomicU64},
     thread::yield_now,
 };
 
