@@ -14,7 +14,7 @@
 use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 
 /// Records per stripe between two replays; a power of two.
-const LEN: u32 = 16;
+pub(crate) const LEN: u32 = 16;
 
 /// One thread stripe: its cursors and records, on their own cache lines.
 #[derive(Debug, Default)]
@@ -50,11 +50,16 @@ impl ReadBuffer {
         at % LEN == LEN - 1
     }
 
-    /// Replays the records `stripe` received since its last replay. Callers
-    /// hold the sketch, so replays of one stripe never overlap.
+    /// Copies the records `stripe` received since its last replay into
+    /// `out` and returns how many; callers hold the sketch.
     #[inline]
-    pub(crate) fn drain_stripe(&self, stripe: usize, replay: impl FnMut(u32)) {
-        self.stripe(stripe).drain(replay);
+    pub(crate) fn take_stripe(&self, stripe: usize, out: &mut [u32; LEN as usize]) -> usize {
+        let mut taken = 0;
+        self.stripe(stripe).drain(|hash| {
+            out[taken] = hash;
+            taken += 1;
+        });
+        taken
     }
 
     /// Replays the new records of every stripe.
@@ -119,13 +124,13 @@ mod tests {
         let buffer = ReadBuffer::new(1);
         buffer.record(0, 1);
         buffer.record(0, 2);
-        let mut seen = Vec::new();
-        buffer.drain_stripe(0, |h| seen.push(h));
-        assert_eq!(seen, [1, 2]);
+        let mut out = [0; LEN as usize];
+        assert_eq!(buffer.take_stripe(0, &mut out), 2);
+        assert_eq!(out[..2], [1, 2]);
         buffer.record(0, 3);
-        seen.clear();
-        buffer.drain_stripe(0, |h| seen.push(h));
-        assert_eq!(seen, [3]);
+        assert_eq!(buffer.take_stripe(0, &mut out), 1);
+        assert_eq!(out[..1], [3]);
+        assert_eq!(buffer.take_stripe(0, &mut out), 0, "nothing new");
     }
 
     #[test]

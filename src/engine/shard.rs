@@ -38,7 +38,10 @@ use hashbrown::HashTable;
 use parking_lot::{Mutex, MutexGuard};
 
 use super::config::Config;
-use super::read_buffer::ReadBuffer;
+use super::read_buffer::{ReadBuffer, LEN as READ_BATCH_LEN};
+
+/// Records one read-buffer stripe holds.
+const READ_BATCH: usize = READ_BATCH_LEN as usize;
 use super::shard_lock::{ShardLock, Tally};
 use super::slot::{Slot, Slots, MAX_ENTRY_WEIGHT, NEVER};
 use super::stats::{CacheStats, RemovalCause, WriteCounters, WriteEvent};
@@ -249,8 +252,9 @@ where
     #[inline(never)]
     fn replay_reads(&self, stripe: usize) {
         if let Some(mut sketch) = self.sketch.try_lock() {
-            self.reads
-                .drain_stripe(stripe, |hash| sketch.increment(hash));
+            let mut batch = [0; READ_BATCH];
+            let taken = self.reads.take_stripe(stripe, &mut batch);
+            sketch.increment_all(&batch[..taken]);
         }
     }
 
@@ -261,8 +265,9 @@ where
     /// would cost each write up to 64 cache lines.
     fn sketch_for_admission(&self, stripe: usize) -> MutexGuard<'_, FrequencySketch> {
         let mut sketch = self.sketch.lock();
-        self.reads
-            .drain_stripe(stripe, |hash| sketch.increment(hash));
+        let mut batch = [0; READ_BATCH];
+        let taken = self.reads.take_stripe(stripe, &mut batch);
+        sketch.increment_all(&batch[..taken]);
         sketch
     }
 

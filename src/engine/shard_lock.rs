@@ -100,6 +100,7 @@ impl ReaderSlot {
     }
 
     /// Whether a read of this slot's thread is in progress.
+    #[inline]
     fn is_marked(&self) -> bool {
         self.held.load(Acquire) & DEPTH_MASK != 0
     }
