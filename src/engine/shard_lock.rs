@@ -43,10 +43,11 @@
 //! engine's hit and miss statistics come from. A hit costs nothing extra:
 //! the slot's word holds the nesting depth in its low 16 bits and the hits
 //! above, so the store that releases a read also counts it. Measured with
-//! interleaved single-threaded batches of all-hit Zipf reads, counting hits
-//! in the cache-wide striped counters after the release cost 13-16% of the
-//! read rate against this (a store to a line of its own per read; counting
-//! it before the release, 26%). A miss adds a store to the slot's own line.
+//! interleaved single-threaded batches (`get` inlined into the loop),
+//! counting hits in cache-wide striped counters after the release instead
+//! (a store to a line of their own per read) cost 20-23% of the all-hit
+//! Zipf read rate and 11-12% of the Zipf 90/10 mix; counting before the
+//! release cost more. A miss adds a store to the slot's own line.
 //! Reads on the inner lock's shared side are tallied with atomic adds.
 //!
 //! `tests` below check the protocol under loom (`scripts/test` runs them
