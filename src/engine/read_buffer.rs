@@ -14,7 +14,10 @@
 use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 
 /// Records per stripe between two replays; a power of two.
-pub(crate) const LEN: u32 = 16;
+const LEN: u32 = 16;
+
+/// One stripe's records, taken out for replay.
+pub(crate) type Batch = [u32; LEN as usize];
 
 /// One thread stripe: its cursors and records, on their own cache lines.
 #[derive(Debug, Default)]
@@ -53,7 +56,7 @@ impl ReadBuffer {
     /// Copies the records `stripe` received since its last replay into
     /// `out` and returns how many; callers hold the sketch.
     #[inline]
-    pub(crate) fn take_stripe(&self, stripe: usize, out: &mut [u32; LEN as usize]) -> usize {
+    pub(crate) fn take_stripe(&self, stripe: usize, out: &mut Batch) -> usize {
         let mut taken = 0;
         self.stripe(stripe).drain(|hash| {
             out[taken] = hash;
@@ -124,7 +127,7 @@ mod tests {
         let buffer = ReadBuffer::new(1);
         buffer.record(0, 1);
         buffer.record(0, 2);
-        let mut out = [0; LEN as usize];
+        let mut out = Batch::default();
         assert_eq!(buffer.take_stripe(0, &mut out), 2);
         assert_eq!(out[..2], [1, 2]);
         buffer.record(0, 3);

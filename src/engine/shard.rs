@@ -38,10 +38,7 @@ use hashbrown::HashTable;
 use parking_lot::{Mutex, MutexGuard};
 
 use super::config::Config;
-use super::read_buffer::{ReadBuffer, LEN as READ_BATCH_LEN};
-
-/// Records one read-buffer stripe holds.
-const READ_BATCH: usize = READ_BATCH_LEN as usize;
+use super::read_buffer::{Batch, ReadBuffer};
 use super::shard_lock::{ShardLock, Tally};
 use super::slot::{Slot, Slots, MAX_ENTRY_WEIGHT, NEVER};
 use super::stats::{CacheStats, RemovalCause, WriteCounters, WriteEvent};
@@ -252,10 +249,15 @@ where
     #[inline(never)]
     fn replay_reads(&self, stripe: usize) {
         if let Some(mut sketch) = self.sketch.try_lock() {
-            let mut batch = [0; READ_BATCH];
-            let taken = self.reads.take_stripe(stripe, &mut batch);
-            sketch.increment_all(&batch[..taken]);
+            self.replay_stripe(stripe, &mut sketch);
         }
+    }
+
+    /// Counts in `sketch` the reads `stripe` recorded since its last replay.
+    fn replay_stripe(&self, stripe: usize, sketch: &mut FrequencySketch) {
+        let mut batch = Batch::default();
+        let taken = self.reads.take_stripe(stripe, &mut batch);
+        sketch.increment_all(&batch[..taken]);
     }
 
     /// The sketch, locked, with this thread's read-buffer stripe replayed
@@ -265,9 +267,7 @@ where
     /// would cost each write up to 64 cache lines.
     fn sketch_for_admission(&self, stripe: usize) -> MutexGuard<'_, FrequencySketch> {
         let mut sketch = self.sketch.lock();
-        let mut batch = [0; READ_BATCH];
-        let taken = self.reads.take_stripe(stripe, &mut batch);
-        sketch.increment_all(&batch[..taken]);
+        self.replay_stripe(stripe, &mut sketch);
         sketch
     }
 

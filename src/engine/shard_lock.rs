@@ -67,11 +67,13 @@ use super::sync::{
 const SPINS_BEFORE_YIELD: u32 = 64;
 
 /// The reads of its thread in progress, in a reader slot's `held` word.
-const DEPTH_MASK: u64 = 0xFFFF;
-/// One hit, in a reader slot's `held` word (the hits fill the 48 bits above
-/// the depth: at a million hits a second on one shard from one thread,
-/// they wrap after nine years).
-const ONE_HIT: u64 = 1 << 16;
+const DEPTH_MASK: u64 = ONE_HIT - 1;
+/// Where the hits start in a reader slot's `held` word: they fill the 48
+/// bits above the depth (at a million hits a second on one shard from one
+/// thread, they wrap after nine years).
+const HIT_SHIFT: u32 = 16;
+/// One hit, in a reader slot's `held` word.
+const ONE_HIT: u64 = 1 << HIT_SHIFT;
 
 /// What a read counts as in the lock's tally.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -186,7 +188,7 @@ impl<T> ShardLock<T> {
         let mut hits = self.shared_hits.load(Relaxed);
         let mut misses = self.shared_misses.load(Relaxed);
         for reader in self.readers.iter() {
-            hits = hits.wrapping_add(reader.held.load(Relaxed) >> 16);
+            hits = hits.wrapping_add(reader.held.load(Relaxed) >> HIT_SHIFT);
             misses = misses.wrapping_add(reader.misses.load(Relaxed));
         }
         (hits, misses)
