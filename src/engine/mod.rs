@@ -112,10 +112,10 @@ where
 {
     /// The value stored for `key`, if there is a live one. A hit counts as
     /// a use of the entry for the eviction policy.
-    // Always inlined into the caller: left to the compiler, it was a call,
-    // and the call's register saves before the shard lock's fence cost
-    // 15-19% of all-hit reads and 11-13% of the Zipf 90/10 mix (interleaved
-    // single-threaded batches). Its cold paths stay out of line.
+    // Always inlined into the caller: left to the compiler it was a call,
+    // and the call cost 15-19% of all-hit reads and 11-13% of the Zipf
+    // 90/10 mix (interleaved single-threaded batches on the development
+    // machine). Its cold paths stay out of line.
     #[inline(always)]
     pub fn get<Q>(&self, key: &Q) -> Option<V>
     where
