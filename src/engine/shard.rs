@@ -230,17 +230,10 @@ where
             }
             Lookup::Absent => None,
             Lookup::Expired => {
-                self.expired_read(config);
+                self.try_maintain(config);
                 None
             }
         }
-    }
-
-    /// A read found the entry expired: a chance to reclaim it.
-    #[cold]
-    #[inline(never)]
-    fn expired_read<S: BuildHasher>(&self, config: &Config<K, V, S>) {
-        self.try_maintain(config);
     }
 
     /// Replays a full read-buffer stripe into the sketch, unless another
@@ -434,7 +427,10 @@ where
         departed
     }
 
-    /// Maintenance on the read path: only if the lock is free right now.
+    /// Maintenance on the read path (a read met an expired entry): only if
+    /// the lock is free right now. Out of line, to keep reads short.
+    #[cold]
+    #[inline(never)]
     fn try_maintain<S: BuildHasher>(&self, config: &Config<K, V, S>) {
         let Some(mut state) = self.state.try_write() else {
             return;
