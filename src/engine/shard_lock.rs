@@ -319,6 +319,7 @@ pub(crate) struct WriteGuard<'a, T> {
 struct WritingFlag<'a>(&'a AtomicBool);
 
 impl Drop for WritingFlag<'_> {
+    #[inline]
     fn drop(&mut self) {
         self.0.store(false, Release);
     }

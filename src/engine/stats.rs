@@ -68,6 +68,7 @@ pub(crate) struct WriteCounters {
 }
 
 impl WriteCounters {
+    #[inline]
     pub(crate) fn count(&self, event: WriteEvent) {
         let counter = match event {
             WriteEvent::Insert => &self.inserts,
