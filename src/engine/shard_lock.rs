@@ -319,6 +319,8 @@ pub(crate) struct WriteGuard<'a, T> {
 struct WritingFlag<'a>(&'a AtomicBool);
 
 impl Drop for WritingFlag<'_> {
+    // Inlined for the same reason as `WriteCounters::count`: otherwise a
+    // call on every write.
     #[inline]
     fn drop(&mut self) {
         self.0.store(false, Release);
