@@ -686,3 +686,32 @@ fn print_table(variant: Variant, rows: &[(usize, Vec<Summary>)]) {
     }
     println!();
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::contenders::Cachex;
+
+    /// One batch of a trace whose inserts and repeated keys are known:
+    /// `replay` must count every operation, every get, and exactly the gets
+    /// that found their key.
+    #[test]
+    fn replay_counts_operations_gets_and_hits() {
+        // Operation i uses key i / 3. In the batch's first half the first
+        // operation on each key inserts it and the next two read it back; in
+        // the second half every operation is a get of a key never inserted.
+        let keys: Vec<u64> = (0..TRACE_LEN as u64).map(|i| i / 3).collect();
+        let mut inserts = vec![0u64; TRACE_LEN / 64];
+        for i in (0..BATCH / 2).step_by(3) {
+            inserts[i / 64] |= 1 << (i % 64);
+        }
+        let trace = ThreadTrace { keys, inserts };
+        let cache = Cachex::with_capacity(10_000);
+        let stop = AtomicBool::new(true); // one batch, then stop
+        let counts = replay(&cache, &trace, &stop);
+        let inserted = (BATCH / 2).div_ceil(3) as u64;
+        assert_eq!(counts.ops, BATCH as u64);
+        assert_eq!(counts.gets, BATCH as u64 - inserted);
+        assert_eq!(counts.hits, 2 * inserted);
+    }
+}
