@@ -70,7 +70,8 @@ pub(crate) struct WriteCounters {
 impl WriteCounters {
     // Inlined: every write calls this from code monomorphised in the user's
     // crate, where a non-generic function is otherwise a call through the
-    // GOT (with the flag's release below: +4.5% on updates, single thread).
+    // GOT (with the `writing` flag's release in `shard_lock`: +4.5% on
+    // updates, single thread).
     #[inline]
     pub(crate) fn count(&self, event: WriteEvent) {
         let counter = match event {

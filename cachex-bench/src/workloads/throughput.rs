@@ -697,9 +697,9 @@ mod tests {
     /// that found their key.
     #[test]
     fn replay_counts_operations_gets_and_hits() {
-        // Operation i uses key i / 3. In the batch's first half the first
-        // operation on each key inserts it and the next two read it back; in
-        // the second half every operation is a get of a key never inserted.
+        // Operation i uses key i / 3. In the batch's first half each key's
+        // first operation inserts it; every other operation is a get, so
+        // each inserted key is read back twice and every other get misses.
         let keys: Vec<u64> = (0..TRACE_LEN as u64).map(|i| i / 3).collect();
         let mut inserts = vec![0u64; TRACE_LEN / 64];
         for i in (0..BATCH / 2).step_by(3) {
