@@ -7,8 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::clock::{duration_to_nanos, Clock, TimeSource};
-use super::config::ReadTotals;
-use super::config::{Config, Listener, Weigher};
+use super::config::{Config, Listener, ReadTotals, Weigher};
 use super::shard::Shard;
 use super::stats::RemovalCause;
 use super::stripes::stripe_count;
