@@ -141,8 +141,8 @@ fn any_case() -> impl Strategy<Value = (Setup, Vec<Op>)> {
     })
 }
 
-/// Long, read-heavy runs: enough requests for the hill climber to resize
-/// the admission window and for the frequency sketch to age.
+/// Long, read-heavy runs: enough evictions and returns for the admission
+/// window to move, and requests for the frequency sketch to age.
 fn long_case() -> impl Strategy<Value = (Setup, Vec<Op>)> {
     (any_setup(), 1u8..=64).prop_flat_map(|(setup, keys)| {
         (

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::clock::{duration_to_nanos, Clock, TimeSource};
-use super::config::{Config, Listener, ReadTotals, Weigher};
+use super::config::{Config, Listener, Weigher};
 use super::shard::Shard;
 use super::stats::RemovalCause;
 use super::stripes::stripe_count;
@@ -153,13 +153,7 @@ where
         let shards = (0..shard_count)
             .map(|i| {
                 let capacity = base + u64::from((i as u64) < extra);
-                Shard::new(
-                    capacity,
-                    weighted,
-                    shard_count as u64,
-                    stripes,
-                    seed.wrapping_add(i as u64),
-                )
+                Shard::new(capacity, weighted, stripes, seed.wrapping_add(i as u64))
             })
             .collect();
         let config = Config {
@@ -169,8 +163,6 @@ where
             jitter: self.jitter,
             weigher: self.weigher,
             listener: self.listener,
-            reads: ReadTotals::default(),
-            shards: shard_count as u64,
         };
         MemoryCache {
             inner: Arc::new(Inner {

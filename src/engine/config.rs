@@ -1,7 +1,6 @@
 //! Settings every shard of one cache shares.
 
 use std::hash::{BuildHasher, Hash};
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
 use super::clock::TimeSource;
@@ -22,36 +21,6 @@ pub(crate) struct Config<K, V, S> {
     pub(crate) jitter: f64,
     pub(crate) weigher: Option<Weigher<K, V>>,
     pub(crate) listener: Option<Listener<K, V>>,
-    /// The whole cache's reads as the shards last reported them (shared
-    /// state, not a setting, but every shard's writes need it).
-    pub(crate) reads: ReadTotals,
-    /// Number of shards, for per-shard shares of the whole cache's reads.
-    pub(crate) shards: u64,
-}
-
-/// The hits and misses of the whole cache, as of each shard's last report.
-///
-/// The hill climber of each shard follows the whole cache's hit rate (each
-/// shard sees a statistically alike slice of the traffic), which averages
-/// every shard's slice and so is steadier than its own: fed only its own reads,
-/// the climber cost `arc_p3` at 38,127 entries about 2 points of hit
-/// ratio. Shards add their reads here when they feed their climber (every
-/// 16 writes), so a read itself touches no shared line.
-#[derive(Debug, Default)]
-#[repr(align(128))]
-pub(crate) struct ReadTotals {
-    hits: AtomicU64,
-    misses: AtomicU64,
-}
-
-impl ReadTotals {
-    /// Adds one shard's new reads; returns the totals after the addition.
-    pub(crate) fn report(&self, hits: u64, misses: u64) -> (u64, u64) {
-        (
-            self.hits.fetch_add(hits, Relaxed).wrapping_add(hits),
-            self.misses.fetch_add(misses, Relaxed).wrapping_add(misses),
-        )
-    }
 }
 
 impl<K, V, S> Config<K, V, S> {

@@ -18,7 +18,7 @@
 //! of the Zipf 90/10 workload fell by 30% (callgrind).
 //!
 //! Every write takes the exclusive side and first does the shard's pending
-//! maintenance (feeding the hill climber, reclaiming expired entries), so
+//! maintenance (reclaiming expired entries), so
 //! upkeep rides on ordinary traffic and no background thread is needed.
 //! Only a write that may admit or evict (a new key, or a heavier value)
 //! also takes the sketch; overwriting a key's value records the use in the
@@ -30,9 +30,6 @@ use std::borrow::Borrow;
 use std::hash::{BuildHasher, Hash};
 use std::mem;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
-
-/// The hill climber is fed every this many maintenance runs of a shard.
-const CLIMB_EVERY: u32 = 16;
 
 use hashbrown::HashTable;
 use parking_lot::{Mutex, MutexGuard};
@@ -104,14 +101,6 @@ struct State<K, V> {
     /// The shard never holds more slots than this (the entry capacity, plus
     /// the one being inserted); `usize::MAX` when weighted.
     max_slots: usize,
-    /// This shard's read tally as last reported to the whole cache's totals.
-    reported_hits: u64,
-    reported_misses: u64,
-    /// The whole cache's read totals as last fed to the hill climber.
-    seen_hits: u64,
-    seen_misses: u64,
-    /// Maintenance runs since the hill climber was last fed.
-    since_climb: u32,
     /// State of the jitter's random generator.
     rng: u64,
 }
@@ -137,14 +126,8 @@ impl<K, V> Shard<K, V>
 where
     K: Hash + Eq,
 {
-    /// A shard holding `capacity` of a cache split into `shards`.
-    pub(crate) fn new(
-        capacity: u64,
-        weighted: bool,
-        shards: u64,
-        stripes: usize,
-        seed: u64,
-    ) -> Self {
+    /// A shard holding `capacity` (in weight units if `weighted`).
+    pub(crate) fn new(capacity: u64, weighted: bool, stripes: usize, seed: u64) -> Self {
         let max_slots = if weighted {
             usize::MAX
         } else {
@@ -157,14 +140,9 @@ where
                 State {
                     table: HashTable::new(),
                     slots: Slots::new(),
-                    policy: TinyLfu::new(capacity, weighted, shards),
+                    policy: TinyLfu::new(capacity, weighted),
                     wheel: TimerWheel::new(0),
                     max_slots,
-                    reported_hits: 0,
-                    reported_misses: 0,
-                    seen_hits: 0,
-                    seen_misses: 0,
-                    since_climb: 0,
                     rng: seed | 1,
                 },
                 stripes,
@@ -501,8 +479,8 @@ where
         self.slots.swap_remove(idx)
     }
 
-    /// Feeds the hill climber and reclaims expired entries. Inlined, its
-    /// common case (neither due) costs a compare or two per write.
+    /// Reclaims expired entries. Inlined, its common case (no timers)
+    /// costs a compare per write.
     #[inline]
     fn maintain<S>(
         &mut self,
@@ -510,34 +488,9 @@ where
         config: &Config<K, V, S>,
         departed: &mut Departed<K, V>,
     ) {
-        self.since_climb += 1;
-        if self.since_climb >= CLIMB_EVERY {
-            self.feed_climber(shard, config);
-        }
         if !self.wheel.is_empty() {
             self.expire(shard, config, departed);
         }
-    }
-
-    /// Reports this shard's new reads to the whole cache's totals and feeds
-    /// the hill climber a shard's share of the totals' growth since it was
-    /// last fed (see [`ReadTotals`](super::config::ReadTotals) for why).
-    #[inline(never)]
-    fn feed_climber<S>(&mut self, shard: &Shard<K, V>, config: &Config<K, V, S>) {
-        self.since_climb = 0;
-        let (own_hits, own_misses) = shard.state.tallies();
-        let (hits, misses) = config.reads.report(
-            own_hits.wrapping_sub(self.reported_hits),
-            own_misses.wrapping_sub(self.reported_misses),
-        );
-        self.reported_hits = own_hits;
-        self.reported_misses = own_misses;
-        self.policy.record_requests(
-            hits.wrapping_sub(self.seen_hits) / config.shards,
-            misses.wrapping_sub(self.seen_misses) / config.shards,
-        );
-        self.seen_hits = hits;
-        self.seen_misses = misses;
     }
 
     /// Reclaims the entries whose deadline has passed.

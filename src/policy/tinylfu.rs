@@ -5,8 +5,26 @@
 //! segments. When the window overflows, its oldest entry becomes a
 //! candidate: it enters main if main has room, or if the frequency sketch
 //! rates it above main's victim (the oldest probation entry); otherwise the
-//! candidate itself is evicted. The window's share of the capacity is tuned
-//! at run time by the [`HillClimber`].
+//! candidate itself is evicted.
+//!
+//! # Sizing the window
+//! The window's share of the capacity moves at run time, one step per
+//! "near miss": when a new key was evicted a moment ago (see
+//! [`EvictionHistory`]), the side that let it go (window or main) grows by
+//! the key's weight at the other's expense. Each such request is a hit that
+//! the cache would have had with that side slightly larger, so the steps
+//! follow the slope of the hit rate against the window's size, and the
+//! window settles where a near miss on either side is equally likely: small
+//! for frequency-biased workloads (TinyLFU filters almost every newcomer),
+//! large for recency-biased ones.
+//!
+//! An earlier version compared the hit rates of successive samples of
+//! requests (Caffeine's hill climber). It could not tell a gain due to its
+//! last step from one due to time: while a cache fills and its sketch
+//! learns, the hit rate climbs whatever the window does, and the climber
+//! grew the window on the strength of it. Measured with `cachex-bench
+//! hitratio --all-traces`, the near misses beat it on 20 of the 26 rows and
+//! cost at most 0.5 point on the rest (see `docs/BENCHMARKS.md`).
 //!
 //! # Why CLOCK rather than strict LRU order
 //! A read never reorders a queue: it sets a "referenced" bit in the entry
@@ -19,7 +37,7 @@
 //! the CLOCK approximation of each segment's LRU order, and it keeps the hit
 //! path free of the pointer chasing that strict LRU needs.
 
-use super::climber::HillClimber;
+use super::history::{EvictionHistory, Side};
 use super::sketch::FrequencySketch;
 use crate::engine::list::{LinkArena, Lists};
 
@@ -52,25 +70,16 @@ pub(crate) trait PolicyArena: LinkArena {
     fn take_referenced(&mut self, idx: u32) -> bool;
 }
 
-/// Share of the capacity the window starts with. Caffeine starts at 1%;
-/// 5% costs frequency-biased traces little (the climber shrinks it) and
-/// spares recency-biased ones the first samples with a window too small for
-/// their reuse distances (`corda` at 904 entries: 30.2% hits → 33.2%, the
-/// optimum).
+/// Share of the capacity the window starts with.
 const INITIAL_WINDOW_SHARE: f64 = 0.05;
 /// Share of the main space reserved for the protected segment.
 const PROTECTED_SHARE: f64 = 0.80;
-/// Requests per hill-climbing sample, per unit of capacity in entries.
-const SAMPLE_PER_ENTRY: u64 = 10;
-/// Fewest requests per sample (whole cache): fewer would measure mostly
-/// noise.
-const MIN_SAMPLE: u64 = 1024;
-/// Most requests per sample (whole cache). Ten per entry suits small caches,
-/// whose samples must span the reuse distances of loops, but a large cache
-/// would adapt only every few million requests: `arc_p3` at 190,635 entries
-/// got two samples in its 3.9 million requests and stayed at 53% hits
-/// (LRU: 57.7%). 40,000 requests measure a hit rate to about ±0.25 points.
-const MAX_SAMPLE: u64 = 40_000;
+/// How far back each side's eviction history looks, as a share of the
+/// capacity in entries. Measured over `cachex-bench hitratio --all-traces`:
+/// 5% and 10% left `arc_p3` at 190,635 entries 1.5 to 3.5 points short (too
+/// few near misses to move its window from 5% to the 60% it needs); 20% to
+/// 40% scored alike elsewhere, within 0.4 point.
+const HISTORY_SHARE: f64 = 0.25;
 
 /// The eviction policy of one shard.
 #[derive(Debug)]
@@ -83,26 +92,22 @@ pub(crate) struct TinyLfu {
     capacity: u64,
     window_max: u64,
     protected_max: u64,
-    climber: HillClimber,
+    /// Recent evictions, whose return moves the window (see the module docs).
+    history: EvictionHistory,
     /// Capacity in entries when bounded by count; `None` when weighted.
     entry_capacity: Option<u64>,
-    /// Shards of the cache: the climber is fed this shard's share of the
-    /// whole cache's requests.
-    shards: u64,
 }
 
 impl TinyLfu {
     /// `capacity` is in weight units; `weighted` says whether entries weigh
-    /// more than one (then the sketch is sized from the entry count seen);
-    /// `shards` is how many policies share the cache's traffic.
-    pub(crate) fn new(capacity: u64, weighted: bool, shards: u64) -> Self {
+    /// more than one (then the sketch and the history are sized from the
+    /// entry count seen).
+    pub(crate) fn new(capacity: u64, weighted: bool) -> Self {
         let window_max = if capacity == 0 {
             0
         } else {
             ((capacity as f64 * INITIAL_WINDOW_SHARE) as u64).max(1)
         };
-        let shards = shards.max(1);
-        let sample = sample_size(capacity, shards);
         let mut policy = TinyLfu {
             queues: Lists::new(3),
             weights: [0; 3],
@@ -110,9 +115,8 @@ impl TinyLfu {
             capacity,
             window_max,
             protected_max: 0,
-            climber: HillClimber::new(capacity, sample),
+            history: EvictionHistory::default(),
             entry_capacity: (!weighted).then_some(capacity),
-            shards,
         };
         policy.protected_max = policy.protected_share();
         policy
@@ -128,6 +132,7 @@ impl TinyLfu {
     }
 
     /// A new entry was stored at `idx`; `entries` is the shard's entry count.
+    /// If the key was evicted a moment ago, the side that evicted it grows.
     pub(crate) fn on_insert(
         &mut self,
         arena: &mut impl PolicyArena,
@@ -141,7 +146,24 @@ impl TinyLfu {
         arena.set_segment(idx, Segment::Window);
         self.queues.push_back(arena, Segment::Window as usize, idx);
         self.ensure_sketch(arena, sketch, entries);
-        sketch.increment(arena.hash(idx));
+        let hash = arena.hash(idx);
+        if let Some(side) = self.history.take(hash) {
+            let step = weight.saturating_mul(self.history.sample_rate());
+            self.grow(side, step);
+        }
+        sketch.increment(hash);
+    }
+
+    /// Moves `step` of capacity to `side` from the other, keeping at least
+    /// one unit on each side: with no main space nothing would be evicted
+    /// from main, and the window could never learn to shrink.
+    fn grow(&mut self, side: Side, step: u64) {
+        let window = match side {
+            Side::Window => self.window_max.saturating_add(step),
+            Side::Main => self.window_max.saturating_sub(step),
+        };
+        self.window_max = window.clamp(1, self.capacity.saturating_sub(1).max(1));
+        self.protected_max = self.protected_share();
     }
 
     /// An entry's value was replaced; its weight went from `old` to its
@@ -182,15 +204,6 @@ impl TinyLfu {
         self.total_weight = 0;
     }
 
-    /// Feeds a sample of requests to the climber and resizes the window.
-    pub(crate) fn record_requests(&mut self, hits: u64, misses: u64) {
-        if let Some(delta) = self.climber.record(hits, misses) {
-            let window = (self.window_max as i64).saturating_add(delta);
-            self.window_max = window.clamp(0, self.capacity as i64) as u64;
-            self.protected_max = self.protected_share();
-        }
-    }
-
     /// The next entry to evict while the shard is over capacity, or `None`
     /// once it fits. The returned entry is still linked; the caller removes
     /// it (calling [`TinyLfu::on_remove`]) before asking again.
@@ -211,25 +224,37 @@ impl TinyLfu {
                 let weight = arena.weight(candidate);
                 if self.main_weight() + weight <= self.main_max() {
                     self.move_to(arena, candidate, Segment::Probation);
+                    self.history.passed_on();
                     continue;
                 }
                 let Some(victim) = self.main_victim(arena) else {
-                    return Some(candidate);
+                    return Some(self.evicted(arena, Side::Window, candidate));
                 };
-                let admit =
-                    sketch.frequency(arena.hash(candidate)) > sketch.frequency(arena.hash(victim));
-                if admit {
+                let candidate_hash = arena.hash(candidate);
+                let victim_hash = arena.hash(victim);
+                if sketch.frequency(candidate_hash) > sketch.frequency(victim_hash) {
                     self.move_to(arena, candidate, Segment::Probation);
+                    self.history.passed_on();
+                    self.history.evicted(Side::Main, victim_hash);
                     return Some(victim);
                 }
+                self.history.evicted(Side::Window, candidate_hash);
                 return Some(candidate);
             }
             // The window is within its share, so main is over its own.
-            return self
-                .main_victim(arena)
-                .or_else(|| self.queues.head(Segment::Window as usize));
+            if let Some(victim) = self.main_victim(arena) {
+                return Some(self.evicted(arena, Side::Main, victim));
+            }
+            let candidate = self.queues.head(Segment::Window as usize)?;
+            return Some(self.evicted(arena, Side::Window, candidate));
         }
         None
+    }
+
+    /// Notes in the history that `side` evicts the entry at `idx`.
+    fn evicted(&mut self, arena: &mut impl PolicyArena, side: Side, idx: u32) -> u32 {
+        self.history.evicted(side, arena.hash(idx));
+        idx
     }
 
     /// Main space's eviction candidate: the oldest unreferenced probation
@@ -292,8 +317,9 @@ impl TinyLfu {
         (self.main_max() as f64 * PROTECTED_SHARE) as u64
     }
 
-    /// Allocates the sketch once the shard is half full: admission decisions
-    /// only start when it is full, and an idle cache should not pay for it.
+    /// Allocates the sketch and the eviction history once the shard is half
+    /// full: admission decisions only start when it is full, and an idle
+    /// cache should not pay for them.
     ///
     /// The entries already cached (all but the newest, at `entries - 1`,
     /// which the caller counts) are counted once each as it starts: each was
@@ -318,23 +344,163 @@ impl TinyLfu {
         for idx in 0..entries.saturating_sub(1) {
             sketch.increment(arena.hash(idx as u32));
         }
-        // Weighted caches: size the hit-rate sample by entries, now that
-        // their count is known.
-        if self.entry_capacity.is_none() {
-            self.climber
-                .set_sample_size(sample_size(expected as u64, self.shards));
-        }
+        self.history
+            .ensure_depth((expected as f64 * HISTORY_SHARE) as u64);
     }
 }
 
-/// Requests per hill-climbing sample of one shard holding `entries` of a
-/// cache with `shards` shards: ten per entry of the whole cache, within
-/// [`MIN_SAMPLE`]..=[`MAX_SAMPLE`], split evenly over the shards (each
-/// shard's climber is fed its share of the whole cache's requests).
-fn sample_size(entries: u64, shards: u64) -> u64 {
-    let whole = entries
-        .saturating_mul(shards)
-        .saturating_mul(SAMPLE_PER_ENTRY)
-        .clamp(MIN_SAMPLE, MAX_SAMPLE);
-    (whole / shards).max(1)
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::list::Link;
+    use std::collections::HashMap;
+
+    /// A policy driven the way a shard drives it, over entries that are
+    /// never moved (a removed entry's index is simply not reused).
+    struct Replay {
+        policy: TinyLfu,
+        sketch: FrequencySketch,
+        arena: Arena,
+        index: HashMap<u64, u32>,
+        hits: u64,
+    }
+
+    #[derive(Default)]
+    struct Arena {
+        links: Vec<Link>,
+        hashes: Vec<u32>,
+        segments: Vec<Segment>,
+        referenced: Vec<bool>,
+        keys: Vec<u64>,
+    }
+
+    impl LinkArena for Arena {
+        fn link(&mut self, idx: u32) -> &mut Link {
+            &mut self.links[idx as usize]
+        }
+    }
+
+    impl PolicyArena for Arena {
+        fn weight(&mut self, _: u32) -> u64 {
+            1
+        }
+        fn hash(&mut self, idx: u32) -> u32 {
+            self.hashes[idx as usize]
+        }
+        fn segment(&mut self, idx: u32) -> Segment {
+            self.segments[idx as usize]
+        }
+        fn set_segment(&mut self, idx: u32, segment: Segment) {
+            self.segments[idx as usize] = segment;
+        }
+        fn take_referenced(&mut self, idx: u32) -> bool {
+            std::mem::take(&mut self.referenced[idx as usize])
+        }
+    }
+
+    impl Replay {
+        fn new(capacity: u64) -> Self {
+            Replay {
+                policy: TinyLfu::new(capacity, false),
+                sketch: FrequencySketch::default(),
+                arena: Arena::default(),
+                index: HashMap::new(),
+                hits: 0,
+            }
+        }
+
+        /// Get, then insert on a miss (as `cachex-bench hitratio` does).
+        fn request(&mut self, key: u64) {
+            let hash = (key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as u32;
+            if let Some(&idx) = self.index.get(&key) {
+                self.hits += 1;
+                if !std::mem::replace(&mut self.arena.referenced[idx as usize], true) {
+                    self.sketch.increment(hash);
+                }
+                return;
+            }
+            let idx = self.arena.keys.len() as u32;
+            self.arena.links.push(Link::UNLINKED);
+            self.arena.hashes.push(hash);
+            self.arena.segments.push(Segment::Window);
+            self.arena.referenced.push(false);
+            self.arena.keys.push(key);
+            self.index.insert(key, idx);
+            let entries = self.index.len();
+            self.policy
+                .on_insert(&mut self.arena, &mut self.sketch, idx, entries);
+            while let Some(victim) = self.policy.next_victim(&mut self.arena, &self.sketch) {
+                self.policy.on_remove(&mut self.arena, victim);
+                self.index.remove(&self.arena.keys[victim as usize]);
+            }
+            assert!(self.policy.weight() <= self.policy.capacity());
+        }
+    }
+
+    #[test]
+    fn the_window_grows_when_dropped_newcomers_come_back() {
+        // Every key is used twice, 200 requests apart, and never again: a
+        // window of 200 of the 1,000 entries keeps every key for its second
+        // use, while TinyLFU, seeing each key as rarely as the next, cannot
+        // tell which newcomers to admit.
+        let mut replay = Replay::new(1000);
+        for key in 0..200_000u64 {
+            if key == 100_000 {
+                replay.hits = 0;
+            }
+            replay.request(key);
+            if key >= 100 {
+                replay.request(key - 100);
+            }
+        }
+        let window = replay.policy.window_max;
+        assert!(window > 150, "window {window}, hits {}", replay.hits);
+        // The last 100,000 second uses: nearly all hit.
+        assert!(
+            replay.hits > 90_000,
+            "window {window}, hits {}",
+            replay.hits
+        );
+    }
+
+    #[test]
+    fn the_window_shrinks_when_main_evicts_what_comes_back() {
+        // A loop over 900 hot keys, each followed by a key used only once,
+        // in a cache of 1,000 starting with a window of half of it: main
+        // is too small for the hot keys until the window gives way.
+        let mut replay = Replay::new(1000);
+        replay.policy.window_max = 500;
+        replay.policy.protected_max = replay.policy.protected_share();
+        let mut fresh = 1_000_000u64;
+        for round in 0..200 {
+            if round == 100 {
+                replay.hits = 0;
+            }
+            for key in 0..900u64 {
+                replay.request(key);
+                replay.request(fresh);
+                fresh += 1;
+            }
+        }
+        let window = replay.policy.window_max;
+        assert!(window < 100, "window {window}, hits {}", replay.hits);
+        // The last 100 rounds: nearly every hot request hits.
+        assert!(
+            replay.hits > 100 * 900 * 9 / 10,
+            "window {window}, hits {}",
+            replay.hits
+        );
+    }
+
+    #[test]
+    fn the_window_keeps_one_entry_on_each_side() {
+        let mut policy = TinyLfu::new(10, false);
+        policy.grow(Side::Main, 100);
+        assert_eq!(policy.window_max, 1);
+        policy.grow(Side::Window, 100);
+        assert_eq!(policy.window_max, 9);
+        let mut single = TinyLfu::new(1, false);
+        single.grow(Side::Main, 1);
+        assert_eq!(single.window_max, 1);
+    }
 }
