@@ -23,8 +23,9 @@
 //! last step from one due to time: while a cache fills and its sketch
 //! learns, the hit rate climbs whatever the window does, and the climber
 //! grew the window on the strength of it. Measured with `cachex-bench
-//! hitratio --all-traces`, the near misses beat it on 20 of the 26 rows and
-//! cost at most 0.5 point on the rest (see `docs/BENCHMARKS.md`).
+//! hitratio --all-traces`, the near misses score higher on 20 of the 26
+//! rows (by up to 2.8 points), tie on five and lose 0.6 point on one
+//! (`arc_oltp` at 46,720 entries); see `docs/BENCHMARKS.md`.
 //!
 //! # Why CLOCK rather than strict LRU order
 //! A read never reorders a queue: it sets a "referenced" bit in the entry
