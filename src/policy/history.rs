@@ -281,4 +281,59 @@ mod tests {
         assert_eq!(history.clocks[1], 8, "wrapped");
         assert_eq!(history.take(4), Some(Side::Main));
     }
+
+    /// One step of the property test: what the shard's policy tells the
+    /// history, or asks it.
+    #[derive(Clone, Debug)]
+    enum Op {
+        Evicted(Side, u32),
+        PassedOn,
+        Take(u32),
+    }
+
+    fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+        use proptest::prelude::*;
+        let side = prop_oneof![Just(Side::Window), Just(Side::Main)];
+        // At most eight distinct keys: even if all share a bucket, none is
+        // pushed out, so the history must match the model exactly.
+        prop_oneof![
+            (side, 0u32..8).prop_map(|(side, key)| Op::Evicted(side, key)),
+            Just(Op::PassedOn),
+            (0u32..8).prop_map(Op::Take),
+        ]
+    }
+
+    proptest::proptest! {
+        /// Against a model that remembers every eviction: `take` answers
+        /// the side of the key's latest eviction, only while fewer than
+        /// `depth` departures of that side have followed, and only once.
+        #[test]
+        fn matches_a_model_of_every_eviction(
+            depth in 1u64..24,
+            ops in proptest::collection::vec(op(), 0..300),
+        ) {
+            let mut history = unsampled(depth);
+            let mut clocks = [0u64; 2];
+            let mut model: std::collections::HashMap<u32, (Side, u64)> = Default::default();
+            for op in ops {
+                match op {
+                    Op::Evicted(side, key) => {
+                        clocks[side as usize] += 1;
+                        model.insert(key, (side, clocks[side as usize]));
+                        history.evicted(side, key);
+                    }
+                    Op::PassedOn => {
+                        clocks[Side::Window as usize] += 1;
+                        history.passed_on();
+                    }
+                    Op::Take(key) => {
+                        let expected = model.remove(&key).and_then(|(side, at)| {
+                            (clocks[side as usize] - at < depth).then_some(side)
+                        });
+                        proptest::prop_assert_eq!(history.take(key), expected);
+                    }
+                }
+            }
+        }
+    }
 }
