@@ -18,8 +18,8 @@
 //! of the Zipf 90/10 workload fell by 30% (callgrind).
 //!
 //! Every write takes the exclusive side and first does the shard's pending
-//! maintenance (reclaiming expired entries), so
-//! upkeep rides on ordinary traffic and no background thread is needed.
+//! maintenance (reclaiming expired entries), so upkeep rides on ordinary
+//! traffic and no background thread is needed.
 //! Only a write that may admit or evict (a new key, or a heavier value)
 //! also takes the sketch; overwriting a key's value records the use in the
 //! read buffer instead, as a read does.
