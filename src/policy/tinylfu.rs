@@ -71,8 +71,13 @@ pub(crate) trait PolicyArena: LinkArena {
     fn take_referenced(&mut self, idx: u32) -> bool;
 }
 
-/// Share of the capacity the window starts with.
-const INITIAL_WINDOW_SHARE: f64 = 0.05;
+/// Share of the capacity the window starts with (as in Caffeine). Against
+/// 5%, measured with `cachex-bench hitratio` (12 instances on the small
+/// traces): the loop traces gain 0.3 to 0.7 point (`lirs_ps`, `lirs_gli`),
+/// Zipf up to 0.16, and nothing loses more than 0.14. The near misses grow
+/// the window quickly where recency pays (`corda` at 904 entries: 33.3%
+/// either way; the old climber needed 5% to reach it).
+const INITIAL_WINDOW_SHARE: f64 = 0.01;
 /// Share of the main space reserved for the protected segment.
 const PROTECTED_SHARE: f64 = 0.80;
 /// How far back each side's eviction history looks, as a share of the
