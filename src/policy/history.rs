@@ -103,9 +103,10 @@ impl EvictionHistory {
         let depth = self.depth;
         let clocks = self.clocks;
         let bucket = &mut self.buckets[bucket];
-        // The same key's older stamp if present, else the pair that is free
-        // or has gone longest unrequested (ages are in its own side's
-        // evictions; both sides look back equally far).
+        // The same key's pair if present; else a free pair or one past its
+        // side's look-back (counted as oldest of all), else the key evicted
+        // longest ago (ages are in each side's own evictions, and both
+        // sides look back equally far, so they compare).
         let mut chosen = 0;
         let mut oldest = 0;
         for way in 0..WAYS {
@@ -114,8 +115,9 @@ impl EvictionHistory {
                 chosen = way;
                 break;
             }
-            let age = age_of(old, &clocks).filter(|&age| age < depth);
-            let age = age.map_or(u32::MAX, |age| age);
+            let age = age_of(old, &clocks)
+                .filter(|&age| age < depth)
+                .unwrap_or(u32::MAX);
             if age > oldest {
                 oldest = age;
                 chosen = way;
