@@ -405,9 +405,11 @@ mod tests {
     }
 
     impl Replay {
-        fn new(capacity: u64) -> Self {
+        /// `weighted`: as a cache with a weigher (every entry weighs 1
+        /// here), whose sketch and history are sized from the entries seen.
+        fn new(capacity: u64, weighted: bool) -> Self {
             Replay {
-                policy: TinyLfu::new(capacity, false),
+                policy: TinyLfu::new(capacity, weighted),
                 sketch: FrequencySketch::default(),
                 arena: Arena::default(),
                 index: HashMap::new(),
@@ -449,24 +451,29 @@ mod tests {
         // window of 200 of the 1,000 entries keeps every key for its second
         // use, while TinyLFU, seeing each key as rarely as the next, cannot
         // tell which newcomers to admit.
-        let mut replay = Replay::new(1000);
-        for key in 0..200_000u64 {
-            if key == 100_000 {
-                replay.hits = 0;
+        for weighted in [false, true] {
+            let mut replay = Replay::new(1000, weighted);
+            for key in 0..200_000u64 {
+                if key == 100_000 {
+                    replay.hits = 0;
+                }
+                replay.request(key);
+                if key >= 100 {
+                    replay.request(key - 100);
+                }
             }
-            replay.request(key);
-            if key >= 100 {
-                replay.request(key - 100);
-            }
+            let window = replay.policy.window_max;
+            let hits = replay.hits;
+            assert!(
+                window > 150,
+                "weighted {weighted}: window {window}, hits {hits}"
+            );
+            // The last 100,000 second uses: nearly all hit.
+            assert!(
+                hits > 90_000,
+                "weighted {weighted}: window {window}, hits {hits}"
+            );
         }
-        let window = replay.policy.window_max;
-        assert!(window > 150, "window {window}, hits {}", replay.hits);
-        // The last 100,000 second uses: nearly all hit.
-        assert!(
-            replay.hits > 90_000,
-            "window {window}, hits {}",
-            replay.hits
-        );
     }
 
     #[test]
@@ -474,28 +481,33 @@ mod tests {
         // A loop over 900 hot keys, each followed by a key used only once,
         // in a cache of 1,000 starting with a window of half of it: main
         // is too small for the hot keys until the window gives way.
-        let mut replay = Replay::new(1000);
-        replay.policy.window_max = 500;
-        replay.policy.protected_max = replay.policy.protected_share();
-        let mut fresh = 1_000_000u64;
-        for round in 0..200 {
-            if round == 100 {
-                replay.hits = 0;
+        for weighted in [false, true] {
+            let mut replay = Replay::new(1000, weighted);
+            replay.policy.window_max = 500;
+            replay.policy.protected_max = replay.policy.protected_share();
+            let mut fresh = 1_000_000u64;
+            for round in 0..200 {
+                if round == 100 {
+                    replay.hits = 0;
+                }
+                for key in 0..900u64 {
+                    replay.request(key);
+                    replay.request(fresh);
+                    fresh += 1;
+                }
             }
-            for key in 0..900u64 {
-                replay.request(key);
-                replay.request(fresh);
-                fresh += 1;
-            }
+            let window = replay.policy.window_max;
+            let hits = replay.hits;
+            assert!(
+                window < 100,
+                "weighted {weighted}: window {window}, hits {hits}"
+            );
+            // The last 100 rounds: nearly every hot request hits.
+            assert!(
+                hits > 100 * 900 * 9 / 10,
+                "weighted {weighted}: window {window}, hits {hits}"
+            );
         }
-        let window = replay.policy.window_max;
-        assert!(window < 100, "window {window}, hits {}", replay.hits);
-        // The last 100 rounds: nearly every hot request hits.
-        assert!(
-            replay.hits > 100 * 900 * 9 / 10,
-            "window {window}, hits {}",
-            replay.hits
-        );
     }
 
     #[test]
