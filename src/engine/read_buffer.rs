@@ -1,11 +1,15 @@
-//! A lossy, striped buffer of recent reads, replayed into the frequency
+//! A lossy, striped buffer of recent uses, replayed into the frequency
 //! sketch.
 //!
-//! A hit holds only the shard's shared lock, and the sketch sits behind its
-//! own mutex; taking that mutex on every read would serialise readers. Each
-//! recorded hit therefore writes its key's hash into its thread's stripe with
-//! plain (non-read-modify-write) atomic stores, and whoever next holds the
-//! sketch for that stripe replays the records written since the last replay.
+//! Since session 10 only value overwrites record here (a hit just marks
+//! its entry, and the policy counts it when its hand passes); they hold the
+//! shard's write lock, but not the sketch's mutex, which an overwrite would
+//! otherwise take for one increment. Each record writes its key's hash into
+//! its thread's stripe with plain (non-read-modify-write) atomic stores, and
+//! whoever next holds the sketch for that stripe replays the records written
+//! since the last replay. (With only lock-holding writers left, a plain
+//! per-shard buffer would do; the striped one predates that and is kept
+//! until it is measured.)
 //! Records may be lost (two threads sharing a stripe overwrite each other, a
 //! record written during a replay may be skipped), which only blurs
 //! frequency estimates slightly; the hit path stays free of contended atomic

@@ -2,27 +2,33 @@
 //! timer wheel, behind one reader-writer lock ([`ShardLock`], whose readers
 //! write no shared cache line, so hits scale with cores).
 //!
-//! Reads take the shared side and never allocate or reorder anything: they
-//! set the entry's referenced bit and, when that bit was clear, record the
-//! key's hash in the read buffer, which is replayed into the frequency
-//! sketch under the sketch's own mutex, so replaying never blocks readers.
+//! Reads take the shared side and never allocate, reorder or count
+//! anything: a hit sets the entry's referenced bit (a plain store, skipped
+//! when the bit is set already), and that is all. The policy counts the use
+//! in the frequency sketch when its CLOCK hand next passes the entry and
+//! finds the bit (`TinyLfu`), under the write lock it holds anyway.
 //!
-//! Counting only the hit that sets the bit (once per trip of the CLOCK hand
-//! past the entry) rather than every hit is a deliberate sampling: the bulk
-//! of hits land on hot entries whose bit is already set, and their counters
-//! sit at or near the sketch's ceiling of 15 anyway, so recording those hits
-//! mostly bought cache misses in the sketch and earlier halving. Measured
-//! with `cachex-bench hitratio --all-traces` against counting every hit: on
-//! the 26 trace/capacity pairs the hit ratio moved by -0.9 to +0.9 points
-//! (median +0.1, every Zipf case up), while the instructions per operation
-//! of the Zipf 90/10 workload fell by 30% (callgrind).
+//! So the sketch counts an entry's hits once per trip of the hand past it,
+//! not every hit: a deliberate sampling. The bulk of hits land on hot
+//! entries whose counters sit at or near the sketch's ceiling of 15 anyway,
+//! and recording each of them mostly bought cache misses in the sketch and
+//! earlier halving. Measured with `cachex-bench hitratio --all-traces`
+//! against counting every hit: on the 26 trace/capacity pairs the hit ratio
+//! moved by -0.9 to +0.9 points (median +0.1, every Zipf case up), while the
+//! instructions per operation of the Zipf 90/10 workload fell by 30%
+//! (callgrind). Counting at the hand rather than at the first hit of each
+//! trip (recorded in the read buffer and replayed later, as sessions 6 to 9
+//! did) took another 13% of those instructions and made T1 and all-hit reads
+//! about 10% faster (session 10, `docs/BENCHMARKS.md`); it cost `lirs_ps` at
+//! 154 entries about half a point.
 //!
 //! Every write takes the exclusive side and first does the shard's pending
 //! maintenance (reclaiming expired entries), so upkeep rides on ordinary
 //! traffic and no background thread is needed.
 //! Only a write that may admit or evict (a new key, or a heavier value)
 //! also takes the sketch; overwriting a key's value records the use in the
-//! read buffer instead, as a read does.
+//! read buffer instead (the only user of the read buffer), which the next
+//! write that takes the sketch replays.
 //! Entries that leave are handed back to the caller, which tells the
 //! listener after the lock is released (so a listener may use the cache).
 
@@ -46,13 +52,8 @@ use crate::Ttl;
 
 /// What a read found, decided under the lock and acted on after it.
 enum Lookup<R> {
-    /// A live entry.
-    Live {
-        /// What the reader took from the entry.
-        taken: R,
-        /// This read filled its read-buffer stripe: replay it.
-        replay: bool,
-    },
+    /// A live entry, and what the reader took from it.
+    Live(R),
     Absent,
     Expired,
 }
@@ -174,7 +175,6 @@ where
         Q: Eq + ?Sized,
         S: BuildHasher,
     {
-        let stripe = thread_id();
         let (hit, miss) = if record {
             (Tally::Hit, Tally::Miss)
         } else {
@@ -193,19 +193,15 @@ where
                     return (Lookup::Expired, miss);
                 }
             }
-            // Only the hit that sets the referenced bit is counted in the
-            // sketch: see the module documentation.
-            let replay = record && slot.mark_referenced() && self.reads.record(stripe, slot.hash);
-            let taken = read(slot, now);
-            (Lookup::Live { taken, replay }, hit)
+            // The policy counts the use when its hand next passes the
+            // entry: see the module documentation.
+            if record {
+                slot.mark_referenced();
+            }
+            (Lookup::Live(read(slot, now)), hit)
         });
         match lookup {
-            Lookup::Live { taken, replay } => {
-                if replay {
-                    self.replay_reads(stripe);
-                }
-                Some(taken)
-            }
+            Lookup::Live(taken) => Some(taken),
             Lookup::Absent => None,
             Lookup::Expired => {
                 self.try_maintain(config);
@@ -283,11 +279,11 @@ where
             let old_value = mem::replace(&mut slot.value, value);
             slot.set_weight(weight);
             // Overwriting counts towards the key's frequency, through the
-            // read buffer (no sketch lock on the update path), unless reads
-            // since the policy last looked have counted it already. It does
-            // not set the referenced bit: recency is for entries that are
-            // read, and setting it made each eviction's CLOCK sweep 6x
-            // longer on the Zipf 90/10 workload (callgrind).
+            // read buffer (no sketch lock on the update path), unless the
+            // entry is marked referenced: the hand will count that use when
+            // it passes. It does not set the referenced bit: recency is for
+            // entries that are read, and setting it made each eviction's
+            // CLOCK sweep 6x longer on the Zipf 90/10 workload (callgrind).
             if !slot.is_referenced() && self.reads.record(stripe, slot.hash) {
                 self.replay_reads(stripe);
             }
@@ -312,15 +308,15 @@ where
             departed.push(key, old_value, cause);
             if state.policy.is_over_capacity() {
                 // The new value is heavier than the old one.
-                let sketch = self.sketch_for_admission(stripe);
-                state.evict(self, &sketch, &mut departed);
+                let mut sketch = self.sketch_for_admission(stripe);
+                state.evict(self, &mut sketch, &mut departed);
             }
         } else {
             let mut sketch = self.sketch_for_admission(stripe);
             let slot = Slot::new(key, value, hash as u32, weight, deadline);
             state.push(slot, &mut sketch);
             self.writes.count(WriteEvent::Insert);
-            state.evict(self, &sketch, &mut departed);
+            state.evict(self, &mut sketch, &mut departed);
         }
         self.publish_size(state);
         departed
@@ -516,7 +512,7 @@ where
     fn evict(
         &mut self,
         shard: &Shard<K, V>,
-        sketch: &FrequencySketch,
+        sketch: &mut FrequencySketch,
         departed: &mut Departed<K, V>,
     ) {
         while let Some(victim) = self

@@ -28,15 +28,16 @@
 //! (`arc_oltp` at 46,720 entries); see `docs/BENCHMARKS.md`.
 //!
 //! # Why CLOCK rather than strict LRU order
-//! A read never reorders a queue: it sets a "referenced" bit in the entry
-//! (a plain store, under the shard's *shared* lock) and, if the bit was
-//! clear, records the key's hash in a lossy buffer that feeds the sketch. Queue order is corrected
-//! lazily, when an entry reaches the head of its queue: a referenced window
-//! entry gets a second pass through the window, a referenced probation
-//! entry is promoted to protected, and a referenced protected entry goes
-//! back to its tail (an unreferenced one is demoted to probation). That is
-//! the CLOCK approximation of each segment's LRU order, and it keeps the hit
-//! path free of the pointer chasing that strict LRU needs.
+//! A read never reorders a queue or touches the sketch: it sets a
+//! "referenced" bit in the entry (a plain store, under the shard's *shared*
+//! lock). Queue order is corrected lazily, when an entry reaches the head
+//! of its queue: a referenced window entry gets a second pass through the
+//! window, a referenced probation entry is promoted to protected, and a
+//! referenced protected entry goes back to its tail (an unreferenced one is
+//! demoted to probation). Each time the hand finds the bit set, it counts
+//! one use in the sketch ([`take_use`]). That is the CLOCK approximation of
+//! each segment's LRU order, and it keeps the hit path free of the pointer
+//! chasing that strict LRU needs and of the sketch's cache misses.
 
 use super::history::{EvictionHistory, Side};
 use super::sketch::FrequencySketch;
@@ -216,12 +217,12 @@ impl TinyLfu {
     pub(crate) fn next_victim(
         &mut self,
         arena: &mut impl PolicyArena,
-        sketch: &FrequencySketch,
+        sketch: &mut FrequencySketch,
     ) -> Option<u32> {
         while self.is_over_capacity() {
             if self.weights[Segment::Window as usize] > self.window_max {
                 let candidate = self.queues.head(Segment::Window as usize)?;
-                if arena.take_referenced(candidate) {
+                if take_use(arena, sketch, candidate) {
                     // Read while in the window: another pass through it.
                     self.queues
                         .move_to_back(arena, Segment::Window as usize, candidate);
@@ -233,7 +234,7 @@ impl TinyLfu {
                     self.history.passed_on();
                     continue;
                 }
-                let Some(victim) = self.main_victim(arena) else {
+                let Some(victim) = self.main_victim(arena, sketch) else {
                     return Some(self.evicted(arena, Side::Window, candidate));
                 };
                 let candidate_hash = arena.hash(candidate);
@@ -248,7 +249,7 @@ impl TinyLfu {
                 return Some(candidate);
             }
             // The window is within its share, so main is over its own.
-            if let Some(victim) = self.main_victim(arena) {
+            if let Some(victim) = self.main_victim(arena, sketch) {
                 return Some(self.evicted(arena, Side::Main, victim));
             }
             let candidate = self.queues.head(Segment::Window as usize)?;
@@ -266,18 +267,22 @@ impl TinyLfu {
     /// Main space's eviction candidate: the oldest unreferenced probation
     /// entry, promoting referenced ones on the way; protected's oldest when
     /// probation is empty.
-    fn main_victim(&mut self, arena: &mut impl PolicyArena) -> Option<u32> {
+    fn main_victim(
+        &mut self,
+        arena: &mut impl PolicyArena,
+        sketch: &mut FrequencySketch,
+    ) -> Option<u32> {
         loop {
             if let Some(idx) = self.queues.head(Segment::Probation as usize) {
-                if !arena.take_referenced(idx) {
+                if !take_use(arena, sketch, idx) {
                     return Some(idx);
                 }
                 self.move_to(arena, idx, Segment::Protected);
-                self.rebalance_protected(arena);
+                self.rebalance_protected(arena, sketch);
                 continue;
             }
             let idx = self.queues.head(Segment::Protected as usize)?;
-            if !arena.take_referenced(idx) {
+            if !take_use(arena, sketch, idx) {
                 return Some(idx);
             }
             self.queues
@@ -287,12 +292,12 @@ impl TinyLfu {
 
     /// Demotes protected entries to probation while protected is over its
     /// share, giving referenced ones another pass instead.
-    fn rebalance_protected(&mut self, arena: &mut impl PolicyArena) {
+    fn rebalance_protected(&mut self, arena: &mut impl PolicyArena, sketch: &mut FrequencySketch) {
         while self.weights[Segment::Protected as usize] > self.protected_max {
             let Some(idx) = self.queues.head(Segment::Protected as usize) else {
                 return;
             };
-            if arena.take_referenced(idx) {
+            if take_use(arena, sketch, idx) {
                 self.queues
                     .move_to_back(arena, Segment::Protected as usize, idx);
             } else {
@@ -353,6 +358,16 @@ impl TinyLfu {
         self.history
             .ensure_depth((expected as f64 * HISTORY_SHARE) as u64);
     }
+}
+
+/// Whether the entry at `idx` was read since the hand last passed it,
+/// clearing the mark; if so, the reads count once in the sketch, here.
+fn take_use(arena: &mut impl PolicyArena, sketch: &mut FrequencySketch, idx: u32) -> bool {
+    let used = arena.take_referenced(idx);
+    if used {
+        sketch.increment(arena.hash(idx));
+    }
+    used
 }
 
 #[cfg(test)]
@@ -422,9 +437,8 @@ mod tests {
             let hash = (key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as u32;
             if let Some(&idx) = self.index.get(&key) {
                 self.hits += 1;
-                if !std::mem::replace(&mut self.arena.referenced[idx as usize], true) {
-                    self.sketch.increment(hash);
-                }
+                // As a shard's hit: mark the entry; the hand counts it.
+                self.arena.referenced[idx as usize] = true;
                 return;
             }
             let idx = self.arena.keys.len() as u32;
@@ -437,7 +451,7 @@ mod tests {
             let entries = self.index.len();
             self.policy
                 .on_insert(&mut self.arena, &mut self.sketch, idx, entries);
-            while let Some(victim) = self.policy.next_victim(&mut self.arena, &self.sketch) {
+            while let Some(victim) = self.policy.next_victim(&mut self.arena, &mut self.sketch) {
                 self.policy.on_remove(&mut self.arena, victim);
                 self.index.remove(&self.arena.keys[victim as usize]);
             }
