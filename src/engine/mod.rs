@@ -4,14 +4,13 @@
 //! Module map: [`MemoryCache`] (this file) hashes a key once and routes it
 //! to a shard (`shard.rs`), which stores slots (`slot.rs`) in a dense vector
 //! indexed by a hash table, threads them through the policy's queues and the
-//! timer wheel (`list.rs`, `timer_wheel.rs`), and buffers reads for the
-//! policy (`read_buffer.rs`). The policy itself lives in `src/policy/`.
+//! timer wheel (`list.rs`, `timer_wheel.rs`). The policy itself lives in
+//! `src/policy/`.
 
 mod builder;
 mod clock;
 mod config;
 pub(crate) mod list;
-mod read_buffer;
 mod shard;
 mod shard_lock;
 mod slot;

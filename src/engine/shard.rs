@@ -25,10 +25,9 @@
 //! Every write takes the exclusive side and first does the shard's pending
 //! maintenance (reclaiming expired entries), so upkeep rides on ordinary
 //! traffic and no background thread is needed.
-//! Only a write that may admit or evict (a new key, or a heavier value)
-//! also takes the sketch; overwriting a key's value records the use in the
-//! read buffer instead (the only user of the read buffer), which the next
-//! write that takes the sketch replays.
+//! The frequency sketch lives in the shard's state, used only by writers
+//! (an overwrite counts as a use of its key, unless the entry is marked
+//! for the hand to count already).
 //! Entries that leave are handed back to the caller, which tells the
 //! listener after the lock is released (so a listener may use the cache).
 
@@ -38,14 +37,11 @@ use std::mem;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 
 use hashbrown::HashTable;
-use parking_lot::{Mutex, MutexGuard};
 
 use super::config::Config;
-use super::read_buffer::{Batch, ReadBuffer};
 use super::shard_lock::{ShardLock, Tally};
 use super::slot::{Slot, Slots, MAX_ENTRY_WEIGHT, NEVER};
 use super::stats::{CacheStats, RemovalCause, WriteCounters, WriteEvent};
-use super::stripes::thread_id;
 use super::timer_wheel::TimerWheel;
 use crate::policy::{FrequencySketch, TinyLfu};
 use crate::Ttl;
@@ -86,11 +82,8 @@ impl<K, V> Departed<K, V> {
 #[repr(align(64))]
 pub(crate) struct Shard<K, V> {
     state: ShardLock<State<K, V>>,
-    /// Lock order: `state` before `sketch`.
-    sketch: Mutex<FrequencySketch>,
     len: AtomicUsize,
     weight: AtomicU64,
-    reads: ReadBuffer,
     writes: WriteCounters,
 }
 
@@ -98,6 +91,9 @@ struct State<K, V> {
     table: HashTable<u32>,
     slots: Slots<K, V>,
     policy: TinyLfu,
+    /// Only writers, which hold the lock exclusively, touch the sketch:
+    /// reads leave their uses for the policy's hand to count.
+    sketch: FrequencySketch,
     wheel: TimerWheel,
     /// The shard never holds more slots than this (the entry capacity, plus
     /// the one being inserted); `usize::MAX` when weighted.
@@ -142,16 +138,15 @@ where
                     table: HashTable::new(),
                     slots: Slots::new(),
                     policy: TinyLfu::new(capacity, weighted),
+                    sketch: FrequencySketch::default(),
                     wheel: TimerWheel::new(0),
                     max_slots,
                     rng: seed | 1,
                 },
                 stripes,
             ),
-            sketch: Mutex::new(FrequencySketch::default()),
             len: AtomicUsize::new(0),
             weight: AtomicU64::new(0),
-            reads: ReadBuffer::new(stripes),
             writes: WriteCounters::default(),
         }
     }
@@ -210,34 +205,6 @@ where
         }
     }
 
-    /// Replays a full read-buffer stripe into the sketch, unless another
-    /// thread holds the sketch (then a later read or write replays it).
-    #[cold]
-    #[inline(never)]
-    fn replay_reads(&self, stripe: usize) {
-        if let Some(mut sketch) = self.sketch.try_lock() {
-            self.replay_stripe(stripe, &mut sketch);
-        }
-    }
-
-    /// Counts in `sketch` the reads `stripe` recorded since its last replay.
-    fn replay_stripe(&self, stripe: usize, sketch: &mut FrequencySketch) {
-        let mut batch = Batch::default();
-        let taken = self.reads.take_stripe(stripe, &mut batch);
-        sketch.increment_all(&batch[..taken]);
-    }
-
-    /// The sketch, locked, with this thread's read-buffer stripe replayed
-    /// into it first, so the reads this thread just made weigh in the
-    /// admission decision it is about to make. Other threads' stripes are
-    /// replayed by those threads when they fill: scanning every stripe here
-    /// would cost each write up to 64 cache lines.
-    fn sketch_for_admission(&self, stripe: usize) -> MutexGuard<'_, FrequencySketch> {
-        let mut sketch = self.sketch.lock();
-        self.replay_stripe(stripe, &mut sketch);
-        sketch
-    }
-
     /// Inserts or replaces `key`'s value.
     pub(crate) fn insert<S: BuildHasher>(
         &self,
@@ -249,7 +216,6 @@ where
     ) -> Departed<K, V> {
         let mut departed = Departed::new(config.listener.is_some());
         let weight = config.weigh(&key, &value);
-        let stripe = thread_id();
         let mut state = self.state.write();
         state.maintain(self, config, &mut departed);
         let mut clock = LazyNow::new(config);
@@ -278,14 +244,13 @@ where
             let old_expired = slot.expires() && slot.is_expired(clock.get());
             let old_value = mem::replace(&mut slot.value, value);
             slot.set_weight(weight);
-            // Overwriting counts towards the key's frequency, through the
-            // read buffer (no sketch lock on the update path), unless the
+            // Overwriting counts towards the key's frequency, unless the
             // entry is marked referenced: the hand will count that use when
             // it passes. It does not set the referenced bit: recency is for
             // entries that are read, and setting it made each eviction's
             // CLOCK sweep 6x longer on the Zipf 90/10 workload (callgrind).
-            if !slot.is_referenced() && self.reads.record(stripe, slot.hash) {
-                self.replay_reads(stripe);
+            if !slot.is_referenced() {
+                state.sketch.increment(slot.hash);
             }
             let old_deadline = mem::replace(&mut slot.deadline, deadline);
             if old_deadline != deadline {
@@ -308,15 +273,13 @@ where
             departed.push(key, old_value, cause);
             if state.policy.is_over_capacity() {
                 // The new value is heavier than the old one.
-                let mut sketch = self.sketch_for_admission(stripe);
-                state.evict(self, &mut sketch, &mut departed);
+                state.evict(self, &mut departed);
             }
         } else {
-            let mut sketch = self.sketch_for_admission(stripe);
             let slot = Slot::new(key, value, hash as u32, weight, deadline);
-            state.push(slot, &mut sketch);
+            state.push(slot);
             self.writes.count(WriteEvent::Insert);
-            state.evict(self, &mut sketch, &mut departed);
+            state.evict(self, &mut departed);
         }
         self.publish_size(state);
         departed
@@ -372,9 +335,6 @@ where
     pub(crate) fn clear<S>(&self, config: &Config<K, V, S>) -> Departed<K, V> {
         let mut departed = Departed::new(config.listener.is_some());
         let mut state = self.state.write();
-        let mut sketch = self.sketch.lock();
-        self.reads.drain(|hash| sketch.increment(hash));
-        drop(sketch);
         let slots = state.slots.take();
         state.table = HashTable::new();
         state.policy.reset();
@@ -389,13 +349,10 @@ where
         departed
     }
 
-    /// Runs pending maintenance now (replays reads, reclaims expired entries).
+    /// Runs pending maintenance now (reclaims expired entries).
     pub(crate) fn run_pending<S: BuildHasher>(&self, config: &Config<K, V, S>) -> Departed<K, V> {
         let mut departed = Departed::new(config.listener.is_some());
         let mut state = self.state.write();
-        let mut sketch = self.sketch.lock();
-        self.reads.drain(|hash| sketch.increment(hash));
-        drop(sketch);
         state.maintain(self, config, &mut departed);
         self.publish_size(&state);
         departed
@@ -439,14 +396,18 @@ where
     }
 
     /// Stores a new entry and hands it to the policy and the wheel.
-    fn push(&mut self, slot: Slot<K, V>, sketch: &mut FrequencySketch) {
+    fn push(&mut self, slot: Slot<K, V>) {
         let (hash, deadline) = (slot.hash, slot.deadline);
         let idx = self.slots.push(slot, self.max_slots);
         let slots = &self.slots;
         self.table
             .insert_unique(table_hash(hash), idx, |&i| table_hash(slots[i].hash));
-        self.policy
-            .on_insert(&mut self.slots.queue_view(), sketch, idx, idx as usize + 1);
+        self.policy.on_insert(
+            &mut self.slots.queue_view(),
+            &mut self.sketch,
+            idx,
+            idx as usize + 1,
+        );
         if deadline != NEVER {
             self.wheel
                 .schedule(&mut self.slots.timer_view(), idx, deadline);
@@ -509,15 +470,10 @@ where
     }
 
     /// Evicts until the shard is within its capacity.
-    fn evict(
-        &mut self,
-        shard: &Shard<K, V>,
-        sketch: &mut FrequencySketch,
-        departed: &mut Departed<K, V>,
-    ) {
+    fn evict(&mut self, shard: &Shard<K, V>, departed: &mut Departed<K, V>) {
         while let Some(victim) = self
             .policy
-            .next_victim(&mut self.slots.queue_view(), sketch)
+            .next_victim(&mut self.slots.queue_view(), &mut self.sketch)
         {
             let slot = self.remove_at(victim);
             shard.writes.count(WriteEvent::Removed(RemovalCause::Size));

@@ -13,8 +13,8 @@
 //! read-modify-write (the dearest instruction left on a cache hit). Threads
 //! without a stripe of their own (more live threads than stripes, or a
 //! thread already tearing down its thread-locals) share one overflow stripe
-//! and use atomic adds there. The read buffer, lossy by design, simply
-//! folds ids onto its stripes.
+//! and use atomic adds there. The shard lock's reader slots are indexed by
+//! the same ids (a thread without one takes the lock's inner shared side).
 
 use std::cell::Cell;
 use std::cmp::Reverse;

@@ -84,21 +84,6 @@ impl FrequencySketch {
         }
     }
 
-    /// Bumps the counters of every hash in `hashes`, loading all their
-    /// blocks first so that the cache misses overlap instead of queueing
-    /// (a sketch has a word per entry: larger than the CPU's caches for a
-    /// cache of 100,000 entries).
-    pub(crate) fn increment_all(&mut self, hashes: &[u32]) {
-        for &hash in hashes {
-            if let Some(block) = self.blocks.get(hash as usize & self.block_mask) {
-                std::hint::black_box(block.0[0]);
-            }
-        }
-        for &hash in hashes {
-            self.increment(hash);
-        }
-    }
-
     /// The key's estimated recent frequency, 0..=15.
     pub(crate) fn frequency(&self, hash: u32) -> u8 {
         let Some(block) = self.blocks.get(hash as usize & self.block_mask) else {
@@ -197,20 +182,6 @@ mod tests {
         let cold_max = (0..10u32).map(|r| s.frequency(1000 + r)).max().unwrap();
         assert!(s.frequency(1) >= 10);
         assert!(cold_max <= 2, "cold keys stay cold, got {cold_max}");
-    }
-
-    #[test]
-    fn a_batch_counts_like_one_increment_per_hash() {
-        let (mut batched, mut single) = (sketch(1024), sketch(1024));
-        let hashes = [7, 99, 7, 1 << 20, 7];
-        batched.increment_all(&hashes);
-        for &hash in &hashes {
-            single.increment(hash);
-        }
-        for hash in [7, 99, 1 << 20, 5] {
-            assert_eq!(batched.frequency(hash), single.frequency(hash));
-        }
-        assert_eq!(batched.frequency(7), 3);
     }
 
     #[test]

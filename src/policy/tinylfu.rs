@@ -175,8 +175,8 @@ impl TinyLfu {
 
     /// An entry's value was replaced; its weight went from `old` to its
     /// current one. The write counts as a use of the entry, which the shard
-    /// records as it records a read (referenced bit and read buffer), so
-    /// updates need no sketch.
+    /// counts in the sketch itself (unless the entry is marked for the hand
+    /// to count), so this only moves weight.
     pub(crate) fn on_update(&mut self, arena: &mut impl PolicyArena, idx: u32, old: u64) {
         let segment = arena.segment(idx) as usize;
         let new = arena.weight(idx);
