@@ -6,6 +6,8 @@
 //!   port) let fault tests take it away and bring it back.
 //! - [`RedisCluster::start`] runs a cluster of masters the same way and
 //!   creates it with `redis-cli --cluster create`.
+//! - [`FaultProxy::start`] puts a TCP proxy in front of a server, which a
+//!   test cuts and restores to partition one client from it.
 //!
 //! No mocks: the tests exercise the server users run. When `redis-server` is
 //! not installed, starting one fails loudly with the command that installs it
@@ -25,6 +27,9 @@ use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
+
+mod proxy;
+pub use proxy::FaultProxy;
 
 /// The only address servers listen on.
 const HOST: Ipv4Addr = Ipv4Addr::LOCALHOST;

@@ -1,6 +1,8 @@
 //! The circuit breaker in front of L2.
 //!
-//! Closed: calls go through; `threshold` consecutive failures open it.
+//! Closed: calls go through; `threshold` consecutive failures open it, and
+//! so does a single refused connection (nothing listens: no point in
+//! waiting for more evidence).
 //! Open: calls are refused without touching the network, so a dead Redis
 //! costs nothing per request instead of a timeout each. The store's prober
 //! task waits `open_for`, then moves it to half-open and sends one probe;
@@ -83,14 +85,26 @@ impl Breaker {
         }
         let failures = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
         if failures >= self.threshold {
-            let mut opened_at = self.opened_at.lock();
-            if self.state.load(Ordering::Acquire) == CLOSED {
-                *opened_at = Some(Instant::now());
-                self.state.store(OPEN, Ordering::Release);
-                self.opened_count.fetch_add(1, Ordering::Relaxed);
-                log_change(BreakerState::Open, failures);
-                self.opened.notify_one();
-            }
+            self.open(failures);
+        }
+    }
+
+    /// L2 refused the connection: nothing listens, open now.
+    pub(crate) fn trip(&self) {
+        if self.state.load(Ordering::Acquire) == CLOSED {
+            let failures = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
+            self.open(failures);
+        }
+    }
+
+    fn open(&self, failures: u32) {
+        let mut opened_at = self.opened_at.lock();
+        if self.state.load(Ordering::Acquire) == CLOSED {
+            *opened_at = Some(Instant::now());
+            self.state.store(OPEN, Ordering::Release);
+            self.opened_count.fetch_add(1, Ordering::Relaxed);
+            log_change(BreakerState::Open, failures);
+            self.opened.notify_one();
         }
     }
 
@@ -200,5 +214,14 @@ mod tests {
         assert!(breaker.allows());
         assert_eq!(breaker.opened_count.load(Ordering::Relaxed), 1);
         assert_eq!(breaker.closed_count.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refused_connection_opens_it_at_once() {
+        let breaker = Breaker::new(5, Duration::from_secs(1));
+        breaker.trip();
+        assert_eq!(breaker.state(), BreakerState::Open);
+        breaker.trip(); // already open: counted once
+        assert_eq!(breaker.opened_count.load(Ordering::Relaxed), 1);
     }
 }

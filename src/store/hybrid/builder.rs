@@ -46,8 +46,8 @@ pub enum WriteMode {
     /// through a bounded queue (see
     /// [`write_behind_queue`](HybridStoreBuilder::write_behind_queue)).
     /// Other processes see the write when it reaches L2; until then this
-    /// process's L1 answers for the key (a delete leaves a tombstone, so
-    /// that a read does not bring the old value back from L2). `delete`
+    /// process answers for the key from what it wrote, even if L1 evicts
+    /// it (a delete answers "nothing"), never with L2's older value. `delete`
     /// answers whether L1 held a value, since L2 has not been asked.
     /// [`HybridStore::flush`] waits for the queue.
     WriteBehind,
@@ -85,6 +85,8 @@ pub struct HybridStoreBuilder<V, C = MessagePack> {
     invalidation: bool,
     channel: Option<String>,
     on_invalidation: Option<super::Hook>,
+    /// `None`: the L1 TTL.
+    max_stale_on_outage: Option<Duration>,
 }
 
 impl<V, C> HybridStoreBuilder<V, C>
@@ -106,6 +108,7 @@ where
             invalidation: true,
             channel: None,
             on_invalidation: None,
+            max_stale_on_outage: None,
         }
     }
 
@@ -180,10 +183,43 @@ where
         self
     }
 
+    /// How long L1 keeps serving its entries after the invalidation
+    /// subscription is lost (Redis down, restarting, or only the pub/sub
+    /// connection cut): availability, with bounded staleness.
+    ///
+    /// While the subscription is down, invalidations may be missed, so:
+    /// - an entry made before the loss is served until `max_stale` after
+    ///   the loss was noticed (a PING goes unanswered for the L2 timeout,
+    ///   or the connection closes), then dropped;
+    /// - an entry made during the loss (this process's own write, or a
+    ///   copy from L2) stays in L1 at most `max_stale`;
+    /// - a write from this process replaces its entry at once, as always;
+    /// - once the subscription is back, no entry from before is served
+    ///   without asking L2 again: the next read of each drops it and reads
+    ///   L2 (one shared read per key), which copies L2's current value
+    ///   back. Keys changed in L2 meanwhile are thus seen, unchanged ones
+    ///   come back, and nothing is loaded from the database for them.
+    ///
+    /// So a read returns a value that another process has replaced in L2
+    /// for at most `max_stale` past the loss (plus the time to notice it),
+    /// and never after the subscription is back.
+    ///
+    /// `Duration::ZERO` chooses coherence instead: L1 is emptied when the
+    /// subscription is lost and again when it is back, and reads go to L2,
+    /// or, with Redis down, to the loader.
+    ///
+    /// Default: the [L1 TTL](Self::l1_ttl) (itself 60 s by default), or
+    /// [`DEFAULT_L1_TTL`] if L1's TTL is uncapped.
+    pub fn max_stale_on_outage(mut self, max_stale: Duration) -> Self {
+        self.max_stale_on_outage = Some(max_stale);
+        self
+    }
+
     /// Called after another store's invalidation dropped a key from L1
     /// ([`Invalidated::Key`]), or after L1 was cleared by another store's
-    /// `clear`, an unreadable message or a lost subscription
-    /// ([`Invalidated::All`]). Runs on the subscriber task: keep it short.
+    /// `clear`, an unreadable message or (with
+    /// [`max_stale_on_outage`](Self::max_stale_on_outage) zero) a lost
+    /// subscription ([`Invalidated::All`]). Runs on the subscriber task: keep it short.
     pub fn on_invalidation(
         mut self,
         hook: impl Fn(Invalidated<'_>) + Send + Sync + 'static,
@@ -201,8 +237,11 @@ where
         let channel = self
             .channel
             .unwrap_or_else(|| invalidation::channel(self.l2.prefix()));
+        let max_stale = self
+            .max_stale_on_outage
+            .unwrap_or(self.l1_ttl.unwrap_or(DEFAULT_L1_TTL));
         let core = Arc::new(Core {
-            local: Local::new(self.l1_capacity, self.l1_ttl),
+            local: Local::new(self.l1_capacity, self.l1_ttl, max_stale),
             flights: Arc::new(Flights::new()),
             breaker: Breaker::new(self.breaker_threshold, self.breaker_open_for),
             queue: (self.write_mode == WriteMode::WriteBehind)
@@ -271,6 +310,7 @@ impl<V, C> fmt::Debug for HybridStoreBuilder<V, C> {
             .field("strict", &self.strict)
             .field("invalidation", &self.invalidation)
             .field("channel", &self.channel)
+            .field("max_stale_on_outage", &self.max_stale_on_outage)
             .finish_non_exhaustive()
     }
 }

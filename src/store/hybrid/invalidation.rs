@@ -19,10 +19,11 @@
 //!
 //! Messages published while the subscriber is disconnected are lost (pub/sub
 //! does not queue). So when the connection drops, or stops answering PINGs,
-//! L1 is cleared at once, and cleared again when the subscription is back
-//! (entries copied from L2 in between may have missed invalidations). The
-//! subscriber reconnects by itself with backoff, up to one second between
-//! attempts.
+//! L1's entries stop being vouched for: they are served for a bounded time
+//! and re-read from L2 once the subscription is back (see `outage.rs`), or,
+//! if the user chose coherence over availability, L1 is cleared at once and
+//! again on resubscribing. The subscriber reconnects by itself with backoff,
+//! up to one second between attempts.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -111,7 +112,7 @@ pub(crate) async fn subscribe<V, C>(
     }
 }
 
-/// The subscriber task: listens, and on a lost connection clears L1 and
+/// The subscriber task: listens, and on a lost connection tells L1 and
 /// resubscribes, until the store is dropped (which aborts it).
 pub(crate) async fn run<V, C>(
     core: Arc<Core<V, C>>,
@@ -133,15 +134,15 @@ pub(crate) async fn run<V, C>(
             core.counters
                 .subscription_losses
                 .fetch_add(1, Ordering::Relaxed);
-            core.clear_local(true);
+            core.subscription_lost();
             backoff = BACKOFF_MIN;
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(BACKOFF_MAX);
         attempt = attempt.wrapping_add(1);
         if let Ok(pair) = subscribe(&core, &channel, attempt, timeout).await {
-            // Entries copied from L2 while unsubscribed may be stale.
-            core.clear_local(true);
+            // Entries made while unsubscribed may have missed messages too.
+            core.subscription_restored();
             core.counters
                 .resubscriptions
                 .fetch_add(1, Ordering::Relaxed);

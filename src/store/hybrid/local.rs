@@ -13,13 +13,20 @@
 //!
 //! Keys sharing a stripe cost each other a skipped promotion now and then,
 //! never a stale value.
+//!
+//! Every entry also carries the subscription generation it was made in
+//! (see `outage.rs`): a hit checks it, so that entries kept through a lost
+//! subscription are served only within their staleness bound.
 
 use std::hash::BuildHasher;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
 use tokio::time::Instant;
 
+use super::outage::Outage;
+use super::stats::incr;
 use crate::store::{Envelope, Stored};
 use crate::{MemoryCache, Ttl};
 
@@ -34,6 +41,8 @@ pub(crate) struct L1Entry<V> {
     /// the cache must not depend on which tier answered.
     expires: Option<Instant>,
     kind: Kind,
+    /// The subscription generation the entry was made in.
+    generation: u64,
 }
 
 /// Where an L1 entry came from.
@@ -44,9 +53,6 @@ enum Kind {
     /// Copied from L2: a write-behind write that lands in L2 after the
     /// copy was made drops it.
     Promoted,
-    /// A write-behind delete not yet applied to L2: reads answer "nothing"
-    /// instead of bringing the old value back from L2.
-    Tombstone,
 }
 
 /// The stripe counter and epoch seen before an L2 read.
@@ -55,6 +61,9 @@ pub(crate) struct Ticket {
     epoch: u64,
     stripe: usize,
     seq: u64,
+    /// The subscription generation when the read started: the copy belongs
+    /// to it, so a resubscription during the read leaves it unverified.
+    generation: u64,
     /// When the read started: L2's remaining TTL is counted from here, so
     /// that the L1 copy never outlives the L2 entry by the round trip.
     at: Instant,
@@ -67,10 +76,16 @@ pub(crate) struct Local<V> {
     hasher: foldhash::fast::RandomState,
     /// The longest an entry stays in L1 (`None`: as long as in L2).
     ttl_cap: Option<Duration>,
+    pub(crate) outage: Outage,
+    /// Hits on entries kept, unverified, through a lost subscription.
+    pub(crate) unverified_hits: AtomicU64,
+    /// Entries found unverified past their bound (or after the
+    /// subscription came back), dropped so that L2 is asked again.
+    pub(crate) revalidations: AtomicU64,
 }
 
 impl<V: Clone + Send + Sync + 'static> Local<V> {
-    pub(crate) fn new(capacity: u64, ttl_cap: Option<Duration>) -> Self {
+    pub(crate) fn new(capacity: u64, ttl_cap: Option<Duration>, max_stale: Duration) -> Self {
         Local {
             engine: MemoryCache::builder()
                 .max_capacity(capacity)
@@ -80,6 +95,9 @@ impl<V: Clone + Send + Sync + 'static> Local<V> {
             stripes: (0..STRIPES).map(|_| Mutex::new(0)).collect(),
             hasher: foldhash::fast::RandomState::default(),
             ttl_cap,
+            outage: Outage::new(max_stale),
+            unverified_hits: AtomicU64::new(0),
+            revalidations: AtomicU64::new(0),
         }
     }
 
@@ -87,38 +105,73 @@ impl<V: Clone + Send + Sync + 'static> Local<V> {
         &self.engine
     }
 
-    /// The L1 entry under `key`, with its remaining L2 TTL: `None` if L1
-    /// has nothing, `Some(None)` if the key's delete is still on its way
-    /// to L2 (so L2 must not be asked).
+    /// The L1 entry under `key`, with its remaining L2 TTL.
     #[inline]
-    pub(crate) fn get(&self, key: &str) -> Option<Option<Stored<V>>> {
-        let entry = self.engine.get(key)?;
-        if entry.kind == Kind::Tombstone {
-            return Some(None);
-        }
+    pub(crate) fn get(&self, key: &str) -> Option<Stored<V>> {
+        let entry = self.lookup(key)?;
         let remaining_ttl = entry
             .expires
             .map(|at| at.saturating_duration_since(Instant::now()));
-        Some(Some(Stored {
+        Some(Stored {
             envelope: entry.envelope,
             remaining_ttl,
-        }))
+        })
     }
 
     /// Like [`get`](Self::get), without the remaining TTL (no clock read).
     #[inline]
-    pub(crate) fn get_envelope(&self, key: &str) -> Option<Option<Envelope<V>>> {
+    pub(crate) fn get_envelope(&self, key: &str) -> Option<Envelope<V>> {
+        Some(self.lookup(key)?.envelope)
+    }
+
+    /// The entry under `key` if a read may use it: vouched for by the
+    /// subscription, or kept through its loss within the staleness bound.
+    #[inline]
+    fn lookup(&self, key: &str) -> Option<L1Entry<V>> {
         let entry = self.engine.get(key)?;
-        Some((entry.kind != Kind::Tombstone).then_some(entry.envelope))
+        if self.outage.is_current(entry.generation) {
+            return Some(entry);
+        }
+        self.unverified(key, entry)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn unverified(&self, key: &str, entry: L1Entry<V>) -> Option<L1Entry<V>> {
+        if self.outage.serves_unverified(entry.generation) {
+            incr(&self.unverified_hits);
+            return Some(entry);
+        }
+        // Drop it, so that this read asks L2 and copies L2's value back.
+        // Only this very entry: a write may have replaced it meanwhile.
+        // Reads under way need not skip their promotion (no stripe bump):
+        // what they read from L2 is no older than this entry.
+        let _epoch = self.epoch.read();
+        let _seq = self.stripes[self.stripe(key)].lock();
+        if self
+            .engine
+            .get(key)
+            .is_some_and(|now| now.generation == entry.generation)
+        {
+            self.engine.remove(key);
+            incr(&self.revalidations);
+        }
+        None
     }
 
     /// Like [`get`](Self::get), for the remaining TTL only.
-    pub(crate) fn remaining_ttl(&self, key: &str) -> Option<Option<Option<Duration>>> {
-        Some(self.get(key)?.map(|stored| stored.remaining_ttl))
+    pub(crate) fn remaining_ttl(&self, key: &str) -> Option<Option<Duration>> {
+        Some(self.get(key)?.remaining_ttl)
     }
 
+    /// Whether a read would find an entry for `key` in L1 (a value or a
+    /// "not found"), without counting a read or dropping
+    /// an unverified entry.
     pub(crate) fn contains(&self, key: &str) -> bool {
-        self.engine.contains_key(key)
+        self.engine.get(key).is_some_and(|entry| {
+            self.outage.is_current(entry.generation)
+                || self.outage.serves_unverified(entry.generation)
+        })
     }
 
     fn stripe(&self, key: &str) -> usize {
@@ -134,6 +187,7 @@ impl<V: Clone + Send + Sync + 'static> Local<V> {
             epoch,
             stripe,
             seq,
+            generation: self.outage.generation(),
             at: Instant::now(),
         }
     }
@@ -157,7 +211,13 @@ impl<V: Clone + Send + Sync + 'static> Local<V> {
         if *seq != ticket.seq || self.engine.contains_key(key) {
             return false;
         }
-        self.insert(key, stored.envelope.clone(), ttl, Kind::Promoted);
+        let entry = self.entry(
+            stored.envelope.clone(),
+            ttl,
+            Kind::Promoted,
+            ticket.generation,
+        );
+        self.insert(key, entry, ttl);
         true
     }
 
@@ -167,19 +227,23 @@ impl<V: Clone + Send + Sync + 'static> Local<V> {
         let _epoch = self.epoch.read();
         let mut seq = self.stripes[self.stripe(key)].lock();
         *seq += 1;
-        self.engine
-            .remove(key)
-            .is_some_and(|entry| entry.kind != Kind::Tombstone)
+        self.engine.remove(key).is_some()
     }
 
     /// Starts a write-through write: drops the old value from L1 and
-    /// answers the stripe counter to hand to [`finish_write`](Self::finish_write).
-    pub(crate) fn begin_write(&self, key: &str) -> u64 {
+    /// answers what to hand to [`finish_write`](Self::finish_write).
+    pub(crate) fn begin_write(&self, key: &str) -> Write {
         let _epoch = self.epoch.read();
         let mut seq = self.stripes[self.stripe(key)].lock();
         *seq += 1;
         self.engine.remove(key);
-        *seq
+        Write {
+            seq: *seq,
+            // A write that may go to L1 only belongs to the generation it
+            // started in: if the subscription comes back meanwhile, L2
+            // (which may not have it) decides.
+            generation: self.outage.generation(),
+        }
     }
 
     /// Ends a write-through write: puts `entry` in L1 if nothing else
@@ -189,13 +253,16 @@ impl<V: Clone + Send + Sync + 'static> Local<V> {
     pub(crate) fn finish_write(
         &self,
         key: &str,
-        mine: u64,
+        mine: Write,
         entry: Option<(Envelope<V>, Option<Duration>)>,
     ) {
         let _epoch = self.epoch.read();
         let mut seq = self.stripes[self.stripe(key)].lock();
         match entry {
-            Some((envelope, ttl)) if *seq == mine => self.insert(key, envelope, ttl, Kind::Written),
+            Some((envelope, ttl)) if *seq == mine.seq => {
+                let entry = self.entry(envelope, ttl, Kind::Written, mine.generation);
+                self.insert(key, entry, ttl);
+            }
             _ => {
                 self.engine.remove(key);
             }
@@ -209,26 +276,12 @@ impl<V: Clone + Send + Sync + 'static> Local<V> {
         let _epoch = self.epoch.read();
         let mut seq = self.stripes[self.stripe(key)].lock();
         *seq += 1;
-        self.insert(key, envelope, ttl, Kind::Written);
-    }
-
-    /// A write-behind delete: L1 answers "nothing" for `key` until the
-    /// delete reaches L2 (at most `ttl`). Answers whether L1 held a value.
-    pub(crate) fn tombstone(&self, key: &str, ttl: Duration) -> bool {
-        let _epoch = self.epoch.read();
-        let mut seq = self.stripes[self.stripe(key)].lock();
-        *seq += 1;
-        let had = self
-            .engine
-            .remove(key)
-            .is_some_and(|entry| entry.kind != Kind::Tombstone);
-        self.insert(key, Envelope::not_found(), Some(ttl), Kind::Tombstone);
-        had
+        let entry = self.entry(envelope, ttl, Kind::Written, self.outage.generation());
+        self.insert(key, entry, ttl);
     }
 
     /// A write-behind write of `key` reached L2: a copy of the older L2
-    /// value promoted meanwhile is dropped, and so is a tombstone (L2 now
-    /// answers for the key); this process's own write stays.
+    /// value promoted meanwhile is dropped; this process's own write stays.
     pub(crate) fn settle(&self, key: &str) {
         let _epoch = self.epoch.read();
         let mut seq = self.stripes[self.stripe(key)].lock();
@@ -249,19 +302,41 @@ impl<V: Clone + Send + Sync + 'static> Local<V> {
         self.engine.clear();
     }
 
-    fn insert(&self, key: &str, envelope: Envelope<V>, ttl: Option<Duration>, kind: Kind) {
-        let expires = ttl.and_then(|ttl| Instant::now().checked_add(ttl));
-        let l1_ttl = match (ttl, self.ttl_cap) {
+    fn entry(
+        &self,
+        envelope: Envelope<V>,
+        ttl: Option<Duration>,
+        kind: Kind,
+        generation: u64,
+    ) -> L1Entry<V> {
+        L1Entry {
+            envelope,
+            expires: ttl.and_then(|ttl| Instant::now().checked_add(ttl)),
+            kind,
+            generation,
+        }
+    }
+
+    /// Inserts `entry`, whose L2 TTL is `ttl`, for at most the L1 TTL cap
+    /// (and, while the subscription is lost, the staleness bound).
+    fn insert(&self, key: &str, entry: L1Entry<V>, ttl: Option<Duration>) {
+        let cap = match (self.ttl_cap, self.outage.ttl_cap()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let l1_ttl = match (ttl, cap) {
             (Some(ttl), Some(cap)) => Ttl::After(ttl.min(cap)),
             (Some(ttl), None) => Ttl::After(ttl),
             (None, Some(cap)) => Ttl::After(cap),
             (None, None) => Ttl::Never,
         };
-        let entry = L1Entry {
-            envelope,
-            expires,
-            kind,
-        };
         self.engine.insert_with_ttl(key.to_owned(), entry, l1_ttl);
     }
+}
+
+/// What [`Local::begin_write`] hands to [`Local::finish_write`].
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Write {
+    seq: u64,
+    generation: u64,
 }

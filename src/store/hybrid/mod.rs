@@ -74,6 +74,7 @@ mod builder;
 mod coalesce;
 mod invalidation;
 mod local;
+mod outage;
 mod stats;
 mod write_behind;
 
@@ -115,8 +116,9 @@ use write_behind::{Job, Queue};
 pub enum Invalidated<'a> {
     /// Another store wrote or deleted this key.
     Key(&'a str),
-    /// L1 was emptied: another store cleared, or the subscription was lost
-    /// or re-established.
+    /// L1 was emptied: another store cleared, a message could not be read,
+    /// or, with [`max_stale_on_outage`](HybridStoreBuilder::max_stale_on_outage)
+    /// zero, the subscription was lost or re-established.
     All,
 }
 
@@ -271,6 +273,8 @@ where
             subscribed: core.subscribed.load(Ordering::Acquire),
             subscription_losses: stats::get(&c.subscription_losses),
             resubscriptions: stats::get(&c.resubscriptions),
+            unverified_hits: stats::get(&core.local.unverified_hits),
+            revalidations: stats::get(&core.local.revalidations),
         }
     }
 
@@ -353,7 +357,11 @@ where
             Ok(Err(error)) => {
                 incr(&self.counters.l2_errors);
                 if is_unavailable(&error) {
-                    self.breaker.failure();
+                    if is_refusal(&error) {
+                        self.breaker.trip();
+                    } else {
+                        self.breaker.failure();
+                    }
                     L2::Down(error)
                 } else {
                     self.breaker.success();
@@ -382,6 +390,11 @@ where
 
     /// The shared L2 read of an L1 miss, and its promotion.
     async fn read_l2(&self, key: &str, ticket: local::Ticket) -> Result<Option<Stored<V>>> {
+        // After the ticket: a write queued later bumps it, so whatever L2
+        // answers then is not promoted over the write.
+        if let Some(own) = self.pending(key) {
+            return Ok(own);
+        }
         let outcome = self
             .l2_call(StoreOp::Get, Some(key), self.l2.get(key))
             .await;
@@ -465,16 +478,17 @@ where
             return Ok(());
         }
         if let Some(queue) = &self.queue {
-            self.local.write(key, envelope.clone(), ttl);
-            self.flights.forget(key);
+            // Queued before L1 is written: see `Queue::push`.
             self.enqueue(
                 queue,
                 Job::Set {
                     key: key.to_owned(),
-                    envelope,
+                    envelope: envelope.clone(),
                     ttl,
                 },
             );
+            self.local.write(key, envelope, ttl);
+            self.flights.forget(key);
             return Ok(());
         }
         let mine = self.local.begin_write(key);
@@ -496,19 +510,15 @@ where
 
     async fn delete(&self, key: &str) -> Result<bool> {
         if let (Some(queue), true) = (&self.queue, self.breaker.allows()) {
-            // The tombstone outlives any wait in the queue that matters;
-            // the worker removes it once L2 has the delete.
-            let had = self
-                .local
-                .tombstone(key, self.l2_timeout.saturating_mul(120));
-            self.flights.forget(key);
+            // Until the worker has sent it, the queue answers "nothing"
+            // for the key (see `Queue::pending`).
             self.enqueue(
                 queue,
                 Job::Delete {
                     key: key.to_owned(),
                 },
             );
-            return Ok(had);
+            return Ok(self.invalidate_local(key));
         }
         let had = self.invalidate_local(key);
         let outcome = self.l2_delete(key).await;
@@ -541,7 +551,10 @@ where
 
     async fn remaining_ttl(&self, key: &str) -> Result<Option<Option<Duration>>> {
         if let Some(ttl) = self.local.remaining_ttl(key) {
-            return Ok(ttl);
+            return Ok(Some(ttl));
+        }
+        if let Some(own) = self.pending(key) {
+            return Ok(own.map(|stored| stored.remaining_ttl));
         }
         let outcome = self
             .l2_call(StoreOp::RemainingTtl, Some(key), self.l2.remaining_ttl(key))
@@ -553,10 +566,18 @@ where
         incr(&self.counters.write_behind_queued);
         if let Some(dropped) = queue.push(job) {
             incr(&self.counters.write_behind_dropped);
-            // L2 will not get that write: go back to L2's value, the one
-            // every other process sees.
-            self.invalidate_local(dropped.key());
+            if !dropped.superseded {
+                // L2 will not get that write: go back to L2's value, the
+                // one every other process sees.
+                self.invalidate_local(&dropped.key);
+            }
         }
+    }
+
+    /// This process's own write of `key` still on its way to L2, if any
+    /// (write-behind): it, not L2, answers for the key.
+    fn pending(&self, key: &str) -> Option<Option<Stored<V>>> {
+        self.queue.as_ref()?.pending(key)
     }
 }
 
@@ -570,6 +591,26 @@ where
         let had = self.local.invalidate(key);
         self.flights.forget(key);
         had
+    }
+
+    /// The subscription is lost: L1's entries are kept, unverified, within
+    /// the staleness bound, or (bound zero) L1 is emptied.
+    pub(crate) fn subscription_lost(&self) {
+        if self.local.outage.keeps_l1() {
+            self.local.outage.lost();
+        } else {
+            self.clear_local(true);
+        }
+    }
+
+    /// The subscription is back: entries from before are re-read from L2
+    /// on their next read, or (bound zero) L1 is emptied again.
+    pub(crate) fn subscription_restored(&self) {
+        if self.local.outage.keeps_l1() {
+            self.local.outage.restored();
+        } else {
+            self.clear_local(true);
+        }
     }
 
     /// Empties L1 and stops reads under way from promoting; `notify`
@@ -620,6 +661,15 @@ fn is_unavailable(error: &Error) -> bool {
     }
 }
 
+/// Whether `error` is a refused connection: Redis is not listening (killed,
+/// restarting), which one failure proves.
+fn is_refusal(error: &Error) -> bool {
+    error
+        .source()
+        .and_then(|source| source.downcast_ref::<redis::RedisError>())
+        .is_some_and(redis::RedisError::is_connection_refusal)
+}
+
 /// The breaker's prober: when a probe is due, asks L2 one cheap question.
 async fn probe<V, C>(core: Arc<Core<V, C>>)
 where
@@ -642,11 +692,13 @@ where
     fn get<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Result<Option<Stored<V>>>> {
         let core = &self.inner.core;
         if let Some(found) = core.local.get(key) {
-            return StoreFuture::ready(Ok(found));
+            return StoreFuture::ready(Ok(Some(found)));
         }
         if !core.breaker.allows() {
             incr(&core.counters.l2_skipped);
-            let answer = if core.strict {
+            let answer = if let Some(own) = core.pending(key) {
+                Ok(own)
+            } else if core.strict {
                 Err(Error::store(StoreOp::Get, Some(key), BreakerOpen))
             } else {
                 Ok(None)
@@ -672,7 +724,7 @@ where
         V: 'a,
     {
         if let Some(found) = self.inner.core.local.get_envelope(key) {
-            return StoreFuture::ready(Ok(found));
+            return StoreFuture::ready(Ok(Some(found)));
         }
         self.get(key)
             .map(|stored| stored.map(|found| found.map(|stored| stored.envelope)))

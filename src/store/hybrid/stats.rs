@@ -9,7 +9,7 @@ use super::BreakerState;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct HybridStats {
-    /// Reads answered by L1 (a pending write-behind delete included).
+    /// Reads answered by L1.
     pub l1_hits: u64,
     /// Reads L1 could not answer.
     pub l1_misses: u64,
@@ -60,10 +60,20 @@ pub struct HybridStats {
     /// Whether the invalidation subscription is up now (always `false`
     /// with invalidation off).
     pub subscribed: bool,
-    /// Times the subscription was lost (each cleared L1).
+    /// Times the subscription was lost (L1 kept, unverified, for at most
+    /// [`max_stale_on_outage`](super::HybridStoreBuilder::max_stale_on_outage);
+    /// or cleared, with that bound zero).
     pub subscription_losses: u64,
-    /// Times it was re-established (each cleared L1 again).
+    /// Times it was re-established (entries from before are then re-read
+    /// from L2 on their next read; or L1 cleared again, bound zero).
     pub resubscriptions: u64,
+    /// L1 hits on entries kept, unverified, through a lost subscription
+    /// (within the staleness bound).
+    pub unverified_hits: u64,
+    /// Unverified entries dropped by the read that found them (past the
+    /// staleness bound, or after the subscription came back), so that
+    /// the read asked L2 instead.
+    pub revalidations: u64,
 }
 
 #[derive(Debug, Default)]

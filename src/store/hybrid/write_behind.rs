@@ -3,14 +3,22 @@
 //! One worker, in queue order, so that two writes of a key reach L2 in
 //! the order they were made. The queue is bounded; when it is full, the
 //! **oldest** queued write is dropped (counted in
-//! [`HybridStats::write_behind_dropped`](super::HybridStats)) and its key
-//! is dropped from L1, so this process goes back to L2's value, which
-//! every other process sees, instead of keeping one that L2 will never
-//! get. Dropping the oldest rather than refusing the newest keeps callers
-//! from failing, or waiting, because L2 is slow: writing is what
-//! write-behind promised not to wait for.
+//! [`HybridStats::write_behind_dropped`](super::HybridStats)) and, unless
+//! a newer write of its key is queued, its key is dropped from L1, so this
+//! process goes back to L2's value, which every other process sees,
+//! instead of keeping one that L2 will never get. Dropping the oldest
+//! rather than refusing the newest keeps callers from failing, or waiting,
+//! because L2 is slow: writing is what write-behind promised not to wait
+//! for.
+//!
+//! **Read-your-writes.** L1 may evict a written entry before its write
+//! reaches L2, and L2 still holds the old value then. So the queue also
+//! keeps, per key, what its newest queued write leaves (a value or
+//! nothing) until the worker is done with the key's last write; a read
+//! that misses L1 asks it before L2. L1's eviction policy thus never shows
+//! this process an older value than its own last write.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,10 +27,11 @@ use parking_lot::Mutex;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::{watch, Notify};
+use tokio::time::Instant;
 
 use super::Core;
 use crate::codec::Codec;
-use crate::store::Envelope;
+use crate::store::{Envelope, Stored};
 
 /// A write waiting for L2.
 pub(crate) enum Job<V> {
@@ -42,6 +51,27 @@ impl<V> Job<V> {
             Job::Set { key, .. } | Job::Delete { key } => key,
         }
     }
+
+    fn into_key(self) -> String {
+        match self {
+            Job::Set { key, .. } | Job::Delete { key } => key,
+        }
+    }
+}
+
+impl<V> Queued<V> {
+    /// One write of `key` is dealt with; answers whether others remain.
+    fn done_with(&mut self, key: &str) -> bool {
+        let Some(pending) = self.pending.get_mut(key) else {
+            return false;
+        };
+        pending.writes -= 1;
+        if pending.writes == 0 {
+            self.pending.remove(key);
+            return false;
+        }
+        true
+    }
 }
 
 pub(crate) struct Queue<V> {
@@ -57,14 +87,32 @@ struct Queued<V> {
     jobs: VecDeque<Job<V>>,
     /// Jobs ever queued.
     pushed: u64,
+    /// Keys with writes not yet dealt with (queued, or being sent).
+    pending: HashMap<String, Pending<V>>,
 }
 
-impl<V> Queue<V> {
+/// The writes of one key not yet dealt with.
+struct Pending<V> {
+    writes: usize,
+    /// What the newest of them leaves: a value and when it expires, or
+    /// `None` for a delete.
+    newest: Option<(Envelope<V>, Option<Instant>)>,
+}
+
+/// What [`Queue::push`] pushed out of a full queue.
+pub(crate) struct Dropped {
+    pub(crate) key: String,
+    /// Whether a newer write of the key is still queued.
+    pub(crate) superseded: bool,
+}
+
+impl<V: Clone> Queue<V> {
     pub(crate) fn new(capacity: usize) -> Self {
         Queue {
             jobs: Mutex::new(Queued {
                 jobs: VecDeque::new(),
                 pushed: 0,
+                pending: HashMap::new(),
             }),
             capacity: capacity.max(1),
             ready: Notify::new(),
@@ -72,15 +120,41 @@ impl<V> Queue<V> {
         }
     }
 
-    /// Queues `job`; answers the job it pushed out, if the queue was full.
-    pub(crate) fn push(&self, job: Job<V>) -> Option<Job<V>> {
+    /// Queues `job`; answers what it pushed out, if the queue was full.
+    /// Must be called before L1 is written: a read that misses L1 after
+    /// the L1 write then finds the job here.
+    pub(crate) fn push(&self, job: Job<V>) -> Option<Dropped> {
+        let newest = match &job {
+            Job::Set { envelope, ttl, .. } => Some((
+                envelope.clone(),
+                ttl.and_then(|ttl| Instant::now().checked_add(ttl)),
+            )),
+            Job::Delete { .. } => None,
+        };
         let dropped = {
             let mut queued = self.jobs.lock();
+            // The new write first: if the dropped one is of the same key,
+            // it is then superseded.
+            match queued.pending.get_mut(job.key()) {
+                Some(pending) => {
+                    pending.writes += 1;
+                    pending.newest = newest;
+                }
+                None => {
+                    let key = job.key().to_owned();
+                    queued.pending.insert(key, Pending { writes: 1, newest });
+                }
+            }
             let dropped = if queued.jobs.len() >= self.capacity {
                 queued.jobs.pop_front()
             } else {
                 None
             };
+            let dropped = dropped.map(|job| {
+                let key = job.into_key();
+                let superseded = queued.done_with(&key);
+                Dropped { key, superseded }
+            });
             queued.jobs.push_back(job);
             queued.pushed += 1;
             dropped
@@ -96,6 +170,32 @@ impl<V> Queue<V> {
         self.jobs.lock().jobs.len()
     }
 
+    /// What this process last wrote to `key`, if that write has not been
+    /// dealt with yet: `Some(None)` for a delete (or a value now expired).
+    pub(crate) fn pending(&self, key: &str) -> Option<Option<Stored<V>>> {
+        let queued = self.jobs.lock();
+        let Some((envelope, expires)) = queued.pending.get(key)?.newest.clone() else {
+            return Some(None);
+        };
+        let remaining_ttl = match expires {
+            Some(at) => match at.checked_duration_since(Instant::now()) {
+                Some(left) if !left.is_zero() => Some(left),
+                _ => return Some(None),
+            },
+            None => None,
+        };
+        Some(Some(Stored {
+            envelope,
+            remaining_ttl,
+        }))
+    }
+
+    /// The worker is done with one write of `key` (sent or failed).
+    fn finished(&self, key: &str) {
+        self.jobs.lock().done_with(key);
+        self.done.send_modify(|done| *done += 1);
+    }
+
     /// Waits until every job queued before this call has been dealt with.
     pub(crate) async fn flush(&self) {
         let target = self.jobs.lock().pushed;
@@ -105,6 +205,8 @@ impl<V> Queue<V> {
     }
 
     async fn pop(&self) -> Job<V> {
+        // The job stays in `pending` until `finished`: while it is being
+        // sent, L2 may not have it yet.
         loop {
             if let Some(job) = self.jobs.lock().jobs.pop_front() {
                 return job;
@@ -140,6 +242,6 @@ where
                 .write_behind_failures
                 .fetch_add(1, Ordering::Relaxed);
         }
-        queue.done.send_modify(|done| *done += 1);
+        queue.finished(job.key());
     }
 }

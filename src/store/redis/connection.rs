@@ -94,7 +94,13 @@ impl Connection {
         match self {
             // Cloning is how these connections are shared: an `Arc` or a
             // channel sender, not a new socket.
-            Connection::Standalone(conn) => conn.clone().send_packed_command(cmd).await,
+            Connection::Standalone(conn) => {
+                once_more_if_stale(|| {
+                    let mut conn = conn.clone();
+                    async move { conn.send_packed_command(cmd).await }
+                })
+                .await
+            }
             Connection::Cluster(conn) => conn.clone().req_packed_command(cmd).await,
             Connection::Sentinel(sentinel) => {
                 let result = sentinel.master().await?.send_packed_command(cmd).await;
@@ -107,7 +113,13 @@ impl Connection {
     /// Sends the `count` commands of `pipe` in one round trip.
     pub(crate) async fn pipeline(&self, pipe: &Pipeline, count: usize) -> RedisResult<Vec<Value>> {
         match self {
-            Connection::Standalone(conn) => conn.clone().send_packed_commands(pipe, 0, count).await,
+            Connection::Standalone(conn) => {
+                once_more_if_stale(|| {
+                    let mut conn = conn.clone();
+                    async move { conn.send_packed_commands(pipe, 0, count).await }
+                })
+                .await
+            }
             Connection::Cluster(conn) => conn.clone().req_packed_commands(pipe, 0, count).await,
             Connection::Sentinel(sentinel) => {
                 let result = sentinel
@@ -130,8 +142,36 @@ impl Connection {
     }
 }
 
-/// A standalone connection that reconnects by itself, with backoff capped
-/// at a second so that a returning server is used again promptly.
+/// Sends again, once, a command that failed because the connection it
+/// went out on had died (the server restarted, or the network dropped it):
+/// the failure starts a reconnection, and the second attempt goes out on
+/// the new connection. Without this, the first call after every outage
+/// would fail although the server is back. A refused connection is not
+/// retried: nothing listens, and failing fast is the point. Every command
+/// the store sends may be repeated safely (`GET`, `SET`, `UNLINK`, `PTTL`,
+/// `SCAN`; a repeated `PUBLISH` invalidates a key twice).
+async fn once_more_if_stale<T, F, Fut>(mut send: F) -> RedisResult<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = RedisResult<T>>,
+{
+    match send().await {
+        Err(e) if is_connection_error(&e) && !e.is_connection_refusal() && !e.is_timeout() => {
+            send().await
+        }
+        result => result,
+    }
+}
+
+/// A standalone connection that reconnects by itself.
+///
+/// One connection attempt per reconnection, no retries: commands sent
+/// while the connection is being re-established wait for that attempt, so
+/// with retries (the redis crate's default is 6, with growing delays) every
+/// call during an outage would wait out its timeout although a killed
+/// server refuses connections at once. Without them, a refused connection
+/// fails the call at once (and opens a hybrid store's breaker), and the
+/// next call makes the next attempt.
 ///
 /// No response timeout of its own: every command already runs under the
 /// store's timeout (`Inner::call`), and a second timer per command would
@@ -142,7 +182,7 @@ async fn manager(client: Client, timeout: Duration) -> RedisResult<ConnectionMan
     let config = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(timeout))
         .set_response_timeout(None)
-        .set_max_delay(Duration::from_secs(1));
+        .set_number_of_retries(0);
     ConnectionManager::new_with_config(client, config).await
 }
 

@@ -1,0 +1,205 @@
+//! A TCP proxy between a client and a server that a test can cut.
+//!
+//! The machines these tests run on have no `tc netem`, and a partition
+//! must affect one client without touching the server others use. So the
+//! client under test connects through a [`FaultProxy`], and the test
+//! decides what the network does: [`cut`](FaultProxy::cut) closes every
+//! proxied connection and refuses new ones (what a client sees when the
+//! server's host is gone), [`drop_connections`](FaultProxy::drop_connections)
+//! only resets the connections open now, and [`restore`](FaultProxy::restore)
+//! listens again on the same port.
+//!
+//! Plain threads, no async runtime: the proxy must keep forwarding while
+//! the test's runtime is busy or paused.
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+use super::HOST;
+
+/// How often the accept loop looks for new connections.
+const ACCEPT_POLL: Duration = Duration::from_millis(2);
+
+/// A TCP proxy on a free port of 127.0.0.1 in front of `upstream`; it
+/// stops when dropped.
+///
+/// ```no_run
+/// let server = cachex_testkit::RedisServer::start();
+/// let proxy = cachex_testkit::FaultProxy::start(&server.addr());
+/// // ... a client connected to proxy.url() ...
+/// proxy.cut(); // the client's connections drop, new ones are refused
+/// proxy.restore(); // reachable again
+/// ```
+#[derive(Debug)]
+pub struct FaultProxy {
+    port: u16,
+    shared: Arc<Shared>,
+    accept: Option<JoinHandle<()>>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    upstream: String,
+    /// `None` while cut: the port then refuses connections.
+    listener: Mutex<Option<TcpListener>>,
+    /// Both sides of every proxied connection, to shut them down on a cut.
+    open: Mutex<Vec<TcpStream>>,
+    stop: AtomicBool,
+}
+
+impl FaultProxy {
+    /// Starts forwarding connections on a free loopback port to
+    /// `upstream` (`host:port`).
+    ///
+    /// # Panics
+    /// If no port can be bound.
+    pub fn start(upstream: &str) -> FaultProxy {
+        let listener = TcpListener::bind((HOST, 0)).expect("bind a proxy port");
+        let port = listener.local_addr().expect("proxy address").port();
+        listener
+            .set_nonblocking(true)
+            .expect("non-blocking listener");
+        let shared = Arc::new(Shared {
+            upstream: upstream.to_string(),
+            listener: Mutex::new(Some(listener)),
+            open: Mutex::new(Vec::new()),
+            stop: AtomicBool::new(false),
+        });
+        let accept = {
+            let shared = Arc::clone(&shared);
+            thread::spawn(move || accept_loop(&shared))
+        };
+        FaultProxy {
+            port,
+            shared,
+            accept: Some(accept),
+        }
+    }
+
+    /// The proxy's port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `127.0.0.1:<port>`.
+    pub fn addr(&self) -> String {
+        format!("{HOST}:{}", self.port)
+    }
+
+    /// `redis://127.0.0.1:<port>/`: the URL a Redis client uses to go
+    /// through the proxy.
+    pub fn url(&self) -> String {
+        format!("redis://{HOST}:{}/", self.port)
+    }
+
+    /// A partition: every proxied connection is shut down, and the port
+    /// refuses new connections until [`restore`](Self::restore).
+    pub fn cut(&self) {
+        *lock(&self.shared.listener) = None;
+        self.drop_connections();
+    }
+
+    /// Resets the connections open now; new ones are still accepted (a
+    /// network blip, or a server-side `CLIENT KILL`).
+    pub fn drop_connections(&self) {
+        for stream in lock(&self.shared.open).drain(..) {
+            let _ = stream.shutdown(Shutdown::Both);
+        }
+    }
+
+    /// Listens again on the same port after a [`cut`](Self::cut).
+    ///
+    /// # Panics
+    /// If the port cannot be bound again within a few seconds.
+    pub fn restore(&self) {
+        let mut listener = lock(&self.shared.listener);
+        if listener.is_some() {
+            return;
+        }
+        for _ in 0..1_000 {
+            if let Ok(bound) = TcpListener::bind(SocketAddr::from((HOST, self.port))) {
+                bound.set_nonblocking(true).expect("non-blocking listener");
+                *listener = Some(bound);
+                return;
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
+        panic!("the proxy could not listen on port {} again", self.port);
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::Relaxed);
+        self.cut();
+        if let Some(accept) = self.accept.take() {
+            let _ = accept.join();
+        }
+    }
+}
+
+fn accept_loop(shared: &Arc<Shared>) {
+    while !shared.stop.load(Ordering::Relaxed) {
+        let accepted = match &*lock(&shared.listener) {
+            Some(listener) => listener.accept().map(|(client, _)| client),
+            None => Err(ErrorKind::WouldBlock.into()),
+        };
+        match accepted {
+            Ok(client) => forward(shared, client),
+            Err(_) => thread::sleep(ACCEPT_POLL),
+        }
+    }
+}
+
+/// Connects to the upstream for `client` and copies bytes both ways on
+/// two threads; a client whose upstream cannot be reached is dropped.
+fn forward(shared: &Arc<Shared>, client: TcpStream) {
+    let Ok(server) = TcpStream::connect(&shared.upstream) else {
+        return;
+    };
+    let _ = client.set_nonblocking(false);
+    let _ = client.set_nodelay(true);
+    let _ = server.set_nodelay(true);
+    let (Ok(client2), Ok(server2)) = (client.try_clone(), server.try_clone()) else {
+        return;
+    };
+    {
+        let mut open = lock(&shared.open);
+        for stream in [&client, &server] {
+            if let Ok(clone) = stream.try_clone() {
+                open.push(clone);
+            }
+        }
+    }
+    thread::spawn(move || pipe(client, server2));
+    thread::spawn(move || pipe(server, client2));
+}
+
+/// Copies `from` into `to` until either side closes, then closes both.
+fn pipe(mut from: TcpStream, mut to: TcpStream) {
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if to.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    let _ = from.shutdown(Shutdown::Both);
+    let _ = to.shutdown(Shutdown::Both);
+}
+
+/// A poisoned lock only means another thread panicked mid-test; the data
+/// (sockets) is still usable.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
