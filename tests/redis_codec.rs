@@ -8,7 +8,7 @@ mod redis_support;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use cachex::codec::{Codec, FrameError, MessagePack};
+use cachex::codec::{Codec, FrameError, MessagePack, TrailingBytes};
 use cachex::store::redis::{OnCorrupt, RedisStore};
 use cachex::store::{Envelope, Store};
 use redis_support::{builder, raw, raw_cmd, source, store, RedisServer};
@@ -192,6 +192,20 @@ async fn a_truncated_payload_is_the_codecs_error() {
     )
     .await;
     assert!(std::error::Error::source(&err).is_some());
+}
+
+#[tokio::test]
+async fn bytes_after_the_value_are_refused() {
+    let server = RedisServer::start();
+    let mut conn = raw(&server).await;
+    // A valid header and load time, the string "x", then "yz": once read
+    // as "x".
+    let planted = b"\xCA\x02\x01\x00\x00\xA1x\xA2yz";
+    let _: () = raw_cmd(&mut conn, &[b"SET", b"c:tail", planted]).await;
+    let store: RedisStore<String> = store(&server, "c").await;
+    let err = store.get("tail").await.unwrap_err();
+    assert!(err.is_codec(), "{err:?}");
+    assert_eq!(source::<TrailingBytes>(&err), &TrailingBytes(3));
 }
 
 #[cfg(feature = "json")]

@@ -20,6 +20,16 @@ impl Codec for Json {
     }
 
     fn decode<T: DeserializeOwned>(&self, bytes: &[u8]) -> Result<T, BoxError> {
-        Ok(serde_json::from_slice(bytes)?)
+        // Not `from_slice`, which accepts trailing whitespace: nothing may
+        // follow the value.
+        let mut values = serde_json::Deserializer::from_slice(bytes).into_iter::<T>();
+        let value = match values.next() {
+            Some(value) => value?,
+            None => {
+                return Err(serde_json::Error::io(std::io::ErrorKind::UnexpectedEof.into()).into())
+            }
+        };
+        super::nothing_after(bytes.len() - values.byte_offset())?;
+        Ok(value)
     }
 }

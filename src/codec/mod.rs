@@ -102,8 +102,42 @@ pub trait Codec: Send + Sync + 'static {
     /// bytes: leave them as they are).
     fn encode<T: Serialize + ?Sized>(&self, value: &T, out: &mut Vec<u8>) -> Result<(), BoxError>;
 
-    /// Decodes a value from exactly `bytes`.
+    /// Decodes a value from exactly `bytes`: bytes left over after the
+    /// value are an error (see [`TrailingBytes`]), since the frame's
+    /// contract is that nothing follows the value.
     fn decode<T: DeserializeOwned>(&self, bytes: &[u8]) -> Result<T, BoxError>;
+}
+
+/// Bytes left over after a codec decoded a value: they were not written by
+/// this codec encoding one value, so the value is refused rather than
+/// trusted. The source of an [`Error::Codec`](crate::Error::Codec).
+///
+/// ```
+/// use cachex::codec::TrailingBytes;
+///
+/// assert_eq!(TrailingBytes(2).to_string(), "2 unexpected bytes after the encoded value");
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TrailingBytes(pub usize);
+
+impl std::fmt::Display for TrailingBytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} unexpected bytes after the encoded value", self.0)
+    }
+}
+
+impl std::error::Error for TrailingBytes {}
+
+/// `Ok` if a decoder consumed everything (`rest` is empty).
+#[cfg_attr(
+    not(any(feature = "msgpack", feature = "json", feature = "postcard")),
+    allow(dead_code)
+)]
+fn nothing_after(rest: usize) -> Result<(), BoxError> {
+    match rest {
+        0 => Ok(()),
+        n => Err(Box::new(TrailingBytes(n))),
+    }
 }
 
 /// The name of the codec with id `id`, when it is one of cachex's.
@@ -113,5 +147,48 @@ fn builtin_name(id: u8) -> Option<&'static str> {
         2 => Some("json"),
         3 => Some("postcard"),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each codec refuses a value followed by anything, even bytes that
+    /// would decode as a second value.
+    fn refuses_trailing_bytes<C: Codec>(codec: C) {
+        let mut bytes = Vec::new();
+        codec.encode("x", &mut bytes).unwrap();
+        assert_eq!(codec.decode::<String>(&bytes).unwrap(), "x");
+        for tail in [&b" "[..], b"\0", b"\xa2yz", b"\"yz\""] {
+            let mut with_tail = bytes.clone();
+            with_tail.extend_from_slice(tail);
+            let err = codec.decode::<String>(&with_tail).unwrap_err();
+            assert_eq!(
+                err.downcast_ref::<TrailingBytes>(),
+                Some(&TrailingBytes(tail.len())),
+                "{} with {tail:?} after the value: {err}",
+                C::NAME
+            );
+        }
+        assert!(codec.decode::<String>(&[]).is_err(), "{}: empty", C::NAME);
+    }
+
+    #[cfg(feature = "msgpack")]
+    #[test]
+    fn messagepack_refuses_trailing_bytes() {
+        refuses_trailing_bytes(MessagePack);
+    }
+
+    #[cfg(feature = "json")]
+    #[test]
+    fn json_refuses_trailing_bytes() {
+        refuses_trailing_bytes(Json);
+    }
+
+    #[cfg(feature = "postcard")]
+    #[test]
+    fn postcard_refuses_trailing_bytes() {
+        refuses_trailing_bytes(Postcard);
     }
 }

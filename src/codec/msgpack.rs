@@ -21,6 +21,11 @@ impl Codec for MessagePack {
     }
 
     fn decode<T: DeserializeOwned>(&self, bytes: &[u8]) -> Result<T, BoxError> {
-        Ok(rmp_serde::from_slice(bytes)?)
+        // Read through a slice that the decoder advances, to see what is
+        // left (`from_slice` stops after the value and says nothing).
+        let mut rest = bytes;
+        let value = T::deserialize(&mut rmp_serde::Deserializer::new(&mut rest))?;
+        super::nothing_after(rest.len())?;
+        Ok(value)
     }
 }

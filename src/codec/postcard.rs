@@ -27,6 +27,9 @@ impl Codec for Postcard {
     }
 
     fn decode<T: DeserializeOwned>(&self, bytes: &[u8]) -> Result<T, BoxError> {
-        Ok(postcard::from_bytes(bytes)?)
+        // `from_bytes` ignores what follows the value.
+        let (value, rest) = postcard::take_from_bytes(bytes)?;
+        super::nothing_after(rest.len())?;
+        Ok(value)
     }
 }
