@@ -28,6 +28,7 @@ use workloads::asyncget::AsyncArgs;
 use workloads::hitratio::HitratioArgs;
 use workloads::hybrid::{HybridArgs, PeerArgs};
 use workloads::memory::MemoryArgs;
+use workloads::outage::OutagePeerArgs;
 use workloads::redis::RedisArgs;
 use workloads::throughput::ThroughputArgs;
 
@@ -66,6 +67,9 @@ enum Command {
     /// The second process of the `hybrid` invalidation measurement.
     #[command(hide = true)]
     HybridPeer(PeerArgs),
+    /// The second process of the `hybrid` outage measurement.
+    #[command(hide = true)]
+    HybridOutagePeer(OutagePeerArgs),
 }
 
 fn main() {
@@ -77,7 +81,7 @@ fn main() {
         Command::Redis(args) => args.json,
         Command::Async(args) => args.json,
         Command::Hybrid(args) => args.redis.json,
-        Command::HybridPeer(_) => false,
+        Command::HybridPeer(_) | Command::HybridOutagePeer(_) => false,
     };
     if let Err(e) = report::configure_json(json, cli.json_out.as_deref()) {
         eprintln!("error: {e}");
@@ -91,6 +95,7 @@ fn main() {
         Command::Async(args) => workloads::asyncget::run(args),
         Command::Hybrid(args) => workloads::hybrid::run(args),
         Command::HybridPeer(args) => workloads::hybrid::peer(args),
+        Command::HybridOutagePeer(args) => workloads::outage::peer(args),
     };
     if let Err(e) = result {
         eprintln!("error: {e}");

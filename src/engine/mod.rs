@@ -15,7 +15,7 @@ mod shard;
 mod shard_lock;
 mod slot;
 mod stats;
-mod stripes;
+pub(crate) mod stripes;
 mod sync;
 mod timer_wheel;
 

@@ -1,6 +1,7 @@
 //! Hybrid workload: `Cache::get` over the two-tier store at 90% L1 hits,
-//! beside the memory-only and Redis-only stores; and the invalidation
-//! latency between two OS processes.
+//! beside the memory-only and Redis-only stores; the invalidation
+//! latency between two OS processes; and a Redis outage under load
+//! (`outage.rs`).
 //!
 //! **get.** 1,000 keys of 100-byte values, all in Redis. For the hybrid,
 //! 900 "hot" keys are kept in L1 and 100 "cold" ones are not: every tenth
@@ -48,6 +49,8 @@ pub struct HybridArgs {
     /// Writes whose invalidation is timed in the second process.
     #[arg(long, default_value_t = 2_000)]
     pub invalidations: usize,
+    #[command(flatten)]
+    pub outage: super::outage::OutageArgs,
 }
 
 /// Options of the hidden `hybrid-peer` command (the second process).
@@ -112,7 +115,8 @@ fn key_index(t: usize, n: usize) -> usize {
 pub fn run(args: &HybridArgs) -> Result<(), String> {
     args.redis.run(|url, version| async move {
         measure_get(args, &url, &version).await?;
-        measure_invalidation(args, &url, &version).await
+        measure_invalidation(args, &url, &version).await?;
+        super::outage::measure(&args.outage, &version).await
     })
 }
 

@@ -4,6 +4,7 @@ pub mod asyncget;
 pub mod hitratio;
 pub mod hybrid;
 pub mod memory;
+pub mod outage;
 pub mod redis;
 mod redis_bench;
 pub mod throughput;

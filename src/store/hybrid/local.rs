@@ -19,14 +19,13 @@
 //! subscription are served only within their staleness bound.
 
 use std::hash::BuildHasher;
-use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
 use tokio::time::Instant;
 
 use super::outage::Outage;
-use super::stats::incr;
+use crate::engine::stripes::{stripe_count, thread_id, StripedCounters};
 use crate::store::{Envelope, Stored};
 use crate::{MemoryCache, Ttl};
 
@@ -77,12 +76,16 @@ pub(crate) struct Local<V> {
     /// The longest an entry stays in L1 (`None`: as long as in L2).
     ttl_cap: Option<Duration>,
     pub(crate) outage: Outage,
-    /// Hits on entries kept, unverified, through a lost subscription.
-    pub(crate) unverified_hits: AtomicU64,
-    /// Entries found unverified past their bound (or after the
-    /// subscription came back), dropped so that L2 is asked again.
-    pub(crate) revalidations: AtomicU64,
+    /// [`UNVERIFIED_HITS`], [`REVALIDATIONS`]: striped, because during an
+    /// outage every hit of every thread counts one.
+    counters: StripedCounters<2>,
 }
+
+/// Hits on entries kept, unverified, through a lost subscription.
+const UNVERIFIED_HITS: usize = 0;
+/// Entries found unverified past their bound (or after the subscription
+/// came back), dropped so that L2 is asked again.
+const REVALIDATIONS: usize = 1;
 
 impl<V: Clone + Send + Sync + 'static> Local<V> {
     pub(crate) fn new(capacity: u64, ttl_cap: Option<Duration>, max_stale: Duration) -> Self {
@@ -96,9 +99,14 @@ impl<V: Clone + Send + Sync + 'static> Local<V> {
             hasher: foldhash::fast::RandomState::default(),
             ttl_cap,
             outage: Outage::new(max_stale),
-            unverified_hits: AtomicU64::new(0),
-            revalidations: AtomicU64::new(0),
+            counters: StripedCounters::new(stripe_count()),
         }
+    }
+
+    /// Unverified hits and revalidations so far (see the counters).
+    pub(crate) fn outage_counts(&self) -> (u64, u64) {
+        let [hits, revalidations] = self.counters.sums();
+        (hits, revalidations)
     }
 
     pub(crate) fn engine(&self) -> &MemoryCache<String, L1Entry<V>> {
@@ -139,7 +147,7 @@ impl<V: Clone + Send + Sync + 'static> Local<V> {
     #[inline(never)]
     fn unverified(&self, key: &str, entry: L1Entry<V>) -> Option<L1Entry<V>> {
         if self.outage.serves_unverified(entry.generation) {
-            incr(&self.unverified_hits);
+            self.counters.add(thread_id(), UNVERIFIED_HITS, 1);
             return Some(entry);
         }
         // Drop it, so that this read asks L2 and copies L2's value back.
@@ -154,7 +162,7 @@ impl<V: Clone + Send + Sync + 'static> Local<V> {
             .is_some_and(|now| now.generation == entry.generation)
         {
             self.engine.remove(key);
-            incr(&self.revalidations);
+            self.counters.add(thread_id(), REVALIDATIONS, 1);
         }
         None
     }

@@ -247,6 +247,7 @@ where
         let core = &*self.inner.core;
         let c = &core.counters;
         let l1 = core.local.engine().stats();
+        let (unverified_hits, revalidations) = core.local.outage_counts();
         HybridStats {
             l1_hits: l1.hits,
             l1_misses: l1.misses,
@@ -273,8 +274,8 @@ where
             subscribed: core.subscribed.load(Ordering::Acquire),
             subscription_losses: stats::get(&c.subscription_losses),
             resubscriptions: stats::get(&c.resubscriptions),
-            unverified_hits: stats::get(&core.local.unverified_hits),
-            revalidations: stats::get(&core.local.revalidations),
+            unverified_hits,
+            revalidations,
         }
     }
 
