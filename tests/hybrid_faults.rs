@@ -261,6 +261,10 @@ async fn an_idle_subscription_stays_up_and_a_frozen_server_is_noticed() {
     )
     .await;
     assert!(!store.is_subscribed());
+    // Frozen, not gone: L1 still answers, without waiting on Redis.
+    let held = guarded("an L1 read while Redis is frozen", store.get("k")).await;
+    assert_eq!(held.unwrap().and_then(|s| s.envelope.into_value()), Some(1));
+    assert!(store.stats().unverified_hits >= 1);
     server.resume();
     eventually("resubscribed", || async { store.is_subscribed() }).await;
     // What L1 held before the loss is re-read from L2, not trusted.
