@@ -144,3 +144,43 @@ async fn a_cache_on_redis_keeps_loading_through_an_outage() {
     assert_eq!(value, 3);
     assert_eq!(cache.get("k").await.unwrap(), Some(3));
 }
+
+/// Each way of failing to connect is reported as itself, at once: not as
+/// a timeout (the timeout here is far longer than any of these takes).
+#[tokio::test]
+async fn connection_failures_say_what_happened() {
+    let connect = |url: String| async move {
+        let err = RedisStore::<u64>::builder()
+            .url(url)
+            .timeout(Duration::from_secs(30))
+            .build()
+            .await
+            .unwrap_err();
+        assert_eq!(err.store_op(), Some(StoreOp::Connect), "{err:?}");
+        let source = std::error::Error::source(&err)
+            .expect("a source")
+            .to_string();
+        assert!(!source.contains("timed out"), "{source}");
+        source.to_lowercase()
+    };
+    let mut gone = RedisServer::start();
+    let url = gone.url();
+    gone.kill();
+    assert!(connect(url).await.contains("refused"));
+    assert!(connect("redis://cachex-no-such-host.invalid:6379/".into())
+        .await
+        .contains("lookup"));
+    let locked = RedisServer::start_with_args(&["--requirepass", "secret"]);
+    let wrong = locked.url().replace("redis://", "redis://:wrong@");
+    assert!(connect(wrong).await.contains("auth"));
+    assert!(
+        connect(locked.url()).await.contains("auth"),
+        "no password given"
+    );
+    let right = locked.url().replace("redis://", "redis://:secret@");
+    RedisStore::<u64>::builder()
+        .url(right)
+        .build()
+        .await
+        .unwrap();
+}

@@ -70,6 +70,15 @@ impl RedisServer {
         Self::start_with(&[], false)
     }
 
+    /// Starts a server on a free loopback port with extra `redis-server`
+    /// arguments (e.g. `["--requirepass", "secret"]`).
+    ///
+    /// # Panics
+    /// As [`start`](Self::start).
+    pub fn start_with_args(args: &[&str]) -> RedisServer {
+        Self::start_with(args, false).unwrap_or_else(|e| panic!("{e}"))
+    }
+
     /// Starts a server with extra `redis-server` arguments; `cluster` also
     /// requires the cluster bus port to be free.
     fn start_with(extra_args: &[&str], cluster: bool) -> Result<RedisServer, String> {
@@ -358,7 +367,9 @@ fn free_port(cluster: bool) -> Result<u16, String> {
 
 /// Whether a server on `port` answers PING.
 fn ping(port: u16) -> bool {
-    command(port, "PING").is_some_and(|reply| reply.starts_with("+PONG"))
+    // A server started with a password answers NOAUTH: it is up too.
+    command(port, "PING")
+        .is_some_and(|reply| reply.starts_with("+PONG") || reply.starts_with("-NOAUTH"))
 }
 
 /// Sends one inline command and returns what arrives within a short wait.

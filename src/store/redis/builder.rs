@@ -194,10 +194,12 @@ impl<V, C: Codec> RedisStoreBuilder<V, C> {
         self
     }
 
-    /// Checks the configuration and connects; fails with
+    /// Checks the configuration, connects and sends one `PING`; fails with
     /// [`Error::Store`](crate::Error::Store) (operation
     /// [`Connect`](crate::StoreOp::Connect)) when the configuration is bad or
-    /// Redis cannot be reached within the timeout.
+    /// Redis cannot be reached within the timeout. The error's source says
+    /// what happened, as soon as it happened: a refused connection, an
+    /// unknown host, a wrong or missing password, or the timeout.
     pub async fn build(self) -> Result<RedisStore<V, C>> {
         let refuse = |why: ConfigError| Error::store(StoreOp::Connect, None, why);
         let target = self
@@ -209,18 +211,29 @@ impl<V, C: Codec> RedisStoreBuilder<V, C> {
             check_prefix(prefix).map_err(refuse)?;
         }
         let timeout = self.timeout;
-        let connection =
-            match tokio::time::timeout(timeout, Connection::open(target.clone(), timeout)).await {
-                Ok(Ok(connection)) => connection,
-                Ok(Err(e)) => return Err(Error::store(StoreOp::Connect, None, e)),
-                Err(_) => {
-                    return Err(Error::store(
-                        StoreOp::Connect,
-                        None,
-                        super::TimedOut { after: timeout },
-                    ))
-                }
-            };
+        // Connect, then PING: a server that wants a password accepts the
+        // connection and refuses only the first command, which would
+        // otherwise be a user's first `get`, far from the misconfiguration.
+        let open = async {
+            let connection = Connection::open(target.clone(), timeout).await?;
+            // A refusal comes back as a value, not an `Err`.
+            connection
+                .query(&redis::cmd("PING"))
+                .await?
+                .extract_error()?;
+            Ok::<_, redis::RedisError>(connection)
+        };
+        let connection = match tokio::time::timeout(timeout, open).await {
+            Ok(Ok(connection)) => connection,
+            Ok(Err(e)) => return Err(Error::store(StoreOp::Connect, None, e)),
+            Err(_) => {
+                return Err(Error::store(
+                    StoreOp::Connect,
+                    None,
+                    super::TimedOut { after: timeout },
+                ))
+            }
+        };
         Ok(RedisStore {
             inner: Arc::new(Inner {
                 connection,
