@@ -7,9 +7,7 @@ use std::time::Duration;
 
 use super::stats::Counters;
 use super::{Cache, Core, Settings};
-use crate::loading::{
-    Background, FailSafe, Flights, LoadTimeouts, Random, RefreshPolicy,
-};
+use crate::loading::{Background, FailSafe, Flights, LoadTimeouts, Random, RefreshPolicy};
 use crate::observe::{KeyMode, Observer, DEFAULT_NAME};
 use crate::store::{MemoryStore, Store};
 

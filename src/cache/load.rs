@@ -367,7 +367,9 @@ where
         self.background.spawn(task);
         match tokio::time::timeout_at(deadline, waiter.outcome()).await {
             // This caller's own flight: its outcome always answers it.
-            Ok(Some(Ok(shared))) => Ok(A::from_shared(shared).unwrap_or(A::from_value(stale.value))),
+            Ok(Some(Ok(shared))) => {
+                Ok(A::from_shared(shared).unwrap_or(A::from_value(stale.value)))
+            }
             Ok(Some(Err(error))) => core.fall_back(error, Some(stale)),
             // No load ran: the cache closed meanwhile.
             Ok(None) => {

@@ -309,7 +309,10 @@ mod tests {
     fn lookups_are_classified_for_their_caller() {
         let value = 1;
         assert_eq!(Lookup::classify(Some(Some(&value)), false), Lookup::Hit);
-        assert_eq!(Lookup::classify::<u8>(Some(None), true), Lookup::NegativeHit);
+        assert_eq!(
+            Lookup::classify::<u8>(Some(None), true),
+            Lookup::NegativeHit
+        );
         assert_eq!(Lookup::classify::<u8>(Some(None), false), Lookup::Miss);
         assert_eq!(Lookup::classify::<u8>(None, true), Lookup::Miss);
         assert!(!Lookup::Miss.answered() && Lookup::NegativeHit.answered());

@@ -154,7 +154,10 @@ mod tests {
             Some(Duration::from_secs(65))
         );
         assert_eq!(POLICY.physical_ttl(None), None);
-        assert_eq!(POLICY.physical_ttl(Some(Duration::MAX)), Some(Duration::MAX));
+        assert_eq!(
+            POLICY.physical_ttl(Some(Duration::MAX)),
+            Some(Duration::MAX)
+        );
         assert_eq!(POLICY.rearm_ttl(), Duration::from_secs(70));
     }
 }
