@@ -316,6 +316,15 @@ async fn a_soft_timed_out_load_survives_its_callers() {
     assert_eq!(source.calls(), 1);
 }
 
+/// `future`, or a failure if it is still running after `limit`: so that a
+/// broken hard timeout fails its test instead of hanging it (the paused
+/// clock jumps to this timer once nothing else can run).
+async fn within<T>(limit: Duration, future: impl Future<Output = T>) -> T {
+    tokio::time::timeout(limit, future)
+        .await
+        .expect("still running: the hard timeout did not fire")
+}
+
 /// A loader that never ends, and tells when it is dropped.
 fn hanging(
     calls: &Arc<AtomicUsize>,
@@ -346,7 +355,8 @@ async fn a_hard_timeout_abandons_the_load_and_serves_stale() {
     let calls = Arc::new(AtomicUsize::new(0));
     let (loader, dropped) = hanging(&calls);
     let started = Instant::now();
-    assert_eq!(cache.get_or_load("k", loader).await.unwrap(), "v1");
+    let value = within(TTL, cache.get_or_load("k", loader)).await;
+    assert_eq!(value.unwrap(), "v1");
     assert_eq!(started.elapsed(), Duration::from_secs(2));
     assert!(dropped.load(SeqCst), "the loader future was dropped");
     let stats = cache.stats();
@@ -368,7 +378,9 @@ async fn a_hard_timeout_without_a_stale_value_is_an_error() {
                 .await
         })
     };
-    let error = cache.get_or_load("k", loader).await.unwrap_err();
+    let error = within(TTL, cache.get_or_load("k", loader))
+        .await
+        .unwrap_err();
     assert!(error.is_load_timeout() && error.is_loader(), "{error:?}");
     assert!(matches!(&error, Error::LoadTimedOut { key, after }
         if &**key == "k" && *after == Duration::from_secs(2)));
@@ -377,7 +389,7 @@ async fn a_hard_timeout_without_a_stale_value_is_an_error() {
         "load of key `k` abandoned after the hard timeout of 2s"
     );
     assert!(dropped.load(SeqCst));
-    let waited = waiter.await.unwrap().unwrap_err();
+    let waited = within(TTL, waiter).await.unwrap().unwrap_err();
     assert!(waited.is_load_timeout(), "the waiter shares the outcome");
     assert_eq!(cache.stats().load_timeouts, 1);
 }
