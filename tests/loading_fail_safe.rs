@@ -440,3 +440,28 @@ async fn refresh_windows_count_on_the_ttl_callers_see() {
     tokio::task::yield_now().await;
     assert_eq!(source.calls(), 2);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_dropped_leader_hands_over_and_the_new_load_falls_back_too() {
+    let cache = fail_safe();
+    expired(&cache, "k").await;
+    let first = Source::default();
+    first.set(State::Up("never"));
+    let leader = {
+        let (cache, loader) = (cache.clone(), first.slow(Duration::from_secs(5)));
+        tokio::spawn(async move { cache.get_or_load("k", loader).await })
+    };
+    tokio::task::yield_now().await;
+    let second = Source::default();
+    let waiter = {
+        let (cache, loader) = (cache.clone(), second.slow(Duration::from_secs(1)));
+        tokio::spawn(async move { cache.get_or_load("k", loader).await })
+    };
+    tokio::task::yield_now().await;
+    leader.abort();
+    assert!(leader.await.unwrap_err().is_cancelled());
+    // The waiter took over with its own loader, which failed: stale.
+    assert_eq!(waiter.await.unwrap().unwrap(), "v1");
+    assert_eq!((first.calls(), second.calls()), (1, 1));
+    assert_eq!(cache.stats().stale_served_on_failure, 1);
+}

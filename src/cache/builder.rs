@@ -191,8 +191,12 @@ where
     /// use std::time::Duration;
     /// use cachex::Cache;
     ///
-    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
-    /// tokio::time::pause();
+    /// # tokio::runtime::Builder::new_current_thread()
+    /// #     .enable_all()
+    /// #     .start_paused(true) // time is tokio's, paused: `advance` moves it
+    /// #     .build()
+    /// #     .unwrap()
+    /// #     .block_on(async {
     /// let cache: Cache<String> = Cache::builder()
     ///     .default_ttl(Duration::from_secs(60))
     ///     .jitter(0.0)
@@ -342,6 +346,7 @@ impl<V> fmt::Debug for CacheBuilder<V> {
             .field("custom_store", &self.store.is_some())
             .field("capacity", &self.capacity)
             .field("settings", &self.settings)
+            .field("fail_safe_throttle", &self.throttle)
             .field("metrics", &self.metrics)
             .field("seed", &self.seed)
             .field("name", &self.name)
