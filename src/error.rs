@@ -76,6 +76,17 @@ pub enum Error {
         /// The panic's message, when it carried a string.
         message: Arc<str>,
     },
+    /// The load took longer than the cache's
+    /// [`hard_timeout`](crate::CacheBuilder::hard_timeout) and was abandoned
+    /// (its loader future dropped), and there was no stale value to serve
+    /// instead (see [`fail_safe`](crate::CacheBuilder::fail_safe)). Like a
+    /// loader error, it reaches every caller of that load and is not cached.
+    LoadTimedOut {
+        /// The key being loaded.
+        key: Arc<str>,
+        /// The hard timeout it ran past.
+        after: std::time::Duration,
+    },
     /// The backing store failed (a remote store was unreachable, refused a
     /// command, ...).
     Store {
@@ -147,6 +158,11 @@ impl Error {
         Error::LoaderPanicked { key, message }
     }
 
+    /// A load of `key` abandoned at the hard timeout `after`.
+    pub(crate) fn load_timed_out(key: Arc<str>, after: std::time::Duration) -> Self {
+        Error::LoadTimedOut { key, after }
+    }
+
     /// Whether the cache was closed.
     pub fn is_closed(&self) -> bool {
         matches!(self, Error::Closed)
@@ -157,9 +173,19 @@ impl Error {
         matches!(self, Error::EmptyKey | Error::KeyTooLong { .. })
     }
 
-    /// Whether a loader failed, by error or by panic.
+    /// Whether a load failed: its loader returned an error or panicked, or
+    /// it was abandoned at the [hard timeout](crate::CacheBuilder::hard_timeout).
     pub fn is_loader(&self) -> bool {
-        matches!(self, Error::Loader { .. } | Error::LoaderPanicked { .. })
+        matches!(
+            self,
+            Error::Loader { .. } | Error::LoaderPanicked { .. } | Error::LoadTimedOut { .. }
+        )
+    }
+
+    /// Whether a load was abandoned at the
+    /// [hard timeout](crate::CacheBuilder::hard_timeout).
+    pub fn is_load_timeout(&self) -> bool {
+        matches!(self, Error::LoadTimedOut { .. })
     }
 
     /// Whether the backing store failed.
@@ -177,6 +203,7 @@ impl Error {
         match self {
             Error::Loader { key, .. }
             | Error::LoaderPanicked { key, .. }
+            | Error::LoadTimedOut { key, .. }
             | Error::Codec { key, .. } => Some(key),
             Error::Store { key, .. } => key.as_deref(),
             Error::EmptyKey | Error::KeyTooLong { .. } | Error::Closed => None,
@@ -192,6 +219,7 @@ impl Error {
             Error::Closed => "closed",
             Error::Loader { .. } => "loader",
             Error::LoaderPanicked { .. } => "loader_panicked",
+            Error::LoadTimedOut { .. } => "load_timed_out",
             Error::Store { .. } => "store",
             Error::Codec { .. } => "codec",
         }
@@ -204,6 +232,9 @@ impl Error {
         match self {
             Error::Loader { .. } => "loader failed".to_owned(),
             Error::LoaderPanicked { .. } => "loader panicked".to_owned(),
+            Error::LoadTimedOut { after, .. } => {
+                format!("load abandoned after the hard timeout of {after:?}")
+            }
             Error::Store { op, .. } => format!("cache store failed to {op}"),
             Error::Codec { .. } => "could not encode or decode a cached value".to_owned(),
             Error::EmptyKey | Error::KeyTooLong { .. } | Error::Closed => self.to_string(),
@@ -233,6 +264,10 @@ impl fmt::Display for Error {
             Error::LoaderPanicked { key, message } => {
                 write!(f, "loader for key `{key}` panicked: {message}")
             }
+            Error::LoadTimedOut { key, after } => write!(
+                f,
+                "load of key `{key}` abandoned after the hard timeout of {after:?}"
+            ),
             Error::Store {
                 op, key: Some(key), ..
             } => {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
 
-use crate::cache::check_key;
+use crate::cache::{check_key, Lookup};
 use crate::loading::{catch_unwind, Answer};
 use crate::{AsyncCache, BoxError, BoxFuture, BoxLoader, Error, Result, Stats, Ttl};
 
@@ -27,12 +27,21 @@ type Hook = Arc<dyn Fn(&str) + Send + Sync>;
 /// `get_or_load_optional` caching "not found", which `get` then reports as
 /// `Ok(None)`.
 ///
+/// It counts lookups by the same rule as the cache: a cached "not found"
+/// is a negative hit for `get` and `get_or_load_optional`, and a miss for
+/// `get_or_load`, which needs a value and loads one.
+///
 /// **What it does not model**: time (TTLs passed to `set` are ignored and
 /// nothing expires, "not found" included, until deleted or cleared);
 /// capacity and eviction (it keeps everything); singleflight (concurrent
 /// misses on one key each run their loader); background refreshes and
-/// jitter; store failures. Test those against a real [`Cache`](crate::Cache)
-/// with tokio's paused clock.
+/// jitter; store failures. Fail-safe and the load timeouts
+/// ([`CacheBuilder::fail_safe`](crate::CacheBuilder::fail_safe),
+/// [`soft_timeout`](crate::CacheBuilder::soft_timeout),
+/// [`hard_timeout`](crate::CacheBuilder::hard_timeout)) are not modelled
+/// either: with no time nothing goes stale, so a failing loader's error
+/// always reaches the caller, and a slow loader is awaited to the end. Test
+/// those against a real [`Cache`](crate::Cache) with tokio's paused clock.
 ///
 /// Thread-safe and cheap to clone: clones share one map, its counters and
 /// its hooks.
@@ -100,7 +109,8 @@ where
     }
 
     /// Calls `hook` with the key of every lookup (`get`, `get_or_load`)
-    /// answered from the mock, "not found" answers included. Replaces any
+    /// answered from the mock, "not found" answers included (except for
+    /// `get_or_load`, which needs a value: a miss for it). Replaces any
     /// earlier hit hook, for every clone. Hooks run outside the mock's lock,
     /// so they may use the mock.
     #[must_use]
@@ -109,7 +119,7 @@ where
         self
     }
 
-    /// Calls `hook` with the key of every lookup that found nothing.
+    /// Calls `hook` with the key of every lookup that found nothing usable.
     /// Replaces any earlier miss hook, for every clone.
     #[must_use]
     pub fn on_miss(self, hook: impl Fn(&str) + Send + Sync + 'static) -> Self {
@@ -122,7 +132,7 @@ where
         count(&self.inner.counts.hits) + count(&self.inner.counts.negative_hits)
     }
 
-    /// Lookups that found nothing.
+    /// Lookups that found nothing usable.
     pub fn misses(&self) -> u64 {
         count(&self.inner.counts.misses)
     }
@@ -137,9 +147,10 @@ where
         count(&self.inner.counts.deletes)
     }
 
-    /// Loader calls, whatever their outcome.
+    /// Loader calls, whatever their outcome, as
+    /// [`Stats::loads`](crate::Stats::loads).
     pub fn loads(&self) -> u64 {
-        count(&self.inner.counts.loads) + count(&self.inner.counts.load_errors)
+        count(&self.inner.counts.loads)
     }
 
     /// Entries held, "not found" answers included.
@@ -161,7 +172,7 @@ where
     /// See [`Cache::get`](crate::Cache::get).
     pub async fn get(&self, key: &str) -> Result<Option<V>> {
         self.check(key)?;
-        Ok(self.lookup(key).flatten())
+        Ok(self.lookup(key, true).flatten())
     }
 
     /// See [`Cache::set`](crate::Cache::set); `ttl` is ignored.
@@ -240,13 +251,17 @@ where
         E: Into<BoxError>,
     {
         self.check(key)?;
-        if let Some(answer) = self.lookup(key).and_then(A::from_shared) {
+        if let Some(answer) = self
+            .lookup(key, A::ACCEPTS_NOT_FOUND)
+            .and_then(A::from_shared)
+        {
             return Ok(answer);
         }
         let counts = &self.inner.counts;
-        match catch_unwind(async move { loader().await }).await {
+        let result = catch_unwind(async move { loader().await }).await;
+        counts.loads.fetch_add(1, Ordering::Relaxed);
+        match result {
             Ok(Ok(answer)) => {
-                counts.loads.fetch_add(1, Ordering::Relaxed);
                 let shared = answer.to_shared();
                 self.inner.entries.lock().insert(key.to_owned(), shared);
                 Ok(answer)
@@ -263,14 +278,16 @@ where
     }
 
     /// The entry under `key` (`Some(None)`: a cached "not found"), counted
-    /// and reported to the hooks.
-    fn lookup(&self, key: &str) -> Option<Option<V>> {
+    /// and reported to the hooks as the cache counts it (see [`Lookup`]),
+    /// for a caller that does or does not take "not found" for an answer.
+    fn lookup(&self, key: &str, accepts_not_found: bool) -> Option<Option<V>> {
         let entry = self.inner.entries.lock().get(key).cloned();
         let counts = &self.inner.counts;
-        let (counter, hook) = match &entry {
-            Some(Some(_)) => (&counts.hits, &self.inner.on_hit),
-            Some(None) => (&counts.negative_hits, &self.inner.on_hit),
-            None => (&counts.misses, &self.inner.on_miss),
+        let found = entry.as_ref().map(Option::as_ref);
+        let (counter, hook) = match Lookup::classify(found, accepts_not_found) {
+            Lookup::Hit => (&counts.hits, &self.inner.on_hit),
+            Lookup::NegativeHit => (&counts.negative_hits, &self.inner.on_hit),
+            Lookup::Miss => (&counts.misses, &self.inner.on_miss),
         };
         counter.fetch_add(1, Ordering::Relaxed);
         // Cloned out so the hook runs with no lock held.

@@ -197,7 +197,11 @@ async fn a_loader_error_reaches_every_waiter_and_is_not_cached() {
     );
     assert_eq!(retry.get(), 1, "the next call loads again");
     let stats = cache.stats();
-    assert_eq!((stats.loads, stats.load_errors), (1, 1));
+    assert_eq!(
+        (stats.loads, stats.load_errors),
+        (2, 1),
+        "every call counts"
+    );
 }
 
 #[tokio::test(start_paused = true)]

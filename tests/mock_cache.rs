@@ -150,3 +150,33 @@ async fn usable_as_a_trait_object() {
         "MockCache { len: 1, closed: false, .. }"
     );
 }
+
+/// The mock and the cache count the same lookups the same way: a
+/// `get_or_load` over a cached "not found" found nothing it could use, so
+/// it is a miss (and the miss hook fires), in both.
+#[tokio::test]
+async fn a_value_load_over_a_cached_not_found_counts_as_a_miss_in_both() {
+    let hooks = Arc::new(Mutex::new(Vec::new()));
+    let (hits, misses) = (hooks.clone(), hooks.clone());
+    let mock = MockCache::new()
+        .on_hit(move |key| hits.lock().unwrap().push(format!("hit {key}")))
+        .on_miss(move |key| misses.lock().unwrap().push(format!("miss {key}")));
+    let real = cachex::Cache::builder().build();
+    for cache in [
+        Arc::new(mock.clone()) as Arc<dyn AsyncCache<u32>>,
+        Arc::new(real.clone()),
+    ] {
+        let absent = || async { Ok::<Option<u32>, io::Error>(None) };
+        assert_eq!(cache.get_or_load_optional("n", absent).await.unwrap(), None);
+        assert_eq!(cache.get_or_load_optional("n", absent).await.unwrap(), None);
+        let value = || async { Ok::<_, io::Error>(7) };
+        assert_eq!(cache.get_or_load("n", value).await.unwrap(), 7);
+        let stats = cache.stats();
+        assert_eq!(
+            (stats.hits, stats.negative_hits, stats.misses),
+            (0, 1, 2),
+            "{stats:?}"
+        );
+    }
+    assert_eq!(*hooks.lock().unwrap(), ["miss n", "hit n", "miss n"]);
+}

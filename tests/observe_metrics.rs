@@ -53,6 +53,9 @@ async fn scrape_after_known_operations_has_exact_counts() {
     cache.delete("a").await.unwrap();
 
     let text = scrape(&registry);
+    // One name, one number: the metric is the `Stats` field of its name.
+    let stats = cache.stats();
+    assert_eq!((stats.loads, stats.load_errors), (2, 1));
     let expected = [
         "cachex_hits_total{cache=\"users\"} 2",
         "cachex_negative_hits_total{cache=\"users\"} 0",

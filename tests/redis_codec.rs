@@ -256,3 +256,29 @@ async fn miss_and_delete_turns_corrupt_values_into_misses() {
         .unwrap();
     assert!(store.get("bad").await.unwrap().is_some());
 }
+
+/// Under the default `OnCorrupt::Error`, `get_or_load` over bytes it cannot
+/// decode answers with its loader's value but leaves the bytes alone: they
+/// may belong to another program.
+#[tokio::test]
+async fn get_or_load_does_not_overwrite_bytes_it_cannot_decode() {
+    let server = RedisServer::start();
+    let mut conn = raw(&server).await;
+    let foreign: &[u8] = b"owned by another program";
+    let _: () = raw_cmd(&mut conn, &[b"SET", b"c:shared", foreign]).await;
+    let cache: cachex::Cache<User> = cachex::Cache::builder()
+        .store(store::<User>(&server, "c").await)
+        .build();
+    for _ in 0..2 {
+        let loaded = cache
+            .get_or_load("shared", || async { Ok::<_, std::io::Error>(user(5, 0)) })
+            .await
+            .unwrap();
+        assert_eq!(loaded, user(5, 0));
+    }
+    let left: Vec<u8> = raw_cmd(&mut conn, &[b"GET", b"c:shared"]).await;
+    assert_eq!(left, foreign, "the foreign bytes were overwritten");
+    let stats = cache.stats();
+    assert_eq!((stats.loads, stats.store_errors), (2, 2), "{stats:?}");
+    assert_eq!(stats.undecodable_kept, 2);
+}

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::stats::Counters;
 use super::{Cache, Core, Settings};
-use crate::loading::{Background, Flights, Random, RefreshPolicy};
+use crate::loading::{Background, FailSafe, Flights, LoadTimeouts, Random, RefreshPolicy};
 use crate::observe::{KeyMode, Observer, DEFAULT_NAME};
 use crate::store::{MemoryStore, Store};
 
@@ -19,6 +19,15 @@ pub const DEFAULT_JITTER: f64 = 0.1;
 /// Shorter than [`DEFAULT_TTL`] because a missing row is often about to be
 /// created.
 pub const DEFAULT_NEGATIVE_TTL: Duration = Duration::from_secs(30);
+
+/// The default [`fail_safe_throttle`](CacheBuilder::fail_safe_throttle):
+/// 10 seconds.
+///
+/// Long enough that a hot key costs a failing source at most one call per
+/// 10 s per process (instead of one per request: at 1,000 requests a second,
+/// a 10,000-fold cut), short enough that a recovered source is seen within
+/// seconds.
+pub const DEFAULT_FAIL_SAFE_THROTTLE: Duration = Duration::from_secs(10);
 
 /// Builds a [`Cache`]; see each method for its default.
 ///
@@ -41,6 +50,9 @@ pub struct CacheBuilder<V> {
     store: Option<Arc<dyn Store<V>>>,
     capacity: Option<u64>,
     settings: Settings,
+    /// Kept apart until `build`, so that it may be set before or after
+    /// `fail_safe`.
+    throttle: Duration,
     metrics: bool,
     seed: Option<u64>,
     name: Arc<str>,
@@ -59,7 +71,10 @@ impl<V> Default for CacheBuilder<V> {
                 jitter: DEFAULT_JITTER,
                 negative_ttl: DEFAULT_NEGATIVE_TTL,
                 refresh: RefreshPolicy::default(),
+                fail_safe: None,
+                timeouts: LoadTimeouts::default(),
             },
+            throttle: DEFAULT_FAIL_SAFE_THROTTLE,
             metrics: true,
             seed: None,
             name: Arc::from(DEFAULT_NAME),
@@ -140,6 +155,112 @@ where
         self
     }
 
+    /// Fail-safe: a value past its TTL is kept, hidden, for up to
+    /// `max_stale` more, as the answer of last resort for
+    /// [`get_or_load`](Cache::get_or_load). If the load that should replace
+    /// it fails (the loader errs or panics, or runs past the
+    /// [hard timeout](Self::hard_timeout)), every caller of that load gets
+    /// the stale value instead of the error, and the value is served again
+    /// (re-armed) for the [throttle](Self::fail_safe_throttle) period, so
+    /// that a source that is down is asked once per key per period, not on
+    /// every request. The failure is still counted
+    /// ([`Stats::load_errors`](super::Stats::load_errors)) and traced; the
+    /// stale answers are counted in
+    /// [`Stats::stale_served_on_failure`](super::Stats::stale_served_on_failure).
+    /// Zero leaves fail-safe off. Default: off.
+    ///
+    /// - **Reads**: [`get`](Cache::get) never returns a value past its TTL;
+    ///   [`remaining_ttl`](Cache::remaining_ttl) reports the TTL callers
+    ///   see, not the extra time.
+    /// - **Storage**: values are stored for their TTL plus `max_stale`, so
+    ///   a store holds expired values that long longer. Every process
+    ///   sharing a remote store must use the same `max_stale`: the stored
+    ///   TTL is how the extra time is told from the real one. With
+    ///   fail-safe on, `get` on Redis sends `GET` + `PTTL` instead of `GET`.
+    /// - **Not found** answers are not kept past their TTL (a stale "does
+    ///   not exist" is a poor answer), and values written with
+    ///   [`Ttl::Never`](crate::Ttl::Never) never go stale.
+    /// - **Refresh**: stale-while-revalidate, XFetch and jitter work on the
+    ///   TTL callers see, as without fail-safe; a failed background refresh
+    ///   leaves the value as it is.
+    /// - **Lasting outages**: while every load fails, the value keeps being
+    ///   served stale, one attempt per throttle period; `max_stale` bounds
+    ///   how long an expired value is kept when no load has failed.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use cachex::Cache;
+    ///
+    /// # tokio::runtime::Builder::new_current_thread()
+    /// #     .enable_all()
+    /// #     .start_paused(true) // time is tokio's, paused: `advance` moves it
+    /// #     .build()
+    /// #     .unwrap()
+    /// #     .block_on(async {
+    /// let cache: Cache<String> = Cache::builder()
+    ///     .default_ttl(Duration::from_secs(60))
+    ///     .jitter(0.0)
+    ///     .fail_safe(Duration::from_secs(3600))
+    ///     .build();
+    /// let fresh = || async { Ok::<_, std::io::Error>("v1".to_string()) };
+    /// cache.get_or_load("config", fresh).await?;
+    ///
+    /// tokio::time::advance(Duration::from_secs(61)).await; // expired...
+    /// assert_eq!(cache.get("config").await?, None);
+    /// // ...but kept: the database is down, the last value answers.
+    /// let down = || async { Err::<String, _>(std::io::Error::other("down")) };
+    /// assert_eq!(cache.get_or_load("config", down).await?, "v1");
+    /// assert_eq!(cache.stats().stale_served_on_failure, 1);
+    /// # Ok::<(), cachex::Error>(())
+    /// # }).unwrap();
+    /// ```
+    pub fn fail_safe(mut self, max_stale: Duration) -> Self {
+        self.settings.fail_safe = (!max_stale.is_zero()).then_some(FailSafe {
+            max_stale,
+            throttle: self.throttle,
+        });
+        self
+    }
+
+    /// How long a stale value served after a failed load is served again
+    /// before the next attempt to load it; see [`fail_safe`](Self::fail_safe).
+    /// Default: [`DEFAULT_FAIL_SAFE_THROTTLE`], 10 seconds.
+    pub fn fail_safe_throttle(mut self, throttle: Duration) -> Self {
+        self.throttle = throttle;
+        self
+    }
+
+    /// Soft timeout of a load: when a load runs longer than `timeout` and
+    /// a stale value is at hand ([`fail_safe`](Self::fail_safe)), its
+    /// callers get the stale value (counted in
+    /// [`Stats::stale_served_on_timeout`](super::Stats::stale_served_on_timeout))
+    /// while the load goes on in the background and stores its result when
+    /// it ends. Measured from the start of the load, so every caller of one
+    /// load switches at the same moment, and later callers get the stale
+    /// value at once until the load lands. Loads with no stale value to
+    /// fall back on are not affected (see [`hard_timeout`](Self::hard_timeout)).
+    /// Default: none.
+    ///
+    /// A load with a stale fallback runs in a background task of the
+    /// cache, so that it survives its callers: cancelling the caller does
+    /// not cancel it, and closing or dropping the cache does.
+    pub fn soft_timeout(mut self, timeout: Duration) -> Self {
+        self.settings.timeouts.soft = Some(timeout);
+        self
+    }
+
+    /// Hard timeout of every loader call, loads and background refreshes:
+    /// past `timeout` the load is abandoned (its future dropped, which
+    /// cancels whatever it awaits) and counted as failed
+    /// ([`Stats::load_timeouts`](super::Stats::load_timeouts)). Its callers
+    /// get the stale value if [fail-safe](Self::fail_safe) kept one,
+    /// [`Error::LoadTimedOut`](crate::Error::LoadTimedOut) otherwise.
+    /// Default: none.
+    pub fn hard_timeout(mut self, timeout: Duration) -> Self {
+        self.settings.timeouts.hard = Some(timeout);
+        self
+    }
+
     /// Whether to keep [`Stats`](super::Stats) (and so the Prometheus
     /// counters, which read them). Default: on. The counters are striped
     /// per thread and cost a few nanoseconds per operation; see
@@ -193,10 +314,14 @@ where
             })
         });
         let tier = store.stats().single_tier();
+        let mut settings = self.settings;
+        if let Some(fail_safe) = &mut settings.fail_safe {
+            fail_safe.throttle = self.throttle;
+        }
         let core = Core {
             store,
             flights: Flights::new(),
-            settings: self.settings,
+            settings,
             random: self.seed.map_or_else(Random::from_entropy, Random::new),
             counters: Counters::new(self.metrics),
             observer: Observer::new(self.name, self.key_mode, tier),
@@ -221,6 +346,7 @@ impl<V> fmt::Debug for CacheBuilder<V> {
             .field("custom_store", &self.store.is_some())
             .field("capacity", &self.capacity)
             .field("settings", &self.settings)
+            .field("fail_safe_throttle", &self.throttle)
             .field("metrics", &self.metrics)
             .field("seed", &self.seed)
             .field("name", &self.name)

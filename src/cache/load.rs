@@ -7,12 +7,59 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::stats::Counter;
+use super::stats::{Counter, Lookup};
 use super::{Cache, Core};
-use crate::loading::{catch_unwind, Answer, Endings, Leader, Role};
+use crate::loading::{
+    catch_unwind, Answer, Endings, Freshness, Leader, Outcome, Role, Stale, Waiter,
+};
 use crate::observe::spans::{record_loaded_ttl, traced, Op, OpSpan};
 use crate::store::{Envelope, Stored};
 use crate::{BoxError, Error, Result};
+
+/// What a load's read of the store found.
+enum Read<V> {
+    /// A live entry (a value, or a cached "not found").
+    Live(Stored<V>),
+    /// Nothing live.
+    Miss(Miss<V>),
+}
+
+/// What a miss leaves its load to work with.
+struct Miss<V> {
+    /// A value past its TTL that fail-safe kept: the answer if the load
+    /// fails or passes the soft timeout.
+    stale: Option<Stale<V>>,
+    /// Whether the load may store its result: not when the store holds
+    /// bytes under the key that it could not decode (see `OnCorrupt`).
+    write: bool,
+}
+
+impl<V> Miss<V> {
+    fn nothing() -> Self {
+        Miss {
+            stale: None,
+            write: true,
+        }
+    }
+}
+
+/// How a load is run by [`Core::lead`].
+struct Lead<'a, V> {
+    /// A background refresh, counted as such.
+    background: bool,
+    /// Whether its result may be stored (see [`Miss::write`]).
+    write: bool,
+    /// The stale value to re-arm if it fails.
+    stale: Option<&'a Stale<V>>,
+}
+
+/// How a wait for a flight ended.
+enum Waited<V> {
+    /// With the flight's outcome, or `None` if its leader went away.
+    Ended(Option<Outcome<V>>),
+    /// At the soft timeout: serve this stale value.
+    SoftTimeout(V),
+}
 
 impl<V> Cache<V>
 where
@@ -29,8 +76,13 @@ where
     ///   dropped and one of the callers still waiting takes over with its own
     ///   loader; no one is left waiting on a load that no longer runs.
     /// - **Failures**: a loader error reaches every caller waiting on that
-    ///   load as [`Error::Loader`], and a panic as [`Error::LoaderPanicked`];
-    ///   neither is cached, so the next call loads again.
+    ///   load as [`Error::Loader`], a panic as [`Error::LoaderPanicked`], and
+    ///   a load past the [hard timeout](super::CacheBuilder::hard_timeout)
+    ///   as [`Error::LoadTimedOut`]; none is cached, so the next call loads
+    ///   again. With [fail-safe](super::CacheBuilder::fail_safe), callers
+    ///   get the value kept past its TTL instead, if there is one, and so
+    ///   they do when the load passes the
+    ///   [soft timeout](super::CacheBuilder::soft_timeout).
     /// - **Refresh**: with [stale-while-revalidate](super::CacheBuilder::stale_while_revalidate)
     ///   or [XFetch](super::CacheBuilder::xfetch), a hit on a value close to
     ///   expiry returns the value at once and this call's loader
@@ -43,6 +95,11 @@ where
     ///   and one that cannot be written leaves the value uncached; both are
     ///   counted in [`Stats::store_errors`](super::Stats::store_errors). A
     ///   cache outage thus costs database load, not availability.
+    /// - **Undecodable bytes**: when the store holds bytes under the key
+    ///   that it cannot decode (another program's, under the default
+    ///   [`OnCorrupt::Error`](crate::store::redis::OnCorrupt::Error)), the
+    ///   loader's value is returned but not written over them; see
+    ///   [`OnCorrupt`](crate::store::redis::OnCorrupt) for the rule.
     ///
     /// # The loader
     ///
@@ -153,47 +210,56 @@ where
         core.check(key)?;
 
         let read = core.flights.endings(key);
-        if let Some(Stored {
-            envelope,
-            remaining_ttl,
-        }) = core.read(key).await
-        {
-            let load_time = envelope.load_time();
-            let found = !envelope.is_not_found();
-            if let Some(answer) = A::from_shared(envelope.into_value()) {
-                span.hit(true);
-                span.ttl(remaining_ttl);
-                if !found {
-                    core.counters.incr(Counter::NegativeHits);
-                    return Ok(answer);
+        let miss = match core.read(key).await {
+            Read::Live(Stored {
+                envelope,
+                remaining_ttl,
+            }) => {
+                let lookup = Lookup::classify(Some(envelope.value()), A::ACCEPTS_NOT_FOUND);
+                core.counters.incr(lookup.counter());
+                span.hit(lookup.answered());
+                let load_time = envelope.load_time();
+                match A::from_shared(envelope.into_value()) {
+                    Some(answer) if lookup.answered() => {
+                        span.ttl(remaining_ttl);
+                        // Only values are refreshed: a cached "not found" is
+                        // short lived and simply expires.
+                        if lookup == Lookup::Hit
+                            && core
+                                .settings
+                                .refresh
+                                .due(remaining_ttl, load_time, &core.random)
+                        {
+                            core.counters.incr(Counter::StaleServed);
+                            self.refresh(key, loader);
+                        }
+                        return Ok(answer);
+                    }
+                    // A "not found", and this caller needs a value.
+                    _ => Miss::nothing(),
                 }
-                core.counters.incr(Counter::Hits);
-                // Only values are refreshed: a cached "not found" is short
-                // lived and simply expires.
-                if core
-                    .settings
-                    .refresh
-                    .due(remaining_ttl, load_time, &core.random)
-                {
-                    core.counters.incr(Counter::StaleServed);
-                    self.refresh(key, loader);
-                }
-                return Ok(answer);
             }
-        }
-        // Nothing usable: a miss, even if a "not found" is cached and this
-        // caller needs a value.
-        core.counters.incr(Counter::Misses);
-        span.hit(false);
+            Read::Miss(miss) => {
+                core.counters.incr(Counter::Misses);
+                span.hit(false);
+                miss
+            }
+        };
         // Boxed: the miss path's state (flights, the loader's own future)
         // would otherwise make every hit build and move a much larger future.
-        Box::pin(self.load_missing(key, loader, read)).await
+        Box::pin(self.load_missing(key, loader, read, miss)).await
     }
 
     /// The miss path of [`load`](Self::load): joins or leads the key's
     /// flight, taking over if its leader goes away. `read` is the flights'
     /// [`endings`](crate::loading::Flights::endings) noted before the miss.
-    async fn load_missing<A, L, Fut>(&self, key: &str, loader: L, mut read: Endings) -> Result<A>
+    async fn load_missing<A, L, Fut>(
+        &self,
+        key: &str,
+        loader: L,
+        mut read: Endings,
+        miss: Miss<V>,
+    ) -> Result<A>
     where
         A: Answer<V> + Send + 'static,
         L: FnOnce() -> Fut + Send + 'static,
@@ -213,13 +279,13 @@ where
                             return Ok(answer);
                         }
                     }
-                    return core.lead(leader, loader, false).await;
+                    return self.run_load(leader, loader, miss).await;
                 }
                 Role::Waiter(waiter) => waiter,
             };
             let flight = waiter.flight();
-            match waiter.outcome().await {
-                Some(Ok(shared)) => match A::from_shared(shared) {
+            match core.wait(waiter, miss.stale.as_ref()).await {
+                Waited::Ended(Some(Ok(shared))) => match A::from_shared(shared) {
                     Some(answer) => {
                         core.counters.incr(Counter::SingleflightWaits);
                         return Ok(answer);
@@ -229,13 +295,17 @@ where
                     // it again while its leader finishes up.
                     None => unusable = Some(flight),
                 },
-                Some(Err(error)) => {
+                Waited::Ended(Some(Err(error))) => {
                     core.counters.incr(Counter::SingleflightWaits);
-                    return Err(error);
+                    return core.fall_back(error, miss.stale);
+                }
+                Waited::SoftTimeout(stale) => {
+                    core.counters.incr(Counter::SingleflightWaits);
+                    return Ok(core.serve_stale_on_timeout(stale));
                 }
                 // The leader went away without an outcome: take over, unless
                 // the cache closed meanwhile or the answer arrived another way.
-                None => {
+                Waited::Ended(None) => {
                     core.ensure_open()?;
                     read = core.flights.endings(key);
                     if let Some(answer) = core.read_answer::<A>(key).await {
@@ -243,6 +313,70 @@ where
                     }
                 }
             }
+        }
+    }
+
+    /// Runs the load this caller leads. With a stale value and a soft
+    /// timeout, the load moves into a background task, so that it can
+    /// outlive this caller, who waits for it only until the soft timeout;
+    /// otherwise it runs here, bound to this caller, as any load.
+    async fn run_load<A, L, Fut>(&self, leader: Leader<V>, loader: L, miss: Miss<V>) -> Result<A>
+    where
+        A: Answer<V> + Send + 'static,
+        L: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<A, BoxError>> + Send + 'static,
+    {
+        let core = &self.core;
+        let deadline = core
+            .settings
+            .timeouts
+            .soft
+            .and_then(|soft| leader.started().checked_add(soft));
+        let (stale, deadline) = match (miss.stale, deadline) {
+            (Some(stale), Some(deadline)) => (stale, deadline),
+            (stale, _) => {
+                let lead = Lead {
+                    background: false,
+                    write: miss.write,
+                    stale: stale.as_ref(),
+                };
+                let outcome = core.lead(leader, loader, lead).await;
+                return outcome.or_else(|error| core.fall_back(error, stale));
+            }
+        };
+
+        let waiter = leader.subscribe();
+        let task_core = Arc::clone(core);
+        let fallback = stale.clone();
+        let write = miss.write;
+        let task = async move {
+            let lead = Lead {
+                background: false,
+                write,
+                stale: Some(&fallback),
+            };
+            // Counted and published by `lead`; its waiters, this caller
+            // among them, apply the fallback themselves.
+            let _: Result<A> = task_core.lead(leader, loader, lead).await;
+        };
+        // The loader's spans stay children of this call's span.
+        #[cfg(feature = "tracing")]
+        let task = tracing::Instrument::in_current_span(task);
+        // Refused once closed: the task is dropped unpolled, its leader
+        // with it, and the wait below ends at once.
+        self.background.spawn(task);
+        match tokio::time::timeout_at(deadline, waiter.outcome()).await {
+            // This caller's own flight: its outcome always answers it.
+            Ok(Some(Ok(shared))) => {
+                Ok(A::from_shared(shared).unwrap_or(A::from_value(stale.value)))
+            }
+            Ok(Some(Err(error))) => core.fall_back(error, Some(stale)),
+            // No load ran: the cache closed meanwhile.
+            Ok(None) => {
+                core.ensure_open()?;
+                Ok(core.serve_stale_on_timeout(stale.value))
+            }
+            Err(_elapsed) => Ok(core.serve_stale_on_timeout(stale.value)),
         }
     }
 
@@ -265,7 +399,12 @@ where
         let task = async move {
             // Counted and published to any waiters by `lead`; on failure the
             // old entry stays until it expires.
-            let outcome = core.lead(leader, loader, true).await;
+            let lead = Lead {
+                background: true,
+                write: true,
+                stale: None,
+            };
+            let outcome = core.lead(leader, loader, lead).await;
             span.finish(&outcome);
         };
         #[cfg(feature = "tracing")]
@@ -282,67 +421,147 @@ where
 {
     /// Reads `key` for a load. A store that cannot be read is treated as a
     /// miss: the loader can still answer.
-    async fn read(&self, key: &str) -> Option<Stored<V>> {
+    async fn read(&self, key: &str) -> Read<V> {
         match self.store.get(key).await {
-            Ok(entry) => entry,
-            Err(_) => {
+            Ok(Some(stored)) => match self.settings.fail_safe {
+                None => Read::Live(stored),
+                Some(fail_safe) => match fail_safe.judge(stored) {
+                    Freshness::Live(live) => Read::Live(live),
+                    Freshness::Stale(stale) => Read::Miss(Miss {
+                        stale: Some(stale),
+                        write: true,
+                    }),
+                },
+            },
+            Ok(None) => Read::Miss(Miss::nothing()),
+            Err(error) => {
                 self.counters.incr(Counter::StoreErrors);
-                None
+                // Bytes the store could not decode may be another program's
+                // (the `OnCorrupt::Error` rule): load, but leave them alone.
+                Read::Miss(Miss {
+                    stale: None,
+                    write: !error.is_codec(),
+                })
             }
         }
     }
 
-    /// Reads `key` for a caller wanting an `A`: `None` if there is no
+    /// Reads `key` for a caller wanting an `A`: `None` if there is no live
     /// entry, or only one that does not answer this caller.
     async fn read_answer<A: Answer<V>>(&self, key: &str) -> Option<A> {
-        let entry = self.read(key).await?;
-        A::from_shared(entry.envelope.into_value())
+        match self.read(key).await {
+            Read::Live(entry) => A::from_shared(entry.envelope.into_value()),
+            Read::Miss(_) => None,
+        }
     }
 
-    /// Runs a flight's load: calls the loader (catching a panic), hands the
-    /// outcome to the flight's waiters, and stores it unless it is an error
-    /// or the key was written meanwhile.
+    /// Waits for another caller's load; with a stale value to fall back
+    /// on, only until the soft timeout, counted from the load's start.
+    async fn wait(&self, waiter: Waiter<V>, stale: Option<&Stale<V>>) -> Waited<V> {
+        let deadline = match (self.settings.timeouts.soft, stale) {
+            (Some(soft), Some(stale)) => waiter
+                .started()
+                .checked_add(soft)
+                .map(|deadline| (deadline, stale)),
+            _ => None,
+        };
+        match deadline {
+            Some((deadline, stale)) => {
+                match tokio::time::timeout_at(deadline, waiter.outcome()).await {
+                    Ok(outcome) => Waited::Ended(outcome),
+                    Err(_elapsed) => Waited::SoftTimeout(stale.value.clone()),
+                }
+            }
+            None => Waited::Ended(waiter.outcome().await),
+        }
+    }
+
+    /// A failed load's answer for one caller: the stale value fail-safe
+    /// kept, if any and if the failure is the load's own (error, panic,
+    /// hard timeout), else the error.
+    fn fall_back<A: Answer<V>>(&self, error: Error, stale: Option<Stale<V>>) -> Result<A> {
+        match stale {
+            Some(stale) if error.is_loader() => {
+                self.counters.incr(Counter::StaleServedOnFailure);
+                Ok(A::from_value(stale.value))
+            }
+            _ => Err(error),
+        }
+    }
+
+    /// A stale value as the answer of a caller whose load passed the soft
+    /// timeout.
+    fn serve_stale_on_timeout<A: Answer<V>>(&self, stale: V) -> A {
+        self.counters.incr(Counter::StaleServedOnTimeout);
+        A::from_value(stale)
+    }
+
+    /// Runs a flight's load: calls the loader (catching a panic, abandoning
+    /// it at the hard timeout), hands the outcome to the flight's waiters,
+    /// and stores it unless it is an error, the key was written meanwhile,
+    /// or the store held bytes it could not decode. A failure with a stale
+    /// value re-arms it instead (fail-safe).
     ///
     /// If this future is dropped midway, the loader future goes first and
     /// the leader after it (locals drop in reverse order), so the key is
     /// never offered to a new loader while the old one still exists.
-    async fn lead<A, L, Fut>(&self, leader: Leader<V>, loader: L, background: bool) -> Result<A>
+    async fn lead<A, L, Fut>(&self, leader: Leader<V>, loader: L, how: Lead<'_, V>) -> Result<A>
     where
         A: Answer<V>,
         L: FnOnce() -> Fut,
         Fut: Future<Output = Result<A, BoxError>>,
     {
         let started = Instant::now();
-        let result = catch_unwind(async move { loader().await }).await;
+        let run = catch_unwind(async move { loader().await });
+        // `timeout` drops the loader's future when time runs out.
+        let result = match self.settings.timeouts.hard {
+            Some(limit) => tokio::time::timeout(limit, run).await.map_err(|_| limit),
+            None => Ok(run.await),
+        };
         let load_time = started.elapsed();
         self.counters
-            .record_load(background, matches!(result, Ok(Ok(_))), load_time);
+            .record_load(how.background, matches!(result, Ok(Ok(Ok(_)))), load_time);
+        if result.is_err() {
+            self.counters.incr(Counter::LoadTimeouts);
+        }
         if self.counters.enabled() {
             self.observer.record_load(load_time);
         }
 
         let key = leader.key();
         let outcome = match result {
-            Ok(Ok(answer)) => Ok(answer),
-            Ok(Err(source)) => Err(Error::loader(Arc::clone(key), source)),
-            Err(message) => Err(Error::panicked(Arc::clone(key), message)),
+            Ok(Ok(Ok(answer))) => Ok(answer),
+            Ok(Ok(Err(source))) => Err(Error::loader(Arc::clone(key), source)),
+            Ok(Err(message)) => Err(Error::panicked(Arc::clone(key), message)),
+            Err(limit) => Err(Error::load_timed_out(Arc::clone(key), limit)),
         };
         match &outcome {
             Ok(answer) => {
                 let shared = answer.to_shared();
                 leader.publish(Ok(shared.clone()));
-                if leader.is_current() {
+                if !how.write {
+                    self.counters.incr(Counter::UndecodableKept);
+                } else if leader.is_current() {
                     self.store_loaded(key, shared, load_time).await;
                 }
             }
-            Err(error) => leader.publish(Err(error.clone())),
+            Err(error) => {
+                leader.publish(Err(error.clone()));
+                if let Some(stale) = how.stale {
+                    if how.write && leader.is_current() {
+                        self.rearm(key, stale, error).await;
+                    }
+                }
+            }
         }
         outcome
     }
 
-    /// Stores a load's answer: a value for the default TTL, a "not found"
-    /// for the negative TTL (not at all if that is zero), both jittered.
+    /// Stores a load's answer: a value for the default TTL (plus
+    /// fail-safe's `max_stale`), a "not found" for the negative TTL (not at
+    /// all if that is zero), both jittered.
     async fn store_loaded(&self, key: &str, shared: Option<V>, load_time: Duration) {
+        let found = shared.is_some();
         let ttl = match shared {
             Some(_) => self.settings.default_ttl,
             None if self.settings.negative_ttl.is_zero() => return,
@@ -351,9 +570,37 @@ where
         let entry = Envelope::from_option(shared).with_load_time(load_time);
         let ttl = self.jittered(ttl);
         record_loaded_ttl(ttl);
-        let ttl = Some(ttl);
+        // "Not found" is never kept past its TTL: see `fail_safe`.
+        let ttl = if found {
+            self.physical_ttl(Some(ttl))
+        } else {
+            Some(ttl)
+        };
         if self.store.set(key, entry, ttl).await.is_err() {
             // The callers have their answer; only the caching failed.
+            self.counters.incr(Counter::StoreErrors);
+        }
+    }
+
+    /// Serves `stale` again for fail-safe's throttle period after its load
+    /// failed with `error`, so that the failing source is asked again once
+    /// per period, not by every request.
+    async fn rearm(&self, key: &str, stale: &Stale<V>, error: &Error) {
+        let Some(fail_safe) = self.settings.fail_safe else {
+            return;
+        };
+        #[cfg(feature = "tracing")]
+        tracing::warn!(
+            target: "cachex::fail_safe",
+            cache = %self.observer.name,
+            error = %error.keyless_message(),
+            "load failed; serving the value kept past its TTL",
+        );
+        #[cfg(not(feature = "tracing"))]
+        let _ = error;
+        let entry = Envelope::found(stale.value.clone()).with_load_time(stale.load_time);
+        let ttl = Some(fail_safe.rearm_ttl());
+        if self.store.set(key, entry, ttl).await.is_err() {
             self.counters.incr(Counter::StoreErrors);
         }
     }

@@ -16,15 +16,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use api::{AsyncCache, AsyncCacheExt, BoxFuture, BoxLoader};
-pub use builder::{CacheBuilder, DEFAULT_JITTER, DEFAULT_NEGATIVE_TTL, DEFAULT_TTL};
+pub use builder::{
+    CacheBuilder, DEFAULT_FAIL_SAFE_THROTTLE, DEFAULT_JITTER, DEFAULT_NEGATIVE_TTL, DEFAULT_TTL,
+};
 pub use stats::Stats;
 
+pub(crate) use stats::Lookup;
 use stats::{Counter, Counters};
 
-use crate::loading::{jittered, Background, Flights, Random, RefreshPolicy};
+use crate::loading::{
+    jittered, Background, FailSafe, Flights, Freshness, LoadTimeouts, Random, RefreshPolicy,
+};
 use crate::observe::spans::{traced, Op, OpSpan};
 use crate::observe::{Observer, StatsSource};
-use crate::store::{Envelope, Store};
+use crate::store::{Envelope, Store, Stored};
 use crate::{Error, Result, Ttl};
 
 /// The longest key accepted, in bytes. Longer keys are refused with
@@ -45,6 +50,10 @@ pub const MAX_KEY_LEN: usize = 4096;
 ///   negative TTL) are jittered, shortened by up to the jitter fraction, so
 ///   entries written together do not expire together. TTLs passed explicitly
 ///   are exact.
+/// - **Failures**: with [fail-safe](CacheBuilder::fail_safe), a value past
+///   its TTL is kept for a while and answers `get_or_load` when the load
+///   that should replace it fails or is slow ([soft](CacheBuilder::soft_timeout)
+///   and [hard](CacheBuilder::hard_timeout) timeouts).
 /// - **Shutdown**: [`close`](Self::close) stops background work; later calls
 ///   fail with [`Error::Closed`].
 ///
@@ -106,6 +115,9 @@ struct Settings {
     jitter: f64,
     negative_ttl: Duration,
     refresh: RefreshPolicy,
+    /// `None`: fail-safe off.
+    fail_safe: Option<FailSafe>,
+    timeouts: LoadTimeouts,
 }
 
 impl<V> Cache<V>
@@ -120,7 +132,8 @@ where
     }
 
     /// The value under `key`: `Ok(None)` when there is none, or when a
-    /// "not found" is cached for it.
+    /// "not found" is cached for it. A value past its TTL kept by
+    /// [fail-safe](CacheBuilder::fail_safe) is not returned.
     pub async fn get(&self, key: &str) -> Result<Option<V>> {
         let span = OpSpan::new(&self.core.observer, Op::Get, Some(key));
         let result = traced!(span, self.core.get(key, &span));
@@ -161,11 +174,23 @@ where
     }
 
     /// The remaining time-to-live of `key`'s entry: `None` if there is no
-    /// entry, `Some(None)` if it never expires.
+    /// entry, `Some(None)` if it never expires. With
+    /// [fail-safe](CacheBuilder::fail_safe), the time callers see: a value
+    /// kept past its TTL counts as no entry.
     pub async fn remaining_ttl(&self, key: &str) -> Result<Option<Option<Duration>>> {
-        self.core.check(key)?;
-        let ttl = self.core.store.remaining_ttl(key).await;
-        ttl.inspect_err(|_| self.core.counters.incr(Counter::StoreErrors))
+        let core = &self.core;
+        core.check(key)?;
+        let ttl = match core.settings.fail_safe {
+            None => core.store.remaining_ttl(key).await,
+            // Only the entry tells whether the extra time applies.
+            Some(fail_safe) => core.store.get(key).await.map(|stored| {
+                stored.and_then(|stored| match fail_safe.judge(stored) {
+                    Freshness::Live(live) => Some(live.remaining_ttl),
+                    Freshness::Stale(_) => None,
+                })
+            }),
+        };
+        ttl.inspect_err(|_| core.counters.incr(Counter::StoreErrors))
     }
 
     /// A snapshot of the cache's counters (all zero with
@@ -213,21 +238,24 @@ where
         self.check(key)?;
         // The remaining TTL is not needed for the answer, and a remote store
         // may charge for it (Redis: a second command), so it is read only
-        // when a live span will record it.
-        let entry = if span.live().is_some() {
+        // when a live span will record it, or when fail-safe needs it to
+        // tell a live value from one kept past its TTL.
+        let entry = if span.live().is_some() || self.settings.fail_safe.is_some() {
             let stored = self.store.get(key).await;
             stored.map(|stored| {
-                stored.map(|stored| {
-                    span.ttl(stored.remaining_ttl);
-                    stored.envelope
+                self.live(stored?).map(|live| {
+                    span.ttl(live.remaining_ttl);
+                    live.envelope
                 })
             })
         } else {
             self.store.get_entry(key).await
         };
         let entry = entry.inspect_err(|_| self.counters.incr(Counter::StoreErrors))?;
-        span.hit(entry.is_some());
-        self.count_lookup(entry.as_ref());
+        // `get` answers a cached "not found" as `Ok(None)`: a negative hit.
+        let lookup = Lookup::classify(entry.as_ref().map(Envelope::value), true);
+        span.hit(lookup.answered());
+        self.counters.incr(lookup.counter());
         Ok(entry.and_then(Envelope::into_value))
     }
 
@@ -236,6 +264,7 @@ where
         let ttl = self.resolve(ttl);
         span.ttl(ttl);
         self.flights.forget(key);
+        let ttl = self.physical_ttl(ttl);
         let written = self.store.set(key, Envelope::found(value), ttl).await;
         self.count_write(written, Counter::Sets)
     }
@@ -297,14 +326,27 @@ impl<V> Core<V> {
         check_key(key)
     }
 
-    /// Counts a `get` that found `entry` (`None`: nothing).
-    fn count_lookup(&self, entry: Option<&Envelope<V>>) {
-        let counter = match entry {
-            None => Counter::Misses,
-            Some(entry) if entry.is_not_found() => Counter::NegativeHits,
-            Some(_) => Counter::Hits,
-        };
-        self.counters.incr(counter);
+    /// A stored entry as callers see it: `None` if fail-safe keeps it past
+    /// its TTL, else with its remaining TTL as callers see it.
+    #[inline]
+    fn live(&self, stored: Stored<V>) -> Option<Stored<V>> {
+        match self.settings.fail_safe {
+            None => Some(stored),
+            Some(fail_safe) => match fail_safe.judge(stored) {
+                Freshness::Live(live) => Some(live),
+                Freshness::Stale(_) => None,
+            },
+        }
+    }
+
+    /// The TTL to store a value for when callers should see `ttl`: longer
+    /// by fail-safe's `max_stale` when it is on.
+    #[inline]
+    fn physical_ttl(&self, ttl: Option<Duration>) -> Option<Duration> {
+        match &self.settings.fail_safe {
+            None => ttl,
+            Some(fail_safe) => fail_safe.physical_ttl(ttl),
+        }
     }
 
     /// The explicit TTL a write with `ttl` gets (`None`: never expires).

@@ -42,28 +42,53 @@ pub struct Stats {
     pub negative_hits: u64,
     /// Lookups that found nothing usable in the store.
     pub misses: u64,
-    /// Loader calls made for callers (on a miss) that returned a value or
-    /// "not found". A load abandoned by its caller is not counted.
+    /// Loader calls made for callers (on a miss), whatever their outcome:
+    /// a value or "not found", an error, a panic, or abandonment at the
+    /// [hard timeout](crate::CacheBuilder::hard_timeout). Counted when the
+    /// call ends; one dropped by its caller midway is not counted. The
+    /// Prometheus counter `cachex_loads_total` is this number.
     pub loads: u64,
-    /// Loader calls made for callers that failed, by error or by panic.
+    /// Of [`loads`](Self::loads), those that failed (error, panic or hard
+    /// timeout), whether or not a stale value was served instead.
     pub load_errors: u64,
-    /// Background refreshes (stale-while-revalidate, XFetch) that returned a
-    /// value or "not found".
+    /// Background refreshes (stale-while-revalidate, XFetch), whatever
+    /// their outcome. `cachex_refreshes_total` is this number.
     pub refreshes: u64,
-    /// Background refreshes that failed; the old value was kept.
+    /// Of [`refreshes`](Self::refreshes), those that failed; the old value
+    /// was kept.
     pub refresh_errors: u64,
-    /// Time spent in the loader calls counted above, all four kinds.
+    /// Time spent in the loader calls counted above, loads and refreshes.
     pub load_time: Duration,
+    /// Loads and refreshes abandoned at the
+    /// [hard timeout](crate::CacheBuilder::hard_timeout) (also counted in
+    /// [`load_errors`](Self::load_errors) or
+    /// [`refresh_errors`](Self::refresh_errors)).
+    pub load_timeouts: u64,
     /// Hits due for a refresh (inside the stale-while-revalidate window, or
     /// picked early by XFetch), served the current value at once while one
     /// background refresh ran.
     pub stale_served: u64,
+    /// Callers of `get_or_load` served a value past its TTL because the
+    /// load that should have replaced it failed (error, panic or hard
+    /// timeout); see [`fail_safe`](crate::CacheBuilder::fail_safe). Each
+    /// such caller is counted once; the failed load itself is counted in
+    /// [`load_errors`](Self::load_errors).
+    pub stale_served_on_failure: u64,
+    /// Callers of `get_or_load` served a value past its TTL because the
+    /// load passed the [soft timeout](crate::CacheBuilder::soft_timeout);
+    /// the load went on in the background.
+    pub stale_served_on_timeout: u64,
     /// Calls that waited for another caller's load instead of running their
     /// own loader: the loads singleflight saved.
     pub singleflight_waits: u64,
     /// Store operations that failed, whether reported to the caller or
     /// absorbed by `get_or_load`.
     pub store_errors: u64,
+    /// Loaded values not written to the store because it held bytes under
+    /// the key that it could not decode, which may belong to another
+    /// program (see [`OnCorrupt`](crate::store::redis::OnCorrupt)). The
+    /// read itself is counted in [`store_errors`](Self::store_errors).
+    pub undecodable_kept: u64,
     /// Successful [`set`](crate::Cache::set) calls (values stored by loads
     /// not included).
     pub sets: u64,
@@ -90,13 +115,58 @@ impl Stats {
     /// Every loader call that completed: loads and refreshes, successful or
     /// not.
     pub fn loader_calls(&self) -> u64 {
-        self.loads + self.load_errors + self.refreshes + self.refresh_errors
+        self.loads + self.refreshes
     }
 
     /// The mean duration of a loader call, if any completed.
     pub fn mean_load_time(&self) -> Option<Duration> {
         let calls = u32::try_from(self.loader_calls()).unwrap_or(u32::MAX);
         (calls > 0).then(|| self.load_time / calls)
+    }
+}
+
+/// What one lookup found, as far as its caller is concerned: the single
+/// definition by which [`Cache`](crate::Cache) and
+/// [`MockCache`](crate::MockCache) count lookups and choose hooks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Lookup {
+    /// A cached value.
+    Hit,
+    /// A cached "not found", for a caller that takes it as an answer.
+    NegativeHit,
+    /// Nothing usable: no live entry, or a cached "not found" for a caller
+    /// that needs a value (`get_or_load`, which then loads).
+    Miss,
+}
+
+impl Lookup {
+    /// Classifies a lookup that found `entry` (`None`: nothing live;
+    /// `Some(None)`: a cached "not found") for a caller that does, or does
+    /// not, accept "not found" as an answer (`get` and
+    /// `get_or_load_optional` do, `get_or_load` does not).
+    #[inline]
+    pub(crate) fn classify<V>(entry: Option<Option<&V>>, accepts_not_found: bool) -> Lookup {
+        match entry {
+            Some(Some(_)) => Lookup::Hit,
+            Some(None) if accepts_not_found => Lookup::NegativeHit,
+            _ => Lookup::Miss,
+        }
+    }
+
+    /// Whether the lookup answered its caller from the cache.
+    #[inline]
+    pub(crate) fn answered(self) -> bool {
+        self != Lookup::Miss
+    }
+
+    /// The counter it adds to.
+    #[inline]
+    pub(crate) fn counter(self) -> Counter {
+        match self {
+            Lookup::Hit => Counter::Hits,
+            Lookup::NegativeHit => Counter::NegativeHits,
+            Lookup::Miss => Counter::Misses,
+        }
     }
 }
 
@@ -111,9 +181,13 @@ pub(crate) enum Counter {
     Refreshes,
     RefreshErrors,
     LoadNanos,
+    LoadTimeouts,
     StaleServed,
+    StaleServedOnFailure,
+    StaleServedOnTimeout,
     SingleflightWaits,
     StoreErrors,
+    UndecodableKept,
     Sets,
     Deletes,
 }
@@ -155,15 +229,18 @@ impl Counters {
         }
     }
 
-    /// Records a finished loader call.
+    /// Records a finished loader call: every call counts as a load (or a
+    /// refresh), and a failed one as an error too.
     pub(crate) fn record_load(&self, background: bool, ok: bool, took: Duration) {
-        let counter = match (background, ok) {
-            (false, true) => Counter::Loads,
-            (false, false) => Counter::LoadErrors,
-            (true, true) => Counter::Refreshes,
-            (true, false) => Counter::RefreshErrors,
+        let (calls, errors) = if background {
+            (Counter::Refreshes, Counter::RefreshErrors)
+        } else {
+            (Counter::Loads, Counter::LoadErrors)
         };
-        self.incr(counter);
+        self.incr(calls);
+        if !ok {
+            self.incr(errors);
+        }
         self.add(
             Counter::LoadNanos,
             u64::try_from(took.as_nanos()).unwrap_or(u64::MAX),
@@ -187,9 +264,13 @@ impl Counters {
             refreshes: get(Counter::Refreshes),
             refresh_errors: get(Counter::RefreshErrors),
             load_time: Duration::from_nanos(get(Counter::LoadNanos)),
+            load_timeouts: get(Counter::LoadTimeouts),
             stale_served: get(Counter::StaleServed),
+            stale_served_on_failure: get(Counter::StaleServedOnFailure),
+            stale_served_on_timeout: get(Counter::StaleServedOnTimeout),
             singleflight_waits: get(Counter::SingleflightWaits),
             store_errors: get(Counter::StoreErrors),
+            undecodable_kept: get(Counter::UndecodableKept),
             sets: get(Counter::Sets),
             deletes: get(Counter::Deletes),
             store: StoreStats::default(),
@@ -217,11 +298,24 @@ mod tests {
         });
         let stats = counters.snapshot();
         assert_eq!(stats.hits, 4000);
-        assert_eq!(stats.loads, 4);
-        assert_eq!(stats.refresh_errors, 4);
+        assert_eq!((stats.loads, stats.load_errors), (4, 0));
+        assert_eq!((stats.refreshes, stats.refresh_errors), (4, 4));
         assert_eq!(stats.loader_calls(), 8);
         assert_eq!(stats.load_time, Duration::from_millis(12));
         assert_eq!(stats.mean_load_time(), Some(Duration::from_micros(1500)));
+    }
+
+    #[test]
+    fn lookups_are_classified_for_their_caller() {
+        let value = 1;
+        assert_eq!(Lookup::classify(Some(Some(&value)), false), Lookup::Hit);
+        assert_eq!(
+            Lookup::classify::<u8>(Some(None), true),
+            Lookup::NegativeHit
+        );
+        assert_eq!(Lookup::classify::<u8>(Some(None), false), Lookup::Miss);
+        assert_eq!(Lookup::classify::<u8>(None, true), Lookup::Miss);
+        assert!(!Lookup::Miss.answered() && Lookup::NegativeHit.answered());
     }
 
     #[test]

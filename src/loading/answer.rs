@@ -9,6 +9,10 @@
 /// Entries and flights are shared between both flavours, so each converts
 /// to and from the shared form, `Option<V>` (`None`: not found).
 pub(crate) trait Answer<V>: Sized {
+    /// Whether a cached "not found" answers this caller (only
+    /// `get_or_load_optional`'s do); see [`Lookup`](crate::cache::Lookup).
+    const ACCEPTS_NOT_FOUND: bool;
+
     /// Reads a shared answer (a cached entry, or another caller's load);
     /// `None` if it does not answer this caller, that is a "not found" for a
     /// caller that needs a value, who then loads for itself.
@@ -16,9 +20,14 @@ pub(crate) trait Answer<V>: Sized {
 
     /// This caller's own answer, in the form other callers share.
     fn to_shared(&self) -> Option<V>;
+
+    /// A value as this caller's answer (a stale value fail-safe serves).
+    fn from_value(value: V) -> Self;
 }
 
 impl<V: Clone> Answer<V> for V {
+    const ACCEPTS_NOT_FOUND: bool = false;
+
     fn from_shared(shared: Option<V>) -> Option<V> {
         shared
     }
@@ -26,14 +35,24 @@ impl<V: Clone> Answer<V> for V {
     fn to_shared(&self) -> Option<V> {
         Some(self.clone())
     }
+
+    fn from_value(value: V) -> V {
+        value
+    }
 }
 
 impl<V: Clone> Answer<V> for Option<V> {
+    const ACCEPTS_NOT_FOUND: bool = true;
+
     fn from_shared(shared: Option<V>) -> Option<Option<V>> {
         Some(shared)
     }
 
     fn to_shared(&self) -> Option<V> {
         self.clone()
+    }
+
+    fn from_value(value: V) -> Option<V> {
+        Some(value)
     }
 }

@@ -8,8 +8,11 @@
 //!   (stale-while-revalidate's window, XFetch's early draw in `xfetch`).
 //! - `jitter` and `random`: spreading the TTLs the cache chooses itself.
 //! - `tasks`: the background refreshes a cache owns and stops on close.
+//! - `fail_safe`: expired values kept, hidden, as the fallback of a
+//!   failed or slow load, and the load timeouts.
 
 mod answer;
+mod fail_safe;
 mod jitter;
 mod panic;
 mod random;
@@ -19,9 +22,10 @@ mod tasks;
 mod xfetch;
 
 pub(crate) use answer::Answer;
+pub(crate) use fail_safe::{FailSafe, Freshness, LoadTimeouts, Stale};
 pub(crate) use jitter::jittered;
 pub(crate) use panic::catch_unwind;
 pub(crate) use random::Random;
 pub(crate) use refresh::RefreshPolicy;
-pub(crate) use singleflight::{Endings, Flights, Leader, Role};
+pub(crate) use singleflight::{Endings, Flights, Leader, Outcome, Role, Waiter};
 pub(crate) use tasks::Background;

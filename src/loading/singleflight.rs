@@ -78,6 +78,7 @@ use std::sync::Arc;
 use foldhash::fast::RandomState;
 use parking_lot::Mutex;
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 use crate::Error;
 
@@ -113,6 +114,9 @@ pub(crate) struct Endings(u64);
 struct Flight<V> {
     /// Tells this flight from a later one for the same key.
     id: u64,
+    /// When the load began: the soft timeout runs from here for every
+    /// caller of the flight, so they all switch to a stale value at once.
+    started: Instant,
     /// Cloned by each caller that joins.
     progress: watch::Receiver<Progress<V>>,
 }
@@ -171,6 +175,7 @@ impl<V: Clone> Flights<V> {
         match table.get(key) {
             Some(flight) if Some(flight.id) != unusable => Role::Waiter(Waiter {
                 id: flight.id,
+                started: flight.started,
                 progress: flight.progress.clone(),
             }),
             _ => {
@@ -202,11 +207,20 @@ impl<V: Clone> Flights<V> {
         let id = self.next_id.fetch_add(1, Relaxed);
         let key: Arc<str> = Arc::from(key);
         let (sender, progress) = watch::channel(Progress::Loading);
-        table.insert(Arc::clone(&key), Flight { id, progress });
+        let started = Instant::now();
+        table.insert(
+            Arc::clone(&key),
+            Flight {
+                id,
+                started,
+                progress,
+            },
+        );
         Leader {
             flights: Arc::clone(self),
             key,
             id,
+            started,
             recheck,
             progress: sender,
         }
@@ -225,6 +239,7 @@ pub(crate) struct Leader<V> {
     flights: Arc<Flights<V>>,
     key: Arc<str>,
     id: u64,
+    started: Instant,
     recheck: bool,
     progress: watch::Sender<Progress<V>>,
 }
@@ -240,6 +255,21 @@ impl<V> Leader<V> {
     /// before loading.
     pub(crate) fn must_recheck(&self) -> bool {
         self.recheck
+    }
+
+    /// When the flight began.
+    pub(crate) fn started(&self) -> Instant {
+        self.started
+    }
+
+    /// A waiter on this very flight: how a caller whose load was moved
+    /// into the background (see the soft timeout) waits for it.
+    pub(crate) fn subscribe(&self) -> Waiter<V> {
+        Waiter {
+            id: self.id,
+            started: self.started,
+            progress: self.progress.subscribe(),
+        }
     }
 
     /// Hands `outcome` to every waiter, present and yet to join.
@@ -279,6 +309,7 @@ impl<V> Drop for Leader<V> {
 /// A caller waiting for another caller's load.
 pub(crate) struct Waiter<V> {
     id: u64,
+    started: Instant,
     progress: watch::Receiver<Progress<V>>,
 }
 
@@ -286,6 +317,11 @@ impl<V: Clone> Waiter<V> {
     /// The flight this waiter joined, for [`Flights::join_or_lead`].
     pub(crate) fn flight(&self) -> u64 {
         self.id
+    }
+
+    /// When the flight's load began.
+    pub(crate) fn started(&self) -> Instant {
+        self.started
     }
 
     /// The flight's outcome, or `None` if its leader went away without one.

@@ -43,7 +43,7 @@ fn line(name: &str, now: &Stats, last: &Stats, interval: Duration) {
     } else {
         hits as f64 / lookups as f64
     };
-    let loads = delta(|s| s.loads + s.load_errors + s.refreshes + s.refresh_errors);
+    let loads = delta(|s| s.loader_calls());
     let load_time = now.load_time.saturating_sub(last.load_time);
     let mean_load_ms = if loads == 0 {
         0.0

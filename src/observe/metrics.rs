@@ -195,7 +195,7 @@ const CACHE_COUNTERS: &[CacheCounter] = &[
     CacheCounter {
         name: "loads",
         help: "Loader calls made for callers on a miss, failed ones included.",
-        value: |s| s.loads + s.load_errors,
+        value: |s| s.loads,
     },
     CacheCounter {
         name: "load_errors",
@@ -205,7 +205,7 @@ const CACHE_COUNTERS: &[CacheCounter] = &[
     CacheCounter {
         name: "refreshes",
         help: "Background refreshes (stale-while-revalidate, XFetch), failed ones included.",
-        value: |s| s.refreshes + s.refresh_errors,
+        value: |s| s.refreshes,
     },
     CacheCounter {
         name: "refresh_errors",

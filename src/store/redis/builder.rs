@@ -19,12 +19,32 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);
 pub const DEFAULT_MAX_VALUE_SIZE: usize = 64 << 20;
 
 /// What `get` does with a value it cannot decode.
+///
+/// # Undecodable bytes and `get_or_load`
+///
+/// The one rule, for every store: when
+/// [`Cache::get_or_load`](crate::Cache::get_or_load) (or
+/// `get_or_load_optional`) reads bytes under its key that the store cannot
+/// decode ([`Error::Codec`](crate::Error::Codec): another program's data, a
+/// value of another codec or format version, or damage), the load still
+/// runs and its value is returned to the callers, but it is **not written**
+/// over those bytes: under [`OnCorrupt::Error`] they may belong to another
+/// program, and the cache must not destroy them. The read is counted in
+/// [`Stats::store_errors`](crate::Stats::store_errors), each value not
+/// written in [`Stats::undecodable_kept`](crate::Stats::undecodable_kept).
+/// Every such call loads again; the bytes stay until their owner changes
+/// them or they expire. To have the cache replace them instead, use
+/// [`OnCorrupt::MissAndDelete`]: the bytes are deleted on the read, which
+/// is then a plain miss, and the loaded value is stored as usual.
+/// [`Cache::set`](crate::Cache::set) is an explicit write and replaces them
+/// in both cases.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum OnCorrupt {
     /// Answer [`Error::Codec`](crate::Error::Codec) naming the key, and
-    /// leave the value where it is (another program may own it). The
-    /// default.
+    /// leave the value where it is (another program may own it): a
+    /// `get_or_load` returns its loader's value without storing it (see
+    /// [above](OnCorrupt#undecodable-bytes-and-get_or_load)). The default.
     #[default]
     Error,
     /// Answer a miss and delete the value, so that the next load replaces

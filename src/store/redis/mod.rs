@@ -29,7 +29,8 @@
 //! - The connection reconnects by itself in the background: when Redis
 //!   comes back, the same store works again.
 //! - A value that does not decode (written by another program, codec or
-//!   version, or damaged) is [`Error::Codec`] with the key, or a miss
+//!   version, or damaged) is [`Error::Codec`] with the key (and
+//!   `get_or_load` does not overwrite it: see [`OnCorrupt`]), or a miss
 //!   (deleting it) under [`OnCorrupt::MissAndDelete`].
 //! - A value over the [size limit](RedisStoreBuilder::max_value_size) is
 //!   refused before anything is sent.
