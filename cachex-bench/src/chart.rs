@@ -1,5 +1,6 @@
-//! Hit-ratio bar charts with `plotters`: one group of bars per capacity, one
-//! bar per contender, a legend at the side.
+//! Hit-ratio charts with `plotters`: bars (one group of bars per capacity,
+//! one bar per contender) and curves (hit ratio against capacity, one line
+//! per contender), with a legend at the side.
 //!
 //! Text is rendered with `ab_glyph` from a TrueType font found on the system
 //! (DejaVu Sans or Liberation Sans, or the file named by
@@ -192,6 +193,93 @@ fn draw<DB: DrawingBackend>(
         legend_area
             .draw(&Rectangle::new(
                 [(8, y), (26, y + 16)],
+                colour(name, j).filled(),
+            ))
+            .map_err(err)?;
+        legend_area
+            .draw(&Text::new(name.clone(), (34, y + 1), (FONT, 16)))
+            .map_err(err)?;
+    }
+    root.present().map_err(err)
+}
+
+/// Draws hit-ratio curves to `path`: for each series, points of (capacity
+/// in entries, hit ratio in percent), on a logarithmic capacity axis.
+pub fn curves(
+    path: &Path,
+    format: ChartFormat,
+    title: &str,
+    series: &[(String, Vec<(u64, f64)>)],
+) -> Result<(), String> {
+    ensure_font()?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    match format {
+        ChartFormat::Png => {
+            let root = BitMapBackend::new(path, (WIDTH, HEIGHT)).into_drawing_area();
+            draw_curves(&root, title, series)
+        }
+        ChartFormat::Svg => {
+            let root = SVGBackend::new(path, (WIDTH, HEIGHT)).into_drawing_area();
+            draw_curves(&root, title, series)
+        }
+    }
+}
+
+fn draw_curves<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    title: &str,
+    series: &[(String, Vec<(u64, f64)>)],
+) -> Result<(), String> {
+    let err = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
+    root.fill(&WHITE).map_err(err)?;
+    let (plot_area, legend_area) = root.split_horizontally(WIDTH - LEGEND_WIDTH);
+    let points = || series.iter().flat_map(|(_, p)| p.iter());
+    let x_min = points().map(|&(x, _)| x).min().unwrap_or(1).max(1);
+    let x_max = points().map(|&(x, _)| x).max().unwrap_or(10).max(x_min + 1);
+    let top = points()
+        .map(|&(_, y)| y)
+        .filter(|y| y.is_finite())
+        .fold(0.0f64, f64::max);
+    let y_max = ((top + 5.0) / 10.0).ceil().clamp(1.0, 10.0) * 10.0;
+    let mut chart = ChartBuilder::on(&plot_area)
+        .caption(title, (FONT, 20))
+        .margin(12)
+        .x_label_area_size(52)
+        .y_label_area_size(50)
+        .build_cartesian_2d((x_min as f64..x_max as f64).log_scale(), 0f64..y_max)
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .x_desc("cache capacity in entries")
+        .y_desc("hit ratio %")
+        .x_label_formatter(&|v| format!("{v:.0}"))
+        .y_label_formatter(&|v| format!("{v:.0}"))
+        .label_style((FONT, 14))
+        .axis_desc_style((FONT, 15))
+        .draw()
+        .map_err(err)?;
+    for (j, (name, values)) in series.iter().enumerate() {
+        let style = colour(name, j).stroke_width(2);
+        let line = values
+            .iter()
+            .filter(|(_, y)| y.is_finite())
+            .map(|&(x, y)| (x as f64, y));
+        chart
+            .draw_series(LineSeries::new(line.clone(), style))
+            .map_err(err)?;
+        chart
+            .draw_series(line.map(|p| Circle::new(p, 3, colour(name, j).filled())))
+            .map_err(err)?;
+    }
+    let (_, y_top) = chart.backend_coord(&(x_min as f64, y_max));
+    for (j, (name, _)) in series.iter().enumerate() {
+        let y = y_top + 6 + 26 * j as i32;
+        legend_area
+            .draw(&Rectangle::new(
+                [(8, y + 6), (26, y + 10)],
                 colour(name, j).filled(),
             ))
             .map_err(err)?;

@@ -30,6 +30,7 @@ use workloads::hybrid::{HybridArgs, PeerArgs};
 use workloads::memory::MemoryArgs;
 use workloads::outage::OutagePeerArgs;
 use workloads::redis::RedisArgs;
+use workloads::simulate::SimulateArgs;
 use workloads::throughput::ThroughputArgs;
 
 #[global_allocator]
@@ -67,6 +68,9 @@ enum Command {
     /// The second process of the `hybrid` invalidation measurement.
     #[command(hide = true)]
     HybridPeer(PeerArgs),
+    /// The capacity planner: hit ratio against capacity on your own key
+    /// log (one key per line), for cachex, LRU and Bélády's optimum.
+    Simulate(SimulateArgs),
     /// The second process of the `hybrid` outage measurement.
     #[command(hide = true)]
     HybridOutagePeer(OutagePeerArgs),
@@ -81,6 +85,7 @@ fn main() {
         Command::Redis(args) => args.json,
         Command::Async(args) => args.json,
         Command::Hybrid(args) => args.redis.json,
+        Command::Simulate(args) => args.json,
         Command::HybridPeer(_) | Command::HybridOutagePeer(_) => false,
     };
     if let Err(e) = report::configure_json(json, cli.json_out.as_deref()) {
@@ -96,6 +101,7 @@ fn main() {
         Command::Hybrid(args) => workloads::hybrid::run(args),
         Command::HybridPeer(args) => workloads::hybrid::peer(args),
         Command::HybridOutagePeer(args) => workloads::outage::peer(args),
+        Command::Simulate(args) => workloads::simulate::run(args),
     };
     if let Err(e) = result {
         eprintln!("error: {e}");

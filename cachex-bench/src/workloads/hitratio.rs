@@ -222,6 +222,12 @@ impl Visitor for Replay<'_> {
     }
 }
 
+/// Hits of `kind` replaying `keys` (get, then insert on a miss) at
+/// `capacity` entries: the simulator's access to the replay above.
+pub fn cache_hits(kind: Kind, keys: &[u64], capacity: u64) -> u64 {
+    kind.visit(Replay { keys, capacity }).0
+}
+
 /// Hit ratios of one policy at one capacity over its repeats.
 #[derive(Debug, Clone, Copy)]
 struct Outcome {

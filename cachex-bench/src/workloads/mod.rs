@@ -7,4 +7,5 @@ pub mod memory;
 pub mod outage;
 pub mod redis;
 mod redis_bench;
+pub mod simulate;
 pub mod throughput;
