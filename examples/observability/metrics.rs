@@ -1,7 +1,7 @@
 //! Prometheus metrics for a cache under load, served at `/metrics`.
 //!
 //! ```sh
-//! cargo run --release -p cachex-examples --example metrics -- 127.0.0.1:9898 30
+//! cargo run --release -p cachex-examples-observability --example metrics -- 127.0.0.1:9898 30
 //! curl -s http://127.0.0.1:9898/metrics | grep -v '^#'
 //! ```
 //!
