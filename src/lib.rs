@@ -92,7 +92,9 @@
 //! (see [`observe`]):
 //!
 //! - `prometheus`: `CacheMetrics`, a `prometheus-client` collector that
-//!   reads the stats at scrape time, on a registry you own;
+//!   reads the stats at scrape time, on a registry you own (take its types
+//!   from the re-export `cachex::prometheus_client`, so that the versions
+//!   match);
 //! - `tracing`: a `DEBUG` span per operation (target `cachex`), with the
 //!   key shown per [`KeyMode`] (default: not at all), and a periodic stats
 //!   log line. Without the feature the span code is compiled out.
@@ -118,9 +120,22 @@ pub use mock::MockCache;
 #[cfg(feature = "prometheus")]
 pub use observe::CacheMetrics;
 pub use observe::{KeyMode, StoreStats, Tier, TierStats};
+/// The `prometheus-client` crate whose `Registry` [`CacheMetrics`]
+/// registers on (feature `prometheus`). Take its types from here rather
+/// than from a dependency of your own: two versions of the crate have
+/// types that do not match.
+#[cfg(feature = "prometheus")]
+pub use prometheus_client;
 pub use store::{Envelope, MemoryStore, Store};
 
 pub use engine::{
     CacheStats, Clock, DefaultHashBuilder, MemoryCache, MemoryCacheBuilder, RemovalCause,
 };
 pub use ttl::Ttl;
+
+/// Compiles every Rust block of the README as a doc test, so that the
+/// README cannot drift from the API. Its blocks use the `redis` and
+/// `prometheus` features; `./scripts/test` runs with every feature on.
+#[cfg(all(doctest, feature = "redis", feature = "prometheus"))]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

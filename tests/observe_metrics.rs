@@ -8,10 +8,10 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
+use cachex::prometheus_client::encoding::text::encode;
+use cachex::prometheus_client::registry::Registry;
 use cachex::{Cache, CacheMetrics, Ttl};
 use observe_support::TwoTier;
-use prometheus_client::encoding::text::encode;
-use prometheus_client::registry::Registry;
 
 fn scrape(registry: &Registry) -> String {
     let mut text = String::new();

@@ -17,10 +17,10 @@
 //! moved by -0.9 to +0.9 points (median +0.1, every Zipf case up), while the
 //! instructions per operation of the Zipf 90/10 workload fell by 30%
 //! (callgrind). Counting at the hand rather than at the first hit of each
-//! trip (recorded in the read buffer and replayed later, as sessions 6 to 9
-//! did) took another 13% of those instructions and made T1 and all-hit reads
-//! about 10% faster (session 10, `docs/BENCHMARKS.md`); it cost `lirs_ps` at
-//! 154 entries about half a point.
+//! trip (recorded in a read buffer and replayed later) saves another 13% of
+//! those instructions and makes T1 and all-hit reads about 10% faster
+//! (`docs/BENCHMARKS.md`); it costs `lirs_ps` at 154 entries about half a
+//! point.
 //!
 //! Every write takes the exclusive side and first does the shard's pending
 //! maintenance (reclaiming expired entries), so upkeep rides on ordinary

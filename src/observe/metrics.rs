@@ -37,7 +37,7 @@ const LOAD_BUCKETS: [f64; 14] = [
 /// once, then add each cache. A cache that is dropped leaves the output.
 ///
 /// ```
-/// use prometheus_client::registry::Registry;
+/// use cachex::prometheus_client::registry::Registry;
 /// use cachex::{Cache, CacheMetrics, Ttl};
 ///
 /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
@@ -51,7 +51,7 @@ const LOAD_BUCKETS: [f64; 14] = [
 /// users.get("user:7").await?;
 ///
 /// let mut text = String::new();
-/// prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+/// cachex::prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
 /// assert!(text.contains("cachex_hits_total{cache=\"users\"} 1\n"));
 /// assert!(text.contains("cachex_entries{cache=\"users\",tier=\"l1\"} 1\n"));
 /// # Ok::<(), cachex::Error>(())

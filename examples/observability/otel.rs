@@ -2,7 +2,7 @@
 //! output.
 //!
 //! ```sh
-//! cargo run --features tracing --example otel
+//! cargo run -p cachex-examples-observability --example otel
 //! ```
 //!
 //! `tracing-opentelemetry` turns `tracing` spans into OpenTelemetry spans;

@@ -1,7 +1,7 @@
 //! Prometheus metrics for a cache under load, served at `/metrics`.
 //!
 //! ```sh
-//! cargo run --release --features prometheus --example metrics -- 127.0.0.1:9898 30
+//! cargo run --release -p cachex-examples-observability --example metrics -- 127.0.0.1:9898 30
 //! curl -s http://127.0.0.1:9898/metrics | grep -v '^#'
 //! ```
 //!
@@ -17,9 +17,9 @@ use std::time::Duration;
 use axum::http::header::CONTENT_TYPE;
 use axum::routing::get;
 use axum::Router;
+use cachex::prometheus_client::encoding::text::encode;
+use cachex::prometheus_client::registry::Registry;
 use cachex::{Cache, CacheMetrics};
-use prometheus_client::encoding::text::encode;
-use prometheus_client::registry::Registry;
 use rand::Rng;
 
 /// What the OpenMetrics text format is served as.
