@@ -66,6 +66,10 @@ async fn scrape_after_known_operations_has_exact_counts() {
         "cachex_refresh_errors_total{cache=\"users\"} 0",
         "cachex_stale_served_total{cache=\"users\"} 0",
         "cachex_singleflight_waits_total{cache=\"users\"} 0",
+        "cachex_load_timeouts_total{cache=\"users\"} 0",
+        "cachex_stale_served_on_failure_total{cache=\"users\"} 0",
+        "cachex_stale_served_on_timeout_total{cache=\"users\"} 0",
+        "cachex_undecodable_kept_total{cache=\"users\"} 0",
         "cachex_sets_total{cache=\"users\"} 1",
         "cachex_deletes_total{cache=\"users\"} 1",
         "cachex_store_errors_total{cache=\"users\"} 0",
@@ -207,4 +211,34 @@ fn nothing_added_nothing_exported() {
     let mut registry = Registry::default();
     CacheMetrics::new().register(&mut registry);
     assert_eq!(scrape(&registry), "# EOF\n");
+}
+
+/// Fail-safe's answers are exported under the names of their `Stats` fields.
+#[tokio::test(start_paused = true)]
+async fn fail_safe_answers_are_exported() {
+    let mut registry = Registry::default();
+    let metrics = CacheMetrics::new();
+    metrics.register(&mut registry);
+    let cache: Cache<String> = Cache::builder()
+        .name("fs")
+        .default_ttl(Duration::from_secs(1))
+        .fail_safe(Duration::from_secs(60))
+        .build();
+    assert!(metrics.add(&cache));
+    cache.set("k", "old".into(), Ttl::Default).await.unwrap();
+    tokio::time::advance(Duration::from_secs(2)).await;
+    let served = cache
+        .get_or_load("k", || async {
+            Err::<String, _>(std::io::Error::other("database down"))
+        })
+        .await
+        .unwrap();
+    assert_eq!(served, "old");
+    let text = scrape(&registry);
+    assert!(
+        text.lines()
+            .any(|l| l == "cachex_stale_served_on_failure_total{cache=\"fs\"} 1"),
+        "{text}"
+    );
+    assert_eq!(cache.stats().stale_served_on_failure, 1);
 }

@@ -218,6 +218,26 @@ const CACHE_COUNTERS: &[CacheCounter] = &[
         value: |s| s.stale_served,
     },
     CacheCounter {
+        name: "load_timeouts",
+        help: "Loads and refreshes abandoned at the hard timeout.",
+        value: |s| s.load_timeouts,
+    },
+    CacheCounter {
+        name: "stale_served_on_failure",
+        help: "Callers served a value past its TTL (fail-safe) because the load failed.",
+        value: |s| s.stale_served_on_failure,
+    },
+    CacheCounter {
+        name: "stale_served_on_timeout",
+        help: "Callers served a value past its TTL because the load passed the soft timeout.",
+        value: |s| s.stale_served_on_timeout,
+    },
+    CacheCounter {
+        name: "undecodable_kept",
+        help: "Loaded values not written over stored bytes the store could not decode.",
+        value: |s| s.undecodable_kept,
+    },
+    CacheCounter {
         name: "singleflight_waits",
         help: "Calls that waited for another caller's load instead of loading.",
         value: |s| s.singleflight_waits,
