@@ -137,10 +137,14 @@ pub(crate) async fn run<V, C>(
             core.subscription_lost();
             backoff = BACKOFF_MIN;
         }
-        tokio::time::sleep(backoff).await;
+        let outage = &core.local.outage;
+        outage.expiring(tokio::time::sleep(backoff)).await;
         backoff = (backoff * 2).min(BACKOFF_MAX);
         attempt = attempt.wrapping_add(1);
-        if let Ok(pair) = subscribe(&core, &channel, attempt, timeout).await {
+        let resubscribed = outage
+            .expiring(subscribe(&core, &channel, attempt, timeout))
+            .await;
+        if let Ok(pair) = resubscribed {
             // Entries made while unsubscribed may have missed messages too.
             core.subscription_restored();
             core.counters
