@@ -81,7 +81,7 @@ impl InnerLock {
 /// lasts (a read, a write guard), so that under loom every access is checked for races
 /// against the others. Outside loom they are plain raw pointers.
 #[cfg(cachex_loom)]
-pub(crate) use loom::cell::{ConstPtr, MutPtr, UnsafeCell};
+pub(crate) use loom::cell::{MutPtr, UnsafeCell};
 
 #[cfg(not(cachex_loom))]
 pub(crate) struct UnsafeCell<T>(std::cell::UnsafeCell<T>);
