@@ -6,15 +6,14 @@
 
 mod hybrid_support;
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
+use std::io::{BufRead, BufReader};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use cachex::store::hybrid::Invalidated;
 use cachex::store::{Envelope, Store};
 use cachex::{Cache, Ttl};
-use hybrid_support::{eventually, hybrid, RedisServer};
+use hybrid_support::{eventually, hybrid, say, ChildProcess, RedisServer};
 
 fn value<V>(stored: Option<cachex::store::Stored<V>>) -> Option<V> {
     stored.and_then(|s| s.envelope.into_value())
@@ -172,10 +171,6 @@ async fn child_process_role() {
         .unwrap();
     let mut lines = BufReader::new(std::io::stdin()).lines();
     let mut next = || lines.next().expect("parent closed stdin").unwrap();
-    let say = |what: &str| {
-        println!("CHILD:{what}");
-        std::io::stdout().flush().unwrap();
-    };
 
     // 1. Hold the parent's value in L1.
     assert_eq!(value(b.get("k").await.unwrap()), Some(1));
@@ -204,42 +199,12 @@ async fn two_processes_invalidate_each_other() {
     let a = hybrid::<u64>(&server, "procs").await.build().await.unwrap();
     a.set("k", Envelope::found(1), None).await.unwrap();
 
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "child_process_role",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD_URL, server.url())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut to_child = child.stdin.take().unwrap();
-    let from_child = child.stdout.take().unwrap();
-    // The child's lines, read on a thread (blocking I/O) into a channel.
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(from_child).lines().map_while(Result::ok) {
-            // libtest may print `test child_process_role ... ` first on
-            // the same line.
-            if let Some(at) = line.find("CHILD:") {
-                let _ = tx.send(line[at + "CHILD:".len()..].to_string());
-            }
-        }
-    });
-    let mut hear = async || {
-        hybrid_support::guarded("the child", rx.recv())
-            .await
-            .expect("the child exited early (see its output above)")
-    };
-
-    assert_eq!(hear().await, "holding");
+    let mut child = ChildProcess::spawn("child_process_role", (CHILD_URL, &server.url()));
+    assert_eq!(child.hear().await, "holding");
     a.set("k", Envelope::found(2), None).await.unwrap();
-    writeln!(to_child, "wrote").unwrap();
+    child.tell("wrote");
 
-    assert_eq!(hear().await, "wrote");
+    assert_eq!(child.hear().await, "wrote");
     eventually("parent's L1 drops k after the child's write", || async {
         !a.l1_contains("k")
     })
@@ -247,9 +212,8 @@ async fn two_processes_invalidate_each_other() {
     assert_eq!(value(a.get("k").await.unwrap()), Some(3));
 
     assert!(a.delete("k").await.unwrap());
-    writeln!(to_child, "deleted").unwrap();
-    assert_eq!(hear().await, "done");
-    let status = child.wait().unwrap();
-    assert!(status.success(), "child failed: {status}");
+    child.tell("deleted");
+    assert_eq!(child.hear().await, "done");
+    child.finish();
     assert!(a.stats().invalidations_received >= 1);
 }

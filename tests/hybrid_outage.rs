@@ -10,8 +10,7 @@
 
 mod hybrid_support;
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
+use std::io::BufRead;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,7 +19,7 @@ use cachex::store::hybrid::{BreakerState, HybridStore, WriteMode};
 use cachex::store::{Envelope, RedisStore, Store};
 use cachex::Cache;
 use cachex_testkit::FaultProxy;
-use hybrid_support::{eventually, guarded, hybrid, RedisServer};
+use hybrid_support::{eventually, guarded, hybrid, say, ChildProcess, RedisServer};
 
 const KEYS: u64 = 200;
 
@@ -349,11 +348,7 @@ async fn outage_child_role() {
     let (cache, store) = cache_on(&url, "procs", Duration::from_secs(600)).await;
     let loads = Arc::new(AtomicU64::new(0));
     read_all(&cache, &loads, 0).await;
-    let say = |what: String| {
-        println!("CHILD:{what}");
-        std::io::stdout().flush().unwrap();
-    };
-    say(format!("loaded loads={}", loads.load(Ordering::SeqCst)));
+    say(&format!("loaded loads={}", loads.load(Ordering::SeqCst)));
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     std::thread::spawn(move || {
         for line in std::io::stdin().lock().lines().map_while(Result::ok) {
@@ -371,7 +366,7 @@ async fn outage_child_role() {
         rounds += 1;
         tokio::task::yield_now().await;
     }
-    say(format!(
+    say(&format!(
         "loads={} rounds={rounds}",
         loads.load(Ordering::SeqCst)
     ));
@@ -384,41 +379,15 @@ async fn two_processes_ride_out_an_outage_without_reloading() {
     let loads = Arc::new(AtomicU64::new(0));
     read_all(&cache, &loads, 0).await;
 
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "outage_child_role",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD_URL, server.url())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut to_child = child.stdin.take().unwrap();
-    let from_child = child.stdout.take().unwrap();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(from_child).lines().map_while(Result::ok) {
-            if let Some(at) = line.find("CHILD:") {
-                let _ = tx.send(line[at + "CHILD:".len()..].to_string());
-            }
-        }
-    });
-    let mut hear = async || {
-        guarded("the child", rx.recv())
-            .await
-            .expect("the child exited early (see its output above)")
-    };
+    let mut child = ChildProcess::spawn("outage_child_role", (CHILD_URL, &server.url()));
     assert_eq!(
-        hear().await,
+        child.hear().await,
         "loaded loads=0",
         "the child found the parent's values in L2"
     );
 
     server.kill();
-    writeln!(to_child, "killed").unwrap();
+    child.tell("killed");
     eventually("the parent notices the outage", || async {
         !store.is_subscribed()
     })
@@ -426,9 +395,9 @@ async fn two_processes_ride_out_an_outage_without_reloading() {
     for _ in 0..20 {
         read_all(&cache, &loads, 1).await;
     }
-    writeln!(to_child, "over").unwrap();
-    let report = hear().await;
-    assert!(child.wait().unwrap().success(), "the child failed");
+    child.tell("over");
+    let report = child.hear().await;
+    child.finish();
     assert_eq!(
         loads.load(Ordering::SeqCst),
         KEYS,

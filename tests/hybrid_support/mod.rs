@@ -57,3 +57,69 @@ pub async fn guarded<F: Future>(what: &str, f: F) -> F::Output {
         .await
         .unwrap_or_else(|_| panic!("{what} hung"))
 }
+
+/// This test binary run again as a second OS process, running only the
+/// test `role` with `env` set, talking over its stdin and stdout: the
+/// child prints `CHILD:<line>` (see [`say`]) and reads plain lines.
+pub struct ChildProcess {
+    child: std::process::Child,
+    to_child: std::process::ChildStdin,
+    from_child: tokio::sync::mpsc::UnboundedReceiver<String>,
+}
+
+impl ChildProcess {
+    pub fn spawn(role: &str, env: (&str, &str)) -> ChildProcess {
+        use std::io::{BufRead, BufReader};
+        use std::process::{Command, Stdio};
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", role, "--nocapture", "--test-threads=1"])
+            .env(env.0, env.1)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("run the test binary again");
+        let to_child = child.stdin.take().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        // Read on a thread (blocking pipe) into a channel.
+        let (tx, from_child) = tokio::sync::mpsc::unbounded_channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                // libtest may print `test <role> ... ` first on the line.
+                if let Some(at) = line.find("CHILD:") {
+                    let _ = tx.send(line[at + "CHILD:".len()..].to_string());
+                }
+            }
+        });
+        ChildProcess {
+            child,
+            to_child,
+            from_child,
+        }
+    }
+
+    /// The child's next line; fails the test if it exits or hangs first.
+    pub async fn hear(&mut self) -> String {
+        guarded("the child", self.from_child.recv())
+            .await
+            .expect("the child exited early (see its output above)")
+    }
+
+    /// Sends the child one line.
+    pub fn tell(&mut self, line: &str) {
+        use std::io::Write;
+        writeln!(self.to_child, "{line}").expect("the child's stdin");
+    }
+
+    /// Waits for the child to exit; fails the test unless it passed.
+    pub fn finish(mut self) {
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "child failed: {status}");
+    }
+}
+
+/// What a child process says to its parent (see [`ChildProcess`]).
+pub fn say(line: &str) {
+    use std::io::Write;
+    println!("CHILD:{line}");
+    std::io::stdout().flush().unwrap();
+}
