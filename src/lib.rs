@@ -104,6 +104,9 @@ mod cache;
 pub mod codec;
 pub mod engine;
 mod error;
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub mod fuzzing;
 mod loading;
 mod mock;
 pub mod observe;
