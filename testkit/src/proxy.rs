@@ -6,15 +6,17 @@
 //! decides what the network does: [`cut`](FaultProxy::cut) closes every
 //! proxied connection and refuses new ones (what a client sees when the
 //! server's host is gone), [`drop_connections`](FaultProxy::drop_connections)
-//! only resets the connections open now, and [`restore`](FaultProxy::restore)
-//! listens again on the same port.
+//! only resets the connections open now, [`restore`](FaultProxy::restore)
+//! listens again on the same port, and [`set_latency`](FaultProxy::set_latency)
+//! delays every chunk of bytes forwarded, both ways (a slow or distant
+//! network; with jitter, chunks keep their order).
 //!
 //! Plain threads, no async runtime: the proxy must keep forwarding while
 //! the test's runtime is busy or paused.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
@@ -49,6 +51,10 @@ struct Shared {
     /// Both sides of every proxied connection, to shut them down on a cut.
     open: Mutex<Vec<TcpStream>>,
     stop: AtomicBool,
+    /// Delay added to every forwarded chunk, and the most jitter on top,
+    /// in microseconds.
+    latency_us: AtomicU64,
+    jitter_us: AtomicU64,
 }
 
 impl FaultProxy {
@@ -68,6 +74,8 @@ impl FaultProxy {
             listener: Mutex::new(Some(listener)),
             open: Mutex::new(Vec::new()),
             stop: AtomicBool::new(false),
+            latency_us: AtomicU64::new(0),
+            jitter_us: AtomicU64::new(0),
         });
         let accept = {
             let shared = Arc::clone(&shared);
@@ -109,6 +117,14 @@ impl FaultProxy {
         for stream in lock(&self.shared.open).drain(..) {
             let _ = stream.shutdown(Shutdown::Both);
         }
+    }
+
+    /// Delays every chunk forwarded from now on, either way, by `latency`
+    /// plus a random share of `jitter`. `Duration::ZERO` twice: no delay.
+    pub fn set_latency(&self, latency: Duration, jitter: Duration) {
+        let us = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        self.shared.latency_us.store(us(latency), Ordering::Relaxed);
+        self.shared.jitter_us.store(us(jitter), Ordering::Relaxed);
     }
 
     /// Listens again on the same port after a [`cut`](Self::cut).
@@ -175,17 +191,27 @@ fn forward(shared: &Arc<Shared>, client: TcpStream) {
             }
         }
     }
-    thread::spawn(move || pipe(client, server2));
-    thread::spawn(move || pipe(server, client2));
+    let (up, down) = (Arc::clone(shared), Arc::clone(shared));
+    thread::spawn(move || pipe(&up, client, server2));
+    thread::spawn(move || pipe(&down, server, client2));
 }
 
 /// Copies `from` into `to` until either side closes, then closes both.
-fn pipe(mut from: TcpStream, mut to: TcpStream) {
+fn pipe(shared: &Shared, mut from: TcpStream, mut to: TcpStream) {
     let mut buf = [0u8; 16 * 1024];
+    let mut random = seed();
     loop {
         match from.read(&mut buf) {
             Ok(0) | Err(_) => break,
             Ok(n) => {
+                let delay = shared.latency_us.load(Ordering::Relaxed)
+                    + match shared.jitter_us.load(Ordering::Relaxed) {
+                        0 => 0,
+                        jitter => next(&mut random) % (jitter + 1),
+                    };
+                if delay > 0 {
+                    thread::sleep(Duration::from_micros(delay));
+                }
                 if to.write_all(&buf[..n]).is_err() {
                     break;
                 }
@@ -194,6 +220,22 @@ fn pipe(mut from: TcpStream, mut to: TcpStream) {
     }
     let _ = from.shutdown(Shutdown::Both);
     let _ = to.shutdown(Shutdown::Both);
+}
+
+/// A seed for [`next`], different per pipe.
+fn seed() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    u64::from(nanos) | 1
+}
+
+/// xorshift64: jitter needs spread, not quality.
+fn next(state: &mut u64) -> u64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    *state
 }
 
 /// A poisoned lock only means another thread panicked mid-test; the data
