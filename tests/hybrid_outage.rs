@@ -408,3 +408,37 @@ async fn two_processes_ride_out_an_outage_without_reloading() {
         "the child loaded nothing either during the outage: {report}"
     );
 }
+
+/// Write-behind with the breaker open: a write still goes through the
+/// queue, so this process reads it even if L1 evicts it before the worker
+/// has met the breaker (it was an L1-only write, lost with the eviction).
+#[tokio::test]
+async fn write_behind_with_the_breaker_open_still_reads_its_own_write() {
+    let server = RedisServer::start();
+    let proxy = FaultProxy::start(&server.addr());
+    let l2 = RedisStore::builder()
+        .url(proxy.url())
+        .prefix("wbo")
+        .build()
+        .await
+        .unwrap();
+    let store: HybridStore<u64> = HybridStore::builder(l2)
+        .write_mode(WriteMode::WriteBehind)
+        .build()
+        .await
+        .unwrap();
+    proxy.cut();
+    // A miss asks L2, which refuses: the breaker opens.
+    assert_eq!(store.get("other").await.unwrap(), None);
+    assert_ne!(store.breaker_state(), BreakerState::Closed);
+    // On this runtime's one thread, the worker does not run until the test
+    // awaits something that is not ready: the write is still queued.
+    store.set("k", Envelope::found(2), None).await.unwrap();
+    store.invalidate_l1("k"); // as an eviction would
+    let read = store
+        .get("k")
+        .await
+        .unwrap()
+        .and_then(|s| s.envelope.into_value());
+    assert_eq!(read, Some(2));
+}

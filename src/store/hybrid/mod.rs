@@ -468,18 +468,12 @@ where
     }
 
     async fn set(&self, key: &str, envelope: Envelope<V>, ttl: Option<Duration>) -> Result<()> {
-        if !self.breaker.allows() {
-            incr(&self.counters.l2_skipped);
-            if self.strict {
-                return Err(Error::store(StoreOp::Set, Some(key), BreakerOpen));
-            }
-            incr(&self.counters.l1_only_writes);
-            self.local.write(key, envelope, ttl);
-            self.flights.forget(key);
-            return Ok(());
-        }
+        self.refuse_if_strict_and_open(StoreOp::Set, key)?;
         if let Some(queue) = &self.queue {
-            // Queued before L1 is written: see `Queue::push`.
+            // Queued whatever the breaker says (the worker meets it), so
+            // that the queue's newest write of the key is always this
+            // process's newest. Queued before L1 is written: see
+            // `Queue::push`.
             self.enqueue(
                 queue,
                 Job::Set {
@@ -488,6 +482,13 @@ where
                     ttl,
                 },
             );
+            self.local.write(key, envelope, ttl);
+            self.flights.forget(key);
+            return Ok(());
+        }
+        if !self.breaker.allows() {
+            incr(&self.counters.l2_skipped);
+            incr(&self.counters.l1_only_writes);
             self.local.write(key, envelope, ttl);
             self.flights.forget(key);
             return Ok(());
@@ -509,10 +510,21 @@ where
         result
     }
 
+    /// Strict mode's refusal of a write while the breaker is open.
+    fn refuse_if_strict_and_open(&self, op: StoreOp, key: &str) -> Result<()> {
+        if self.strict && !self.breaker.allows() {
+            incr(&self.counters.l2_skipped);
+            return Err(Error::store(op, Some(key), BreakerOpen));
+        }
+        Ok(())
+    }
+
     async fn delete(&self, key: &str) -> Result<bool> {
-        if let (Some(queue), true) = (&self.queue, self.breaker.allows()) {
-            // Until the worker has sent it, the queue answers "nothing"
-            // for the key (see `Queue::pending`).
+        if let Some(queue) = &self.queue {
+            self.refuse_if_strict_and_open(StoreOp::Delete, key)?;
+            // Until the worker has dealt with it, the queue answers
+            // "nothing" for the key (see `Queue::pending`); queued whatever
+            // the breaker says, as `set` is.
             self.enqueue(
                 queue,
                 Job::Delete {
