@@ -67,6 +67,33 @@ fn ensure_font() -> Result<(), String> {
         .clone()
 }
 
+/// Loads the font and creates `path`'s directory.
+fn prepare(path: &Path) -> Result<(), String> {
+    ensure_font()?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    Ok(())
+}
+
+/// Runs `$draw` with `$root` bound to a drawing area of `$path` in
+/// `$format` (a macro: the two backends are different types).
+macro_rules! on_backend {
+    ($path:expr, $format:expr, |$root:ident| $draw:expr) => {
+        match $format {
+            ChartFormat::Png => {
+                let $root = BitMapBackend::new($path, (WIDTH, HEIGHT)).into_drawing_area();
+                $draw
+            }
+            ChartFormat::Svg => {
+                let $root = SVGBackend::new($path, (WIDTH, HEIGHT)).into_drawing_area();
+                $draw
+            }
+        }
+    };
+}
+
 /// Colour of a contender's bars: cachex stands out, references are grey.
 fn colour(name: &str, index: usize) -> RGBColor {
     match name {
@@ -92,21 +119,8 @@ pub fn bars(
     groups: &[String],
     series: &[(String, Vec<f64>)],
 ) -> Result<(), String> {
-    ensure_font()?;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    }
-    match format {
-        ChartFormat::Png => {
-            let root = BitMapBackend::new(path, (WIDTH, HEIGHT)).into_drawing_area();
-            draw(&root, title, groups, series)
-        }
-        ChartFormat::Svg => {
-            let root = SVGBackend::new(path, (WIDTH, HEIGHT)).into_drawing_area();
-            draw(&root, title, groups, series)
-        }
-    }
+    prepare(path)?;
+    on_backend!(path, format, |root| draw(&root, title, groups, series))
 }
 
 fn draw<DB: DrawingBackend>(
@@ -211,21 +225,8 @@ pub fn curves(
     title: &str,
     series: &[(String, Vec<(u64, f64)>)],
 ) -> Result<(), String> {
-    ensure_font()?;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    }
-    match format {
-        ChartFormat::Png => {
-            let root = BitMapBackend::new(path, (WIDTH, HEIGHT)).into_drawing_area();
-            draw_curves(&root, title, series)
-        }
-        ChartFormat::Svg => {
-            let root = SVGBackend::new(path, (WIDTH, HEIGHT)).into_drawing_area();
-            draw_curves(&root, title, series)
-        }
-    }
+    prepare(path)?;
+    on_backend!(path, format, |root| draw_curves(&root, title, series))
 }
 
 fn draw_curves<DB: DrawingBackend>(
