@@ -202,18 +202,8 @@ fn draw<DB: DrawingBackend>(
         ))
         .map_err(err)?;
     let (_, y_top) = chart.backend_coord(&(0.0, y_max));
-    for (j, (name, _)) in series.iter().enumerate() {
-        let y = y_top + 6 + 26 * j as i32;
-        legend_area
-            .draw(&Rectangle::new(
-                [(8, y), (26, y + 16)],
-                colour(name, j).filled(),
-            ))
-            .map_err(err)?;
-        legend_area
-            .draw(&Text::new(name.clone(), (34, y + 1), (FONT, 16)))
-            .map_err(err)?;
-    }
+    let names = series.iter().map(|(name, _)| name.as_str());
+    legend(&legend_area, y_top, names, (0, 16)).map_err(err)?;
     root.present().map_err(err)
 }
 
@@ -276,17 +266,27 @@ fn draw_curves<DB: DrawingBackend>(
             .map_err(err)?;
     }
     let (_, y_top) = chart.backend_coord(&(x_min as f64, y_max));
-    for (j, (name, _)) in series.iter().enumerate() {
-        let y = y_top + 6 + 26 * j as i32;
-        legend_area
-            .draw(&Rectangle::new(
-                [(8, y + 6), (26, y + 10)],
-                colour(name, j).filled(),
-            ))
-            .map_err(err)?;
-        legend_area
-            .draw(&Text::new(name.clone(), (34, y + 1), (FONT, 16)))
-            .map_err(err)?;
-    }
+    let names = series.iter().map(|(name, _)| name.as_str());
+    legend(&legend_area, y_top, names, (6, 10)).map_err(err)?;
     root.present().map_err(err)
+}
+
+/// One legend line per series from `y_top` down: a swatch spanning
+/// `swatch` (top and bottom offsets: a box for bars, a stroke for curves)
+/// in the series' colour, then its name.
+fn legend<'a, DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    y_top: i32,
+    names: impl Iterator<Item = &'a str>,
+    swatch: (i32, i32),
+) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+    for (j, name) in names.enumerate() {
+        let y = y_top + 6 + 26 * j as i32;
+        area.draw(&Rectangle::new(
+            [(8, y + swatch.0), (26, y + swatch.1)],
+            colour(name, j).filled(),
+        ))?;
+        area.draw(&Text::new(name.to_string(), (34, y + 1), (FONT, 16)))?;
+    }
+    Ok(())
 }
