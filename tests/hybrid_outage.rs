@@ -258,6 +258,9 @@ async fn after_a_partition_exactly_the_keys_changed_meanwhile_are_dropped() {
     assert_eq!(read_all(&b, &loads, 9).await, expected);
     let again = b_store.stats();
     assert_eq!(again.l2_hits + again.l2_misses, l2_reads, "{again:?}");
+    // Looking is not reading: `l1_contains` counts no hit.
+    assert!(b_store.l1_contains("0"));
+    assert_eq!(b_store.stats().l1_hits, again.l1_hits);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

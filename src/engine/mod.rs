@@ -153,6 +153,20 @@ where
         })
     }
 
+    /// `inspect` applied to the live entry under `key`, without counting a
+    /// use or a hit: for callers that look at an entry to decide about it
+    /// (the hybrid store's L1 checking an entry's generation), not read it.
+    pub(crate) fn peek<Q, R>(&self, key: &Q, inspect: impl FnOnce(&V) -> R) -> Option<R>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let (hash, shard) = self.locate(key);
+        shard.read(hash, key, false, &self.inner.config, |slot, _| {
+            inspect(&slot.value)
+        })
+    }
+
     /// Whether a live entry holds `key`. Not counted as a use.
     pub fn contains_key<Q>(&self, key: &Q) -> bool
     where

@@ -158,8 +158,8 @@ impl<V: Clone + Send + Sync + 'static> Local<V> {
         let _seq = self.stripes[self.stripe(key)].lock();
         if self
             .engine
-            .get(key)
-            .is_some_and(|now| now.generation == entry.generation)
+            .peek(key, |now| now.generation == entry.generation)
+            .unwrap_or(false)
         {
             self.engine.remove(key);
             self.counters.add(thread_id(), REVALIDATIONS, 1);
@@ -176,10 +176,12 @@ impl<V: Clone + Send + Sync + 'static> Local<V> {
     /// "not found"), without counting a read or dropping
     /// an unverified entry.
     pub(crate) fn contains(&self, key: &str) -> bool {
-        self.engine.get(key).is_some_and(|entry| {
-            self.outage.is_current(entry.generation)
-                || self.outage.serves_unverified(entry.generation)
-        })
+        self.engine
+            .peek(key, |entry| {
+                self.outage.is_current(entry.generation)
+                    || self.outage.serves_unverified(entry.generation)
+            })
+            .unwrap_or(false)
     }
 
     fn stripe(&self, key: &str) -> usize {
@@ -296,8 +298,8 @@ impl<V: Clone + Send + Sync + 'static> Local<V> {
         *seq += 1;
         if self
             .engine
-            .get(key)
-            .is_some_and(|entry| entry.kind != Kind::Written)
+            .peek(key, |entry| entry.kind != Kind::Written)
+            .unwrap_or(false)
         {
             self.engine.remove(key);
         }
