@@ -319,6 +319,7 @@ where
             fail_safe.throttle = self.throttle;
         }
         let core = Core {
+            local: store.local_tier(),
             store,
             flights: Flights::new(),
             settings,

@@ -1,16 +1,20 @@
 //! The async cache handle users program against.
 //!
 //! Module map: [`Cache`] and its plain operations (this file), loading
-//! through it (`load.rs`), building it (`builder.rs`), its counters
-//! (`stats.rs`), and the object-safe interface it shares with
-//! [`MockCache`](crate::MockCache) (`api.rs`).
+//! through it (`load.rs`), the futures of `get` and `get_or_load`, which
+//! answer a hit at their first poll (`get_future.rs`, `load_future.rs`),
+//! building it (`builder.rs`), its counters (`stats.rs`), and the
+//! object-safe interface it shares with [`MockCache`](crate::MockCache)
+//! (`api.rs`).
 
 mod api;
 mod builder;
+mod get_future;
 mod load;
 mod stats;
 
 use std::fmt;
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,7 +33,8 @@ use crate::loading::{
 };
 use crate::observe::spans::{traced, Op, OpSpan};
 use crate::observe::{Observer, StatsSource};
-use crate::store::{Envelope, Store, Stored};
+use crate::store::{Envelope, LocalTier, Store, Stored};
+use get_future::GetFuture;
 use crate::{Error, Result, Ttl};
 
 /// The longest key accepted, in bytes. Longer keys are refused with
@@ -100,6 +105,8 @@ pub struct Cache<V> {
 /// Everything a background refresh needs from its cache.
 struct Core<V> {
     store: Arc<dyn Store<V>>,
+    /// The store's in-process tier, read directly on the hit path.
+    local: Option<LocalTier<V>>,
     flights: Arc<Flights<V>>,
     settings: Settings,
     random: Random,
@@ -134,11 +141,11 @@ where
     /// The value under `key`: `Ok(None)` when there is none, or when a
     /// "not found" is cached for it. A value past its TTL kept by
     /// [fail-safe](CacheBuilder::fail_safe) is not returned.
-    pub async fn get(&self, key: &str) -> Result<Option<V>> {
-        let span = OpSpan::new(&self.core.observer, Op::Get, Some(key));
-        let result = traced!(span, self.core.get(key, &span));
-        span.finish(&result);
-        result
+    ///
+    /// A hit in the store's in-process tier (memory, or a hybrid store's
+    /// L1) is answered at the future's first poll.
+    pub fn get<'a>(&'a self, key: &'a str) -> impl Future<Output = Result<Option<V>>> + Send + 'a {
+        GetFuture::new(&self.core, key)
     }
 
     /// Stores `value` under `key` for `ttl`: [`Ttl::Default`] is the cache's
@@ -234,6 +241,13 @@ impl<V> Core<V>
 where
     V: Clone + Send + Sync + 'static,
 {
+    /// [`Cache::get`] with a live span: the store is called inside it.
+    async fn get_in_span(&self, key: &str, span: OpSpan) -> Result<Option<V>> {
+        let result = traced!(span, self.get(key, &span));
+        span.finish(&result);
+        result
+    }
+
     async fn get(&self, key: &str, span: &OpSpan) -> Result<Option<V>> {
         self.check(key)?;
         // The remaining TTL is not needed for the answer, and a remote store
@@ -242,15 +256,33 @@ where
         // tell a live value from one kept past its TTL.
         let entry = if span.live().is_some() || self.settings.fail_safe.is_some() {
             let stored = self.store.get(key).await;
-            stored.map(|stored| {
-                self.live(stored?).map(|live| {
-                    span.ttl(live.remaining_ttl);
-                    live.envelope
-                })
-            })
+            self.live_entry(stored, span)
         } else {
             self.store.get_entry(key).await
         };
+        self.answer_get(entry, span)
+    }
+
+    /// What `get` makes of an entry read with its TTL: the envelope, unless
+    /// fail-safe keeps it past its TTL (then nothing); the remaining TTL
+    /// goes to the span.
+    #[inline]
+    fn live_entry(
+        &self,
+        stored: Result<Option<Stored<V>>>,
+        span: &OpSpan,
+    ) -> Result<Option<Envelope<V>>> {
+        stored.map(|stored| {
+            self.live(stored?).map(|live| {
+                span.ttl(live.remaining_ttl);
+                live.envelope
+            })
+        })
+    }
+
+    /// `get`'s answer from what the store found, counted.
+    #[inline(always)]
+    fn answer_get(&self, entry: Result<Option<Envelope<V>>>, span: &OpSpan) -> Result<Option<V>> {
         let entry = entry.inspect_err(|_| self.counters.incr(Counter::StoreErrors))?;
         // `get` answers a cached "not found" as `Ok(None)`: a negative hit.
         let lookup = Lookup::classify(entry.as_ref().map(Envelope::value), true);

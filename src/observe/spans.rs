@@ -101,6 +101,17 @@ impl OpSpan {
         OpSpan {}
     }
 
+    /// A span nobody listens to: records nothing.
+    #[inline]
+    pub(crate) fn quiet() -> Self {
+        OpSpan {
+            #[cfg(feature = "tracing")]
+            span: None,
+            #[cfg(feature = "tracing")]
+            key_mode: KeyMode::Off,
+        }
+    }
+
     /// Builds the span, if the subscriber wants it.
     #[cfg(feature = "tracing")]
     #[inline(never)]

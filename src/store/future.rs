@@ -47,6 +47,16 @@ impl<'a, T> StoreFuture<'a, T> {
         StoreFuture(State::Pending(Box::pin(future)))
     }
 
+    /// Takes the output if it is already known; `None` if the future is
+    /// still to be awaited.
+    #[inline]
+    pub(crate) fn take_ready(&mut self) -> Option<T> {
+        match &mut self.0 {
+            State::Ready(value) => value.take(),
+            State::Pending(_) => None,
+        }
+    }
+
     /// Applies `f` to the output. A ready future stays ready (no
     /// allocation); a pending one is wrapped in a new box.
     ///

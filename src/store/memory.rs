@@ -3,7 +3,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use super::{Envelope, Store, StoreFuture, StoreStats, Stored, Tier, TierStats};
+use super::{Envelope, LocalTier, Store, StoreFuture, StoreStats, Stored, Tier, TierStats};
 use crate::{MemoryCache, Result, Ttl};
 
 /// A [`Store`] over the in-memory engine, [`MemoryCache`].
@@ -97,6 +97,15 @@ where
         StoreFuture::ready(Ok(entry))
     }
 
+    /// The engine's plain `get`: no remaining TTL to compute, no mapping.
+    #[inline]
+    fn get_entry<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Result<Option<Envelope<V>>>>
+    where
+        V: 'a,
+    {
+        StoreFuture::ready(Ok(self.engine.get(key)))
+    }
+
     fn set<'a>(
         &'a self,
         key: &'a str,
@@ -139,6 +148,11 @@ where
             ..TierStats::default()
         };
         StoreStats::single(Tier::L1, l1)
+    }
+
+    /// The engine: a cache's hit path reads it directly.
+    fn local_tier(&self) -> Option<LocalTier<V>> {
+        Some(LocalTier::memory(self.engine.clone()))
     }
 }
 

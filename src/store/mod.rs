@@ -13,6 +13,7 @@ mod envelope;
 mod future;
 #[cfg(feature = "redis")]
 pub mod hybrid;
+mod local_tier;
 mod memory;
 #[cfg(feature = "redis")]
 pub mod redis;
@@ -21,6 +22,9 @@ use std::time::Duration;
 
 pub use envelope::Envelope;
 pub use future::StoreFuture;
+#[cfg(feature = "redis")]
+pub(crate) use local_tier::Behind;
+pub(crate) use local_tier::LocalTier;
 #[cfg(feature = "redis")]
 pub use hybrid::{HybridStore, HybridStoreBuilder};
 pub use memory::MemoryStore;
@@ -178,6 +182,14 @@ pub trait Store<V>: Send + Sync {
     fn stats(&self) -> StoreStats {
         StoreStats::default()
     }
+
+    /// The store's in-process tier, which a cache reads directly instead
+    /// of calling [`get`](Self::get) (see `store/local_tier.rs`). Only
+    /// this crate's stores can have one; the default is none.
+    #[doc(hidden)]
+    fn local_tier(&self) -> Option<LocalTier<V>> {
+        None
+    }
 }
 
 /// A shared store is a store: several caches (or a cache and a two-tier
@@ -220,5 +232,9 @@ impl<V, S: Store<V> + ?Sized> Store<V> for std::sync::Arc<S> {
 
     fn stats(&self) -> StoreStats {
         (**self).stats()
+    }
+
+    fn local_tier(&self) -> Option<LocalTier<V>> {
+        (**self).local_tier()
     }
 }

@@ -241,7 +241,7 @@ where
             .max_stale_on_outage
             .unwrap_or(self.l1_ttl.unwrap_or(DEFAULT_L1_TTL));
         let core = Arc::new(Core {
-            local: Local::new(self.l1_capacity, self.l1_ttl, max_stale),
+            local: Arc::new(Local::new(self.l1_capacity, self.l1_ttl, max_stale)),
             flights: Arc::new(Flights::new()),
             breaker: Breaker::new(self.breaker_threshold, self.breaker_open_for),
             queue: (self.write_mode == WriteMode::WriteBehind)

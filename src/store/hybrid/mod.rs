@@ -98,14 +98,14 @@ pub use builder::{
 pub use stats::HybridStats;
 
 use super::redis::TimedOut;
-use super::{Envelope, RedisStore, Store, StoreFuture, Stored};
+use super::{Behind, Envelope, LocalTier, RedisStore, Store, StoreFuture, Stored};
 use crate::codec::{Codec, MessagePack};
 use crate::observe::{StoreStats, TierStats};
 use crate::{Error, Result, StoreOp};
 use breaker::Breaker;
 use coalesce::Flights;
 use invalidation::Message;
-use local::Local;
+pub(crate) use local::Local;
 use stats::{incr, Counters};
 use write_behind::{Job, Queue};
 
@@ -176,7 +176,8 @@ struct Inner<V, C> {
 
 /// What the handles and the background tasks share.
 pub(crate) struct Core<V, C> {
-    local: Local<V>,
+    /// Shared with the caches over this store (see `Store::local_tier`).
+    local: Arc<Local<V>>,
     l2: RedisStore<V, C>,
     flights: Arc<Flights<V>>,
     breaker: Breaker,
@@ -703,30 +704,10 @@ where
 {
     #[inline]
     fn get<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Result<Option<Stored<V>>>> {
-        let core = &self.inner.core;
-        if let Some(found) = core.local.get(key) {
+        if let Some(found) = self.inner.core.local.get(key) {
             return StoreFuture::ready(Ok(Some(found)));
         }
-        if !core.breaker.allows() {
-            incr(&core.counters.l2_skipped);
-            let answer = if let Some(own) = core.pending(key) {
-                Ok(own)
-            } else if core.strict {
-                Err(Error::store(StoreOp::Get, Some(key), BreakerOpen))
-            } else {
-                Ok(None)
-            };
-            return StoreFuture::ready(answer);
-        }
-        let read = core.flights.join_or_start(key, || {
-            // Taken under the flights' lock: a write that forgets this
-            // read after it was registered has bumped the ticket's counter.
-            let ticket = core.local.ticket(key);
-            let core = Arc::clone(core);
-            let key = key.to_owned();
-            async move { core.read_l2(&key, ticket).await }.boxed()
-        });
-        StoreFuture::new(read)
+        self.get_behind(key)
     }
 
     /// An L1 hit without reading the clock for the TTL; a miss goes the
@@ -739,7 +720,7 @@ where
         if let Some(found) = self.inner.core.local.get_envelope(key) {
             return StoreFuture::ready(Ok(Some(found)));
         }
-        self.get(key)
+        self.get_behind(key)
             .map(|stored| stored.map(|found| found.map(|stored| stored.envelope)))
     }
 
@@ -796,6 +777,46 @@ where
             l1: Some(l1),
             l2: Some(l2),
         }
+    }
+
+    /// L1, read by the cache's hit path; a miss goes on through
+    /// [`Behind::get_behind`].
+    fn local_tier(&self) -> Option<LocalTier<V>> {
+        let behind: Arc<dyn Behind<V>> = Arc::new(self.clone());
+        Some(LocalTier::hybrid(Arc::clone(&self.inner.core.local), behind))
+    }
+}
+
+
+/// A read that missed L1 (or never asked it): the breaker, this process's
+/// pending write, then L2, one read per key at a time.
+impl<V, C> Behind<V> for HybridStore<V, C>
+where
+    V: Clone + Serialize + DeserializeOwned + Send + Sync + 'static,
+    C: Codec,
+{
+    fn get_behind<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Result<Option<Stored<V>>>> {
+        let core = &self.inner.core;
+        if !core.breaker.allows() {
+            incr(&core.counters.l2_skipped);
+            let answer = if let Some(own) = core.pending(key) {
+                Ok(own)
+            } else if core.strict {
+                Err(Error::store(StoreOp::Get, Some(key), BreakerOpen))
+            } else {
+                Ok(None)
+            };
+            return StoreFuture::ready(answer);
+        }
+        let read = core.flights.join_or_start(key, || {
+            // Taken under the flights' lock: a write that forgets this
+            // read after it was registered has bumped the ticket's counter.
+            let ticket = core.local.ticket(key);
+            let core = Arc::clone(core);
+            let key = key.to_owned();
+            async move { core.read_l2(&key, ticket).await }.boxed()
+        });
+        StoreFuture::new(read)
     }
 }
 

@@ -1,0 +1,144 @@
+//! The future [`Cache::get`](super::Cache::get) returns.
+//!
+//! Written by hand rather than as an `async fn` because a hit is the
+//! common case and should cost little more than the engine's own lookup:
+//! the first poll reads the store's in-process tier directly (no dynamic
+//! call, no [`StoreFuture`]) and answers; only a read that has to wait (a
+//! remote store, a hybrid store's L1 miss) or a live tracing span leaves
+//! something to poll again. As an `async fn` the same steps cost about 60
+//! more instructions per hit: moving the answer through the state
+//! machine's slots and an out-of-line drop of the finished state machine.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use super::{BoxFuture, Core};
+use crate::observe::spans::{Op, OpSpan};
+use crate::store::{Envelope, StoreFuture, Stored};
+use crate::Result;
+
+/// [`Cache::get`](super::Cache::get)'s future: lazy, like an `async fn`'s
+/// (nothing happens before the first poll).
+pub(super) struct GetFuture<'a, V> {
+    core: &'a Core<V>,
+    key: &'a str,
+    /// Whether the first poll has run.
+    started: bool,
+    /// What the first poll left to wait for.
+    pending: Option<Pending<'a, V>>,
+}
+
+/// A `get` still under way after its first poll.
+enum Pending<'a, V> {
+    /// The store's read without the TTL (the quiet path, no fail-safe).
+    Entry(StoreFuture<'a, Result<Option<Envelope<V>>>>),
+    /// The store's read with the TTL: fail-safe needs it, and a hybrid
+    /// store's read behind its L1 brings it.
+    Stored(StoreFuture<'a, Result<Option<Stored<V>>>>),
+    /// The whole operation inside its live span.
+    InSpan(BoxFuture<'a, Result<Option<V>>>),
+}
+
+impl<'a, V> GetFuture<'a, V>
+where
+    V: Clone + Send + Sync + 'static,
+{
+    pub(super) fn new(core: &'a Core<V>, key: &'a str) -> Self {
+        GetFuture {
+            core,
+            key,
+            started: false,
+            pending: None,
+        }
+    }
+
+    /// The first poll: the answer, or `Pending` with `pending` set (the
+    /// waker not registered yet). Returns the poll's own type, so that the
+    /// answer is written where the caller wants it, not moved there.
+    #[inline(always)]
+    fn start(&mut self) -> Poll<Result<Option<V>>> {
+        let (core, key) = (self.core, self.key);
+        let span = OpSpan::new(&core.observer, Op::Get, Some(key));
+        if span.live().is_some() {
+            self.pending = Some(Pending::InSpan(Box::pin(core.get_in_span(key, span))));
+            return Poll::Pending;
+        }
+        if let Err(error) = core.check(key) {
+            return Poll::Ready(Err(error));
+        }
+        let fail_safe = core.settings.fail_safe.is_some();
+        let mut read = match &core.local {
+            Some(local) => {
+                // The TTL only when fail-safe needs it: a hybrid L1 hit
+                // then reads no clock.
+                if !fail_safe {
+                    if let Some(envelope) = local.get_entry(key) {
+                        return Poll::Ready(core.answer_get(Ok(Some(envelope)), &span));
+                    }
+                } else if let Some(stored) = local.get(key) {
+                    return Poll::Ready(core.answer_get(core.live_entry(Ok(Some(stored)), &span), &span));
+                }
+                match local.behind(key) {
+                    Some(read) => Pending::Stored(read),
+                    None => return Poll::Ready(core.answer_get(Ok(None), &span)),
+                }
+            }
+            None if fail_safe => Pending::Stored(core.store.get(key)),
+            None => Pending::Entry(core.store.get_entry(key)),
+        };
+        // Stores without an in-process tier may still answer at once.
+        match &mut read {
+            Pending::Entry(entry) => {
+                if let Some(entry) = entry.take_ready() {
+                    return Poll::Ready(core.answer_get(entry, &span));
+                }
+            }
+            Pending::Stored(stored) => {
+                if let Some(stored) = stored.take_ready() {
+                    return Poll::Ready(core.answer_get(core.live_entry(stored, &span), &span));
+                }
+            }
+            Pending::InSpan(_) => {}
+        }
+        self.pending = Some(read);
+        Poll::Pending
+    }
+
+    /// Later polls: waits for what the first one left.
+    fn resume(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<V>>> {
+        let core = self.core;
+        let quiet = OpSpan::quiet();
+        match self.pending.as_mut() {
+            Some(Pending::Entry(entry)) => {
+                let entry = ready!(Pin::new(entry).poll(cx));
+                Poll::Ready(core.answer_get(entry, &quiet))
+            }
+            Some(Pending::Stored(stored)) => {
+                let stored = ready!(Pin::new(stored).poll(cx));
+                Poll::Ready(core.answer_get(core.live_entry(stored, &quiet), &quiet))
+            }
+            Some(Pending::InSpan(operation)) => operation.as_mut().poll(cx),
+            None => panic!("`Cache::get` polled after completion"),
+        }
+    }
+}
+
+impl<V> Future for GetFuture<'_, V>
+where
+    V: Clone + Send + Sync + 'static,
+{
+    type Output = Result<Option<V>>;
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        if !this.started {
+            this.started = true;
+            if let ready @ Poll::Ready(_) = this.start() {
+                return ready;
+            }
+        }
+        this.resume(cx)
+    }
+}

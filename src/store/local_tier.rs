@@ -1,0 +1,130 @@
+//! A store's in-process tier, which a [`Cache`](crate::Cache) reads
+//! directly on its hit path.
+//!
+//! Through [`Store::get`](super::Store::get), even an answer held in this
+//! process's memory costs a dynamic call and a [`StoreFuture`] that the
+//! cache then unpacks: together about as many instructions as the engine's
+//! own lookup. The built-in stores with an in-process tier
+//! ([`MemoryStore`](super::MemoryStore), [`HybridStore`](super::HybridStore)'s
+//! L1) hand the cache a [`LocalTier`] once, when it is built
+//! ([`Store::local_tier`](super::Store::local_tier)), and the cache reads it
+//! with the engine's lookup inlined into its own code. What the tier does
+//! not hold goes on as the store's own read would ([`LocalTier::behind`]):
+//! nothing more for a memory store, L2 for a hybrid one.
+//!
+//! A store's answers must not depend on which way they were asked: the tier
+//! reads exactly what the store's `get` and `get_entry` read first, and
+//! counts the same (one engine read per lookup).
+
+use std::sync::Arc;
+
+use super::{Envelope, StoreFuture, Stored};
+use crate::{MemoryCache, Result};
+
+/// The in-process tier of a built-in store, as the cache reads it. Only
+/// this crate's stores make one; a store of your own answers `None` from
+/// [`Store::local_tier`](super::Store::local_tier) and is always called
+/// through the trait.
+pub struct LocalTier<V>(Tier<V>);
+
+enum Tier<V> {
+    /// A [`MemoryStore`](super::MemoryStore)'s engine: it holds everything
+    /// the store holds, so a miss there is the store's answer.
+    Memory(MemoryCache<String, Envelope<V>>),
+    /// A [`HybridStore`](super::HybridStore)'s L1, and the rest of the
+    /// store's read (L2) for what L1 does not hold.
+    #[cfg(feature = "redis")]
+    Hybrid {
+        l1: Arc<super::hybrid::Local<V>>,
+        behind: Arc<dyn Behind<V>>,
+    },
+}
+
+/// The rest of a store's read after its in-process tier missed.
+pub(crate) trait Behind<V>: Send + Sync {
+    /// What [`Store::get`](super::Store::get) answers for `key` once its
+    /// in-process tier has missed (and counted the miss).
+    fn get_behind<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Result<Option<Stored<V>>>>;
+}
+
+impl<V> LocalTier<V>
+where
+    V: Clone + Send + Sync + 'static,
+{
+    /// A memory store's engine.
+    pub(crate) fn memory(engine: MemoryCache<String, Envelope<V>>) -> Self {
+        LocalTier(Tier::Memory(engine))
+    }
+
+    /// A hybrid store's L1, with the read behind it.
+    #[cfg(feature = "redis")]
+    pub(crate) fn hybrid(l1: Arc<super::hybrid::Local<V>>, behind: Arc<dyn Behind<V>>) -> Self {
+        LocalTier(Tier::Hybrid { l1, behind })
+    }
+
+    /// The entry the store's [`get_entry`](super::Store::get_entry) would
+    /// answer from this tier; `None` if the tier does not hold it.
+    #[inline(always)]
+    pub(crate) fn get_entry(&self, key: &str) -> Option<Envelope<V>> {
+        match &self.0 {
+            Tier::Memory(engine) => engine.get(key),
+            #[cfg(feature = "redis")]
+            Tier::Hybrid { l1, .. } => l1.get_envelope(key),
+        }
+    }
+
+    /// The entry and its remaining TTL, as the store's
+    /// [`get`](super::Store::get) would answer them from this tier; `None`
+    /// if the tier does not hold it.
+    #[inline(always)]
+    pub(crate) fn get(&self, key: &str) -> Option<Stored<V>> {
+        match &self.0 {
+            Tier::Memory(engine) => engine
+                .get_with_ttl(key)
+                .map(|(envelope, remaining_ttl)| Stored {
+                    envelope,
+                    remaining_ttl,
+                }),
+            #[cfg(feature = "redis")]
+            Tier::Hybrid { l1, .. } => l1.get(key),
+        }
+    }
+
+    /// After this tier missed `key`: the rest of the store's read, or
+    /// `None` if there is nothing behind the tier (the miss is the answer).
+    #[inline]
+    #[cfg_attr(not(feature = "redis"), allow(unused_variables))]
+    pub(crate) fn behind<'a>(
+        &'a self,
+        key: &'a str,
+    ) -> Option<StoreFuture<'a, Result<Option<Stored<V>>>>> {
+        match &self.0 {
+            Tier::Memory(_) => None,
+            #[cfg(feature = "redis")]
+            Tier::Hybrid { behind, .. } => Some(behind.get_behind(key)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Ttl;
+
+    #[test]
+    fn a_memory_tier_answers_what_the_store_holds_and_nothing_behind() {
+        let engine: MemoryCache<String, Envelope<u32>> = MemoryCache::new(10);
+        engine.insert_with_ttl("a".into(), Envelope::found(1), Ttl::Never);
+        let tier = LocalTier::memory(engine.clone());
+        assert_eq!(tier.get_entry("a"), Some(Envelope::found(1)));
+        let stored = tier.get("a").unwrap();
+        assert_eq!(
+            (stored.envelope, stored.remaining_ttl),
+            (Envelope::found(1), None)
+        );
+        assert_eq!(tier.get_entry("b"), None);
+        assert!(tier.behind("b").is_none(), "a miss is final");
+        let stats = engine.stats();
+        assert_eq!((stats.hits, stats.misses), (2, 1), "one read per lookup");
+    }
+}
