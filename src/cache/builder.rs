@@ -318,10 +318,17 @@ where
         if let Some(fail_safe) = &mut settings.fail_safe {
             fail_safe.throttle = self.throttle;
         }
+        let local = store.local_tier();
+        // One hash of a key then finds it in the local tier and in the
+        // flights (see `Flights::with_hasher`).
+        let flights = match &local {
+            Some(local) => Flights::with_hasher(local.hasher()),
+            None => Flights::new(),
+        };
         let core = Core {
-            local: store.local_tier(),
+            local,
             store,
-            flights: Flights::new(),
+            flights,
             settings,
             random: self.seed.map_or_else(Random::from_entropy, Random::new),
             counters: Counters::new(self.metrics),

@@ -10,12 +10,13 @@
 //! machine's slots and an out-of-line drop of the finished state machine.
 
 use std::future::Future;
+use std::mem::ManuallyDrop;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
 use super::{BoxFuture, Core};
 use crate::observe::spans::{Op, OpSpan};
-use crate::store::{Envelope, StoreFuture, Stored};
+use crate::store::{Envelope, Stored};
 use crate::Result;
 
 /// [`Cache::get`](super::Cache::get)'s future: lazy, like an `async fn`'s
@@ -25,17 +26,18 @@ pub(super) struct GetFuture<'a, V> {
     key: &'a str,
     /// Whether the first poll has run.
     started: bool,
-    /// What the first poll left to wait for.
-    pending: Option<Pending<'a, V>>,
+    /// What the first poll left to wait for. Dropped by hand (see the
+    /// `Drop` impl), so that finishing a hit drops nothing.
+    pending: ManuallyDrop<Option<Pending<'a, V>>>,
 }
 
 /// A `get` still under way after its first poll.
 enum Pending<'a, V> {
     /// The store's read without the TTL (the quiet path, no fail-safe).
-    Entry(StoreFuture<'a, Result<Option<Envelope<V>>>>),
+    Entry(BoxFuture<'a, Result<Option<Envelope<V>>>>),
     /// The store's read with the TTL: fail-safe needs it, and a hybrid
     /// store's read behind its L1 brings it.
-    Stored(StoreFuture<'a, Result<Option<Stored<V>>>>),
+    Stored(BoxFuture<'a, Result<Option<Stored<V>>>>),
     /// The whole operation inside its live span.
     InSpan(BoxFuture<'a, Result<Option<V>>>),
 }
@@ -49,7 +51,7 @@ where
             core,
             key,
             started: false,
-            pending: None,
+            pending: ManuallyDrop::new(None),
         }
     }
 
@@ -61,14 +63,14 @@ where
         let (core, key) = (self.core, self.key);
         let span = OpSpan::new(&core.observer, Op::Get, Some(key));
         if span.live().is_some() {
-            self.pending = Some(Pending::InSpan(Box::pin(core.get_in_span(key, span))));
+            *self.pending = Some(Pending::InSpan(Box::pin(core.get_in_span(key, span))));
             return Poll::Pending;
         }
         if let Err(error) = core.check(key) {
             return Poll::Ready(Err(error));
         }
         let fail_safe = core.settings.fail_safe.is_some();
-        let mut read = match &core.local {
+        let stored = match &core.local {
             Some(local) => {
                 // The TTL only when fail-safe needs it: a hybrid L1 hit
                 // then reads no clock.
@@ -77,31 +79,33 @@ where
                         return Poll::Ready(core.answer_get(Ok(Some(envelope)), &span));
                     }
                 } else if let Some(stored) = local.get(key) {
-                    return Poll::Ready(core.answer_get(core.live_entry(Ok(Some(stored)), &span), &span));
+                    let entry = core.live_entry(Ok(Some(stored)), &span);
+                    return Poll::Ready(core.answer_get(entry, &span));
                 }
                 match local.behind(key) {
-                    Some(read) => Pending::Stored(read),
+                    Some(read) => read,
                     None => return Poll::Ready(core.answer_get(Ok(None), &span)),
                 }
             }
-            None if fail_safe => Pending::Stored(core.store.get(key)),
-            None => Pending::Entry(core.store.get_entry(key)),
+            None if fail_safe => core.store.get(key),
+            // Stores without an in-process tier may still answer at once.
+            None => {
+                return match core.store.get_entry(key).now_or_later() {
+                    Ok(entry) => Poll::Ready(core.answer_get(entry, &span)),
+                    Err(read) => self.wait(Pending::Entry(read)),
+                }
+            }
         };
-        // Stores without an in-process tier may still answer at once.
-        match &mut read {
-            Pending::Entry(entry) => {
-                if let Some(entry) = entry.take_ready() {
-                    return Poll::Ready(core.answer_get(entry, &span));
-                }
-            }
-            Pending::Stored(stored) => {
-                if let Some(stored) = stored.take_ready() {
-                    return Poll::Ready(core.answer_get(core.live_entry(stored, &span), &span));
-                }
-            }
-            Pending::InSpan(_) => {}
+        match stored.now_or_later() {
+            Ok(stored) => Poll::Ready(core.answer_get(core.live_entry(stored, &span), &span)),
+            Err(read) => self.wait(Pending::Stored(read)),
         }
-        self.pending = Some(read);
+    }
+
+    /// Leaves `pending` for the next polls.
+    #[cold]
+    fn wait(&mut self, pending: Pending<'a, V>) -> Poll<Result<Option<V>>> {
+        *self.pending = Some(pending);
         Poll::Pending
     }
 
@@ -111,11 +115,11 @@ where
         let quiet = OpSpan::quiet();
         match self.pending.as_mut() {
             Some(Pending::Entry(entry)) => {
-                let entry = ready!(Pin::new(entry).poll(cx));
+                let entry = ready!(entry.as_mut().poll(cx));
                 Poll::Ready(core.answer_get(entry, &quiet))
             }
             Some(Pending::Stored(stored)) => {
-                let stored = ready!(Pin::new(stored).poll(cx));
+                let stored = ready!(stored.as_mut().poll(cx));
                 Poll::Ready(core.answer_get(core.live_entry(stored, &quiet), &quiet))
             }
             Some(Pending::InSpan(operation)) => operation.as_mut().poll(cx),
@@ -141,4 +145,21 @@ where
         }
         this.resume(cx)
     }
+}
+
+/// Drops what is pending, if anything. By hand rather than by the field's
+/// drop glue, which the compiler left out of line: a call on every hit.
+impl<V> Drop for GetFuture<'_, V> {
+    #[inline]
+    fn drop(&mut self) {
+        if self.pending.is_some() {
+            drop_pending(&mut self.pending);
+        }
+    }
+}
+
+#[cold]
+fn drop_pending<T>(pending: &mut Option<T>) {
+    // Taken out, the field holds `None`: nothing is left undropped.
+    drop(pending.take());
 }

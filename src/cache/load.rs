@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::load_future::LoadFuture;
 use super::stats::{Counter, Lookup};
 use super::{Cache, Core};
 use crate::loading::{
@@ -17,7 +18,7 @@ use crate::store::{Envelope, Stored};
 use crate::{BoxError, Error, Result};
 
 /// What a load's read of the store found.
-enum Read<V> {
+pub(super) enum Read<V> {
     /// A live entry (a value, or a cached "not found").
     Live(Stored<V>),
     /// Nothing live.
@@ -25,7 +26,7 @@ enum Read<V> {
 }
 
 /// What a miss leaves its load to work with.
-struct Miss<V> {
+pub(super) struct Miss<V> {
     /// A value past its TTL that fail-safe kept: the answer if the load
     /// fails or passes the soft timeout.
     stale: Option<Stale<V>>,
@@ -41,6 +42,14 @@ impl<V> Miss<V> {
             write: true,
         }
     }
+}
+
+/// What a load does after its read: see [`Cache::after_read`].
+pub(super) enum AfterRead<A, L, V> {
+    /// A hit that answers the caller.
+    Answered(A),
+    /// Nothing usable: load, with this loader, from this miss.
+    Load(L, Miss<V>),
 }
 
 /// How a load is run by [`Core::lead`].
@@ -139,7 +148,11 @@ where
     /// # Ok::<(), cachex::Error>(())
     /// # }).unwrap();
     /// ```
-    pub async fn get_or_load<F, Fut, E>(&self, key: &str, loader: F) -> Result<V>
+    pub fn get_or_load<'a, F, Fut, E>(
+        &'a self,
+        key: &'a str,
+        loader: F,
+    ) -> impl Future<Output = Result<V>> + Send + 'a
     where
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = Result<V, E>> + Send + 'static,
@@ -149,7 +162,6 @@ where
             key,
             move || async move { loader().await.map_err(Into::into) },
         )
-        .await
     }
 
     /// Like [`get_or_load`](Self::get_or_load), for data that may not exist:
@@ -171,7 +183,11 @@ where
     /// # Ok::<(), cachex::Error>(())
     /// # }).unwrap();
     /// ```
-    pub async fn get_or_load_optional<F, Fut, E>(&self, key: &str, loader: F) -> Result<Option<V>>
+    pub fn get_or_load_optional<'a, F, Fut, E>(
+        &'a self,
+        key: &'a str,
+        loader: F,
+    ) -> impl Future<Output = Result<Option<V>>> + Send + 'a
     where
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = Result<Option<V>, E>> + Send + 'static,
@@ -181,19 +197,28 @@ where
             key,
             move || async move { loader().await.map_err(Into::into) },
         )
-        .await
     }
 
-    /// Both flavours of `get_or_load`: `A` is `V` or `Option<V>`. The
-    /// loader runs inside the operation's span, so its own spans (the
-    /// database query) are children of it.
-    async fn load<A, L, Fut>(&self, key: &str, loader: L) -> Result<A>
+    /// Both flavours of `get_or_load`: `A` is `V` or `Option<V>`. A hit in
+    /// the store's in-process tier is answered at the first poll (see
+    /// `load_future.rs`).
+    fn load<'a, A, L, Fut>(&'a self, key: &'a str, loader: L) -> LoadFuture<'a, V, A, L>
     where
         A: Answer<V> + Send + 'static,
         L: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = Result<A, BoxError>> + Send + 'static,
     {
-        let span = OpSpan::new(&self.core.observer, Op::GetOrLoad, Some(key));
+        LoadFuture::new(self, key, loader)
+    }
+
+    /// [`load`](Self::load) with a live span: the loader runs inside it,
+    /// so its own spans (the database query) are children of it.
+    pub(super) async fn load_in_span<A, L, Fut>(&self, key: &str, loader: L, span: OpSpan) -> Result<A>
+    where
+        A: Answer<V> + Send + 'static,
+        L: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<A, BoxError>> + Send + 'static,
+    {
         let result = traced!(span, self.load_in(key, loader, &span));
         span.finish(&result);
         result
@@ -208,9 +233,32 @@ where
     {
         let core = &self.core;
         core.check(key)?;
+        let endings = core.flights.endings(key);
+        let read = core.read(key).await;
+        match self.after_read(key, read, loader, span) {
+            AfterRead::Answered(answer) => Ok(answer),
+            AfterRead::Load(loader, miss) => self.load_missing(key, loader, endings, miss).await,
+        }
+    }
 
-        let read = core.flights.endings(key);
-        let miss = match core.read(key).await {
+    /// What a load does with its read of the store: answers a hit (and
+    /// starts a refresh if one is due), or hands the loader on to the miss
+    /// path.
+    #[inline(always)]
+    pub(super) fn after_read<A, L, Fut>(
+        &self,
+        key: &str,
+        read: Read<V>,
+        loader: L,
+        span: &OpSpan,
+    ) -> AfterRead<A, L, V>
+    where
+        A: Answer<V> + Send + 'static,
+        L: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<A, BoxError>> + Send + 'static,
+    {
+        let core = &self.core;
+        match read {
             Read::Live(Stored {
                 envelope,
                 remaining_ttl,
@@ -233,27 +281,24 @@ where
                             core.counters.incr(Counter::StaleServed);
                             self.refresh(key, loader);
                         }
-                        return Ok(answer);
+                        AfterRead::Answered(answer)
                     }
                     // A "not found", and this caller needs a value.
-                    _ => Miss::nothing(),
+                    _ => AfterRead::Load(loader, Miss::nothing()),
                 }
             }
             Read::Miss(miss) => {
                 core.counters.incr(Counter::Misses);
                 span.hit(false);
-                miss
+                AfterRead::Load(loader, miss)
             }
-        };
-        // Boxed: the miss path's state (flights, the loader's own future)
-        // would otherwise make every hit build and move a much larger future.
-        Box::pin(self.load_missing(key, loader, read, miss)).await
+        }
     }
 
     /// The miss path of [`load`](Self::load): joins or leads the key's
     /// flight, taking over if its leader goes away. `read` is the flights'
     /// [`endings`](crate::loading::Flights::endings) noted before the miss.
-    async fn load_missing<A, L, Fut>(
+    pub(super) async fn load_missing<A, L, Fut>(
         &self,
         key: &str,
         loader: L,
@@ -422,7 +467,15 @@ where
     /// Reads `key` for a load. A store that cannot be read is treated as a
     /// miss: the loader can still answer.
     async fn read(&self, key: &str) -> Read<V> {
-        match self.store.get(key).await {
+        self.judge_read(self.store.get(key).await)
+    }
+
+    /// What a load's read of the store found: a live entry, or a miss (with
+    /// a stale value fail-safe kept, if any). A store that cannot be read
+    /// is treated as a miss.
+    #[inline(always)]
+    pub(super) fn judge_read(&self, read: Result<Option<Stored<V>>>) -> Read<V> {
+        match read {
             Ok(Some(stored)) => match self.settings.fail_safe {
                 None => Read::Live(stored),
                 Some(fail_safe) => match fail_safe.judge(stored) {

@@ -11,6 +11,7 @@ mod api;
 mod builder;
 mod get_future;
 mod load;
+mod load_future;
 mod stats;
 
 use std::fmt;

@@ -137,6 +137,14 @@ pub(crate) enum Role<V> {
 
 impl<V: Clone> Flights<V> {
     pub(crate) fn new() -> Arc<Self> {
+        Self::with_hasher(RandomState::default())
+    }
+
+    /// Flights that pick a key's shard with `hasher`. Given the hasher of
+    /// the cache's in-memory store, the hash its lookup computes serves the
+    /// flights too ([`endings_of_hash`](Self::endings_of_hash)): a
+    /// `get_or_load` hit then hashes its key once.
+    pub(crate) fn with_hasher(hasher: RandomState) -> Arc<Self> {
         Arc::new(Flights {
             shards: (0..SHARDS)
                 .map(|_| Shard {
@@ -144,7 +152,7 @@ impl<V: Clone> Flights<V> {
                     endings: AtomicU64::new(0),
                 })
                 .collect(),
-            hasher: RandomState::default(),
+            hasher,
             next_id: AtomicU64::new(0),
         })
     }
@@ -153,7 +161,14 @@ impl<V: Clone> Flights<V> {
     /// before reading the store, and passed to
     /// [`join_or_lead`](Self::join_or_lead).
     pub(crate) fn endings(&self, key: &str) -> Endings {
-        Endings(self.shard(key).endings.load(Acquire))
+        self.endings_of_hash(self.hasher.hash_one(key))
+    }
+
+    /// [`endings`](Self::endings) of the key whose hash (by this flights'
+    /// hasher) is `hash`.
+    #[inline]
+    pub(crate) fn endings_of_hash(&self, hash: u64) -> Endings {
+        Endings(self.shard_of_hash(hash).endings.load(Acquire))
     }
 
     /// Joins the flight for `key`, or starts one if there is none.
@@ -229,7 +244,12 @@ impl<V: Clone> Flights<V> {
 
 impl<V> Flights<V> {
     fn shard(&self, key: &str) -> &Shard<V> {
-        &self.shards[self.hasher.hash_one(key) as usize % SHARDS]
+        self.shard_of_hash(self.hasher.hash_one(key))
+    }
+
+    #[inline]
+    fn shard_of_hash(&self, hash: u64) -> &Shard<V> {
+        &self.shards[hash as usize % SHARDS]
     }
 }
 

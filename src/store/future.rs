@@ -47,13 +47,14 @@ impl<'a, T> StoreFuture<'a, T> {
         StoreFuture(State::Pending(Box::pin(future)))
     }
 
-    /// Takes the output if it is already known; `None` if the future is
-    /// still to be awaited.
+    /// The output if it is already known, else the boxed future that will
+    /// produce it: lets a caller answer a ready store (an in-memory one)
+    /// on its own path, and hold only a box while it waits.
     #[inline]
-    pub(crate) fn take_ready(&mut self) -> Option<T> {
-        match &mut self.0 {
-            State::Ready(value) => value.take(),
-            State::Pending(_) => None,
+    pub(crate) fn now_or_later(self) -> Result<T, Pin<Box<dyn Future<Output = T> + Send + 'a>>> {
+        match self.0 {
+            State::Ready(value) => Ok(value.expect("StoreFuture polled after completion")),
+            State::Pending(future) => Err(future),
         }
     }
 

@@ -16,9 +16,12 @@
 //! reads exactly what the store's `get` and `get_entry` read first, and
 //! counts the same (one engine read per lookup).
 
+use std::hash::BuildHasher;
+#[cfg(feature = "redis")]
 use std::sync::Arc;
 
 use super::{Envelope, StoreFuture, Stored};
+use crate::engine::DefaultHashBuilder;
 use crate::{MemoryCache, Result};
 
 /// The in-process tier of a built-in store, as the cache reads it. Only
@@ -78,15 +81,43 @@ where
     /// if the tier does not hold it.
     #[inline(always)]
     pub(crate) fn get(&self, key: &str) -> Option<Stored<V>> {
+        self.get_hashed(self.hash(key), key)
+    }
+
+    /// The hasher the tier locates keys with: the cache's singleflight
+    /// uses it too, so that one hash of a key serves both.
+    pub(crate) fn hasher(&self) -> DefaultHashBuilder {
+        self.engine_hasher().clone()
+    }
+
+    fn engine_hasher(&self) -> &DefaultHashBuilder {
         match &self.0 {
-            Tier::Memory(engine) => engine
-                .get_with_ttl(key)
-                .map(|(envelope, remaining_ttl)| Stored {
-                    envelope,
-                    remaining_ttl,
-                }),
+            Tier::Memory(engine) => engine.hasher(),
             #[cfg(feature = "redis")]
-            Tier::Hybrid { l1, .. } => l1.get(key),
+            Tier::Hybrid { l1, .. } => l1.engine().hasher(),
+        }
+    }
+
+    /// `key`'s hash by [`hasher`](Self::hasher).
+    #[inline(always)]
+    pub(crate) fn hash(&self, key: &str) -> u64 {
+        self.engine_hasher().hash_one(key)
+    }
+
+    /// [`get`](Self::get) of the key whose hash is `hash`.
+    #[inline(always)]
+    pub(crate) fn get_hashed(&self, hash: u64, key: &str) -> Option<Stored<V>> {
+        match &self.0 {
+            Tier::Memory(engine) => {
+                engine
+                    .get_with_ttl_hashed(hash, key)
+                    .map(|(envelope, remaining_ttl)| Stored {
+                        envelope,
+                        remaining_ttl,
+                    })
+            }
+            #[cfg(feature = "redis")]
+            Tier::Hybrid { l1, .. } => l1.get_hashed(hash, key),
         }
     }
 

@@ -116,7 +116,14 @@ impl<V: Clone + Send + Sync + 'static> Local<V> {
     /// The L1 entry under `key`, with its remaining L2 TTL.
     #[inline]
     pub(crate) fn get(&self, key: &str) -> Option<Stored<V>> {
-        let entry = self.lookup(key)?;
+        self.get_hashed(self.engine.hash_of(key), key)
+    }
+
+    /// [`get`](Self::get) of the key whose hash by the L1 engine's hasher
+    /// is `hash`.
+    #[inline]
+    pub(crate) fn get_hashed(&self, hash: u64, key: &str) -> Option<Stored<V>> {
+        let entry = self.lookup(hash, key)?;
         let remaining_ttl = entry
             .expires
             .map(|at| at.saturating_duration_since(Instant::now()));
@@ -129,14 +136,15 @@ impl<V: Clone + Send + Sync + 'static> Local<V> {
     /// Like [`get`](Self::get), without the remaining TTL (no clock read).
     #[inline]
     pub(crate) fn get_envelope(&self, key: &str) -> Option<Envelope<V>> {
-        Some(self.lookup(key)?.envelope)
+        Some(self.lookup(self.engine.hash_of(key), key)?.envelope)
     }
 
-    /// The entry under `key` if a read may use it: vouched for by the
-    /// subscription, or kept through its loss within the staleness bound.
+    /// The entry under `key` (whose hash is `hash`) if a read may use it:
+    /// vouched for by the subscription, or kept through its loss within the
+    /// staleness bound.
     #[inline]
-    fn lookup(&self, key: &str) -> Option<L1Entry<V>> {
-        let entry = self.engine.get(key)?;
+    fn lookup(&self, hash: u64, key: &str) -> Option<L1Entry<V>> {
+        let entry = self.engine.get_hashed(hash, key)?;
         if self.outage.is_current(entry.generation) {
             return Some(entry);
         }
