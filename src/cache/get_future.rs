@@ -55,16 +55,15 @@ where
         }
     }
 
-    /// The first poll: the answer, or `Pending` with `pending` set (the
-    /// waker not registered yet). Returns the poll's own type, so that the
-    /// answer is written where the caller wants it, not moved there.
+    /// The first poll. What it cannot answer at once is left in `pending`
+    /// and polled there. Returns straight into the poll's own result, so
+    /// that a hit's answer is written where the caller wants it, not moved.
     #[inline(always)]
-    fn start(&mut self) -> Poll<Result<Option<V>>> {
+    fn start(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<V>>> {
         let (core, key) = (self.core, self.key);
         let span = OpSpan::new(&core.observer, Op::Get, Some(key));
         if span.live().is_some() {
-            *self.pending = Some(Pending::InSpan(Box::pin(core.get_in_span(key, span))));
-            return Poll::Pending;
+            return self.wait(Pending::InSpan(Box::pin(core.get_in_span(key, span))), cx);
         }
         if let Err(error) = core.check(key) {
             return Poll::Ready(Err(error));
@@ -92,21 +91,21 @@ where
             None => {
                 return match core.store.get_entry(key).now_or_later() {
                     Ok(entry) => Poll::Ready(core.answer_get(entry, &span)),
-                    Err(read) => self.wait(Pending::Entry(read)),
+                    Err(read) => self.wait(Pending::Entry(read), cx),
                 }
             }
         };
         match stored.now_or_later() {
             Ok(stored) => Poll::Ready(core.answer_get(core.live_entry(stored, &span), &span)),
-            Err(read) => self.wait(Pending::Stored(read)),
+            Err(read) => self.wait(Pending::Stored(read), cx),
         }
     }
 
-    /// Leaves `pending` for the next polls.
+    /// Polls `pending`, and leaves it for the next polls.
     #[cold]
-    fn wait(&mut self, pending: Pending<'a, V>) -> Poll<Result<Option<V>>> {
+    fn wait(&mut self, pending: Pending<'a, V>, cx: &mut Context<'_>) -> Poll<Result<Option<V>>> {
         *self.pending = Some(pending);
-        Poll::Pending
+        self.resume(cx)
     }
 
     /// Later polls: waits for what the first one left.
@@ -139,9 +138,7 @@ where
         let this = self.get_mut();
         if !this.started {
             this.started = true;
-            if let ready @ Poll::Ready(_) = this.start() {
-                return ready;
-            }
+            return this.start(cx);
         }
         this.resume(cx)
     }

@@ -257,41 +257,57 @@ where
         L: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = Result<A, BoxError>> + Send + 'static,
     {
-        let core = &self.core;
         match read {
-            Read::Live(Stored {
-                envelope,
-                remaining_ttl,
-            }) => {
-                let lookup = Lookup::classify(Some(envelope.value()), A::ACCEPTS_NOT_FOUND);
-                core.counters.incr(lookup.counter());
-                span.hit(lookup.answered());
-                let load_time = envelope.load_time();
-                match A::from_shared(envelope.into_value()) {
-                    Some(answer) if lookup.answered() => {
-                        span.ttl(remaining_ttl);
-                        // Only values are refreshed: a cached "not found" is
-                        // short lived and simply expires.
-                        if lookup == Lookup::Hit
-                            && core
-                                .settings
-                                .refresh
-                                .due(remaining_ttl, load_time, &core.random)
-                        {
-                            core.counters.incr(Counter::StaleServed);
-                            self.refresh(key, loader);
-                        }
-                        AfterRead::Answered(answer)
-                    }
-                    // A "not found", and this caller needs a value.
-                    _ => AfterRead::Load(loader, Miss::nothing()),
-                }
-            }
+            Read::Live(stored) => self.after_live(key, stored, loader, span),
             Read::Miss(miss) => {
-                core.counters.incr(Counter::Misses);
+                self.core.counters.incr(Counter::Misses);
                 span.hit(false);
                 AfterRead::Load(loader, miss)
             }
+        }
+    }
+
+    /// [`after_read`](Self::after_read) of a live entry.
+    #[inline(always)]
+    pub(super) fn after_live<A, L, Fut>(
+        &self,
+        key: &str,
+        stored: Stored<V>,
+        loader: L,
+        span: &OpSpan,
+    ) -> AfterRead<A, L, V>
+    where
+        A: Answer<V> + Send + 'static,
+        L: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<A, BoxError>> + Send + 'static,
+    {
+        let core = &self.core;
+        let Stored {
+            envelope,
+            remaining_ttl,
+        } = stored;
+        let lookup = Lookup::classify(Some(envelope.value()), A::ACCEPTS_NOT_FOUND);
+        core.counters.incr(lookup.counter());
+        span.hit(lookup.answered());
+        let load_time = envelope.load_time();
+        match A::from_shared(envelope.into_value()) {
+            Some(answer) if lookup.answered() => {
+                span.ttl(remaining_ttl);
+                // Only values are refreshed: a cached "not found" is
+                // short lived and simply expires.
+                if lookup == Lookup::Hit
+                    && core
+                        .settings
+                        .refresh
+                        .due(remaining_ttl, load_time, &core.random)
+                {
+                    core.counters.incr(Counter::StaleServed);
+                    self.refresh(key, loader);
+                }
+                AfterRead::Answered(answer)
+            }
+            // A "not found", and this caller needs a value.
+            _ => AfterRead::Load(loader, Miss::nothing()),
         }
     }
 

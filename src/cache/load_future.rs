@@ -67,19 +67,18 @@ where
         }
     }
 
-    /// The first poll: the answer, or `Pending` with `pending` set (the
-    /// waker not registered yet).
+    /// The first poll. What it cannot answer at once is left in `pending`
+    /// and polled there. Returns straight into the poll's own result (see
+    /// `get_future.rs`).
     #[inline(always)]
-    fn start(&mut self) -> Poll<Result<A>> {
+    fn start(&mut self, cx: &mut Context<'_>) -> Poll<Result<A>> {
         let (cache, key) = (self.cache, self.key);
         let core = &*cache.core;
         let span = OpSpan::new(&core.observer, Op::GetOrLoad, Some(key));
         if span.live().is_some() {
             let loader = self.take_loader();
-            *self.pending = Some(Pending::Boxed(Box::pin(
-                cache.load_in_span(key, loader, span),
-            )));
-            return Poll::Pending;
+            let operation = Box::pin(cache.load_in_span(key, loader, span));
+            return self.wait(Pending::Boxed(operation), cx);
         }
         if let Err(error) = core.check(key) {
             return Poll::Ready(Err(error));
@@ -92,12 +91,21 @@ where
                 let hash = local.hash(key);
                 let endings = core.flights.endings_of_hash(hash);
                 match local.get_hashed(hash, key) {
+                    // Without fail-safe, anything found is live.
+                    Some(stored) if core.settings.fail_safe.is_none() => {
+                        let loader = self.take_loader();
+                        let after = cache.after_live(key, stored, loader, &span);
+                        return self.act(after, endings, cx);
+                    }
                     Some(stored) => {
-                        return self.decide(core.judge_read(Ok(Some(stored))), endings, &span)
+                        let read = core.judge_read(Ok(Some(stored)));
+                        return self.decide(read, endings, &span, cx);
                     }
                     None => match local.behind(key) {
                         Some(read) => (read, endings),
-                        None => return self.decide(core.judge_read(Ok(None)), endings, &span),
+                        None => {
+                            return self.decide(core.judge_read(Ok(None)), endings, &span, cx)
+                        }
                     },
                 }
             }
@@ -109,29 +117,49 @@ where
         let (read, endings) = read;
         // Stores without an in-process tier may still answer at once.
         match read.now_or_later() {
-            Ok(stored) => self.decide(core.judge_read(stored), endings, &span),
-            Err(read) => {
-                *self.pending = Some(Pending::Read { read, endings });
-                Poll::Pending
-            }
+            Ok(stored) => self.decide(core.judge_read(stored), endings, &span, cx),
+            Err(read) => self.wait(Pending::Read { read, endings }, cx),
         }
     }
 
     /// Acts on the read: a hit is the answer; otherwise the miss path takes
     /// the loader (`Pending`, to be polled).
     #[inline(always)]
-    fn decide(&mut self, read: Read<V>, endings: Endings, span: &OpSpan) -> Poll<Result<A>> {
-        let (cache, key) = (self.cache, self.key);
+    fn decide(
+        &mut self,
+        read: Read<V>,
+        endings: Endings,
+        span: &OpSpan,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<A>> {
         let loader = self.take_loader();
-        match cache.after_read(key, read, loader, span) {
+        let after = self.cache.after_read(self.key, read, loader, span);
+        self.act(after, endings, cx)
+    }
+
+    /// Answers, or goes on to the miss path.
+    #[inline(always)]
+    fn act(
+        &mut self,
+        after: AfterRead<A, L, V>,
+        endings: Endings,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<A>> {
+        match after {
             AfterRead::Answered(answer) => Poll::Ready(Ok(answer)),
             AfterRead::Load(loader, miss) => {
-                *self.pending = Some(Pending::Boxed(Box::pin(
-                    cache.load_missing(key, loader, endings, miss),
-                )));
-                Poll::Pending
+                let (cache, key) = (self.cache, self.key);
+                let operation = Box::pin(cache.load_missing(key, loader, endings, miss));
+                self.wait(Pending::Boxed(operation), cx)
             }
         }
+    }
+
+    /// Polls `pending`, and leaves it for the next polls.
+    #[cold]
+    fn wait(&mut self, pending: Pending<'a, V, A>, cx: &mut Context<'_>) -> Poll<Result<A>> {
+        *self.pending = Some(pending);
+        self.resume(cx)
     }
 
     #[inline(always)]
@@ -141,23 +169,19 @@ where
             .expect("a load's loader is handed on once")
     }
 
-    /// Later polls (and the first one's continuation): waits for what is
-    /// pending.
+    /// Polls what is pending: a read, which then decides (a miss goes on
+    /// to the miss path, polled at once), or the miss path itself.
     fn resume(&mut self, cx: &mut Context<'_>) -> Poll<Result<A>> {
-        loop {
-            match self.pending.as_mut() {
-                Some(Pending::Read { read, endings }) => {
-                    let stored = ready!(read.as_mut().poll(cx));
-                    let endings = *endings;
-                    let read = self.cache.core.judge_read(stored);
-                    if let ready @ Poll::Ready(_) = self.decide(read, endings, &OpSpan::quiet()) {
-                        *self.pending = None;
-                        return ready;
-                    }
-                }
-                Some(Pending::Boxed(operation)) => return operation.as_mut().poll(cx),
-                None => panic!("`Cache::get_or_load` polled after completion"),
+        match self.pending.as_mut() {
+            Some(Pending::Read { read, endings }) => {
+                let stored = ready!(read.as_mut().poll(cx));
+                let endings = *endings;
+                *self.pending = None;
+                let read = self.cache.core.judge_read(stored);
+                self.decide(read, endings, &OpSpan::quiet(), cx)
             }
+            Some(Pending::Boxed(operation)) => operation.as_mut().poll(cx),
+            None => panic!("`Cache::get_or_load` polled after completion"),
         }
     }
 }
@@ -176,9 +200,7 @@ where
         let this = self.get_mut();
         if !this.started {
             this.started = true;
-            if let ready @ Poll::Ready(_) = this.start() {
-                return ready;
-            }
+            return this.start(cx);
         }
         this.resume(cx)
     }
