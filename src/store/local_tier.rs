@@ -28,7 +28,12 @@ use crate::{MemoryCache, Result};
 /// this crate's stores make one; a store of your own answers `None` from
 /// [`Store::local_tier`](super::Store::local_tier) and is always called
 /// through the trait.
-pub struct LocalTier<V>(Tier<V>);
+pub struct LocalTier<V> {
+    tier: Tier<V>,
+    /// The tier's engine's hasher, kept here so that hashing a key needs
+    /// no look at which tier this is.
+    hasher: DefaultHashBuilder,
+}
 
 enum Tier<V> {
     /// A [`MemoryStore`](super::MemoryStore)'s engine: it holds everything
@@ -56,23 +61,30 @@ where
 {
     /// A memory store's engine.
     pub(crate) fn memory(engine: MemoryCache<String, Envelope<V>>) -> Self {
-        LocalTier(Tier::Memory(engine))
+        LocalTier {
+            hasher: engine.hasher().clone(),
+            tier: Tier::Memory(engine),
+        }
     }
 
     /// A hybrid store's L1, with the read behind it.
     #[cfg(feature = "redis")]
     pub(crate) fn hybrid(l1: Arc<super::hybrid::Local<V>>, behind: Arc<dyn Behind<V>>) -> Self {
-        LocalTier(Tier::Hybrid { l1, behind })
+        LocalTier {
+            hasher: l1.engine().hasher().clone(),
+            tier: Tier::Hybrid { l1, behind },
+        }
     }
 
     /// The entry the store's [`get_entry`](super::Store::get_entry) would
     /// answer from this tier; `None` if the tier does not hold it.
     #[inline(always)]
     pub(crate) fn get_entry(&self, key: &str) -> Option<Envelope<V>> {
-        match &self.0 {
-            Tier::Memory(engine) => engine.get(key),
+        let hash = self.hash(key);
+        match &self.tier {
+            Tier::Memory(engine) => engine.get_hashed(hash, key),
             #[cfg(feature = "redis")]
-            Tier::Hybrid { l1, .. } => l1.get_envelope(key),
+            Tier::Hybrid { l1, .. } => l1.get_envelope_hashed(hash, key),
         }
     }
 
@@ -87,27 +99,19 @@ where
     /// The hasher the tier locates keys with: the cache's singleflight
     /// uses it too, so that one hash of a key serves both.
     pub(crate) fn hasher(&self) -> DefaultHashBuilder {
-        self.engine_hasher().clone()
-    }
-
-    fn engine_hasher(&self) -> &DefaultHashBuilder {
-        match &self.0 {
-            Tier::Memory(engine) => engine.hasher(),
-            #[cfg(feature = "redis")]
-            Tier::Hybrid { l1, .. } => l1.engine().hasher(),
-        }
+        self.hasher.clone()
     }
 
     /// `key`'s hash by [`hasher`](Self::hasher).
     #[inline(always)]
     pub(crate) fn hash(&self, key: &str) -> u64 {
-        self.engine_hasher().hash_one(key)
+        self.hasher.hash_one(key)
     }
 
     /// [`get`](Self::get) of the key whose hash is `hash`.
     #[inline(always)]
     pub(crate) fn get_hashed(&self, hash: u64, key: &str) -> Option<Stored<V>> {
-        match &self.0 {
+        match &self.tier {
             Tier::Memory(engine) => {
                 engine
                     .get_with_ttl_hashed(hash, key)
@@ -129,7 +133,7 @@ where
         &'a self,
         key: &'a str,
     ) -> Option<StoreFuture<'a, Result<Option<Stored<V>>>>> {
-        match &self.0 {
+        match &self.tier {
             Tier::Memory(_) => None,
             #[cfg(feature = "redis")]
             Tier::Hybrid { behind, .. } => Some(behind.get_behind(key)),

@@ -136,7 +136,14 @@ impl<V: Clone + Send + Sync + 'static> Local<V> {
     /// Like [`get`](Self::get), without the remaining TTL (no clock read).
     #[inline]
     pub(crate) fn get_envelope(&self, key: &str) -> Option<Envelope<V>> {
-        Some(self.lookup(self.engine.hash_of(key), key)?.envelope)
+        self.get_envelope_hashed(self.engine.hash_of(key), key)
+    }
+
+    /// [`get_envelope`](Self::get_envelope) of the key whose hash by the
+    /// L1 engine's hasher is `hash`.
+    #[inline]
+    pub(crate) fn get_envelope_hashed(&self, hash: u64, key: &str) -> Option<Envelope<V>> {
+        Some(self.lookup(hash, key)?.envelope)
     }
 
     /// The entry under `key` (whose hash is `hash`) if a read may use it:
