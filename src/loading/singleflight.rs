@@ -92,11 +92,15 @@ const SHARDS: usize = 64;
 
 /// The keys being loaded, each with its flight.
 pub(crate) struct Flights<V> {
-    shards: Box<[Shard<V>]>,
+    /// A fixed-size array: picking a shard needs no bounds check.
+    shards: Box<[Shard<V>; SHARDS]>,
     hasher: RandomState,
     next_id: AtomicU64,
 }
 
+/// One cache line each: the index is a shift, and shards do not share
+/// lines.
+#[repr(align(64))]
 struct Shard<V> {
     table: Mutex<Table<V>>,
     /// Flights that ended in this shard (see "Between the store and the
@@ -146,12 +150,10 @@ impl<V: Clone> Flights<V> {
     /// `get_or_load` hit then hashes its key once.
     pub(crate) fn with_hasher(hasher: RandomState) -> Arc<Self> {
         Arc::new(Flights {
-            shards: (0..SHARDS)
-                .map(|_| Shard {
-                    table: Mutex::default(),
-                    endings: AtomicU64::new(0),
-                })
-                .collect(),
+            shards: Box::new(std::array::from_fn(|_| Shard {
+                table: Mutex::default(),
+                endings: AtomicU64::new(0),
+            })),
             hasher,
             next_id: AtomicU64::new(0),
         })
