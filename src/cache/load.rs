@@ -213,7 +213,12 @@ where
 
     /// [`load`](Self::load) with a live span: the loader runs inside it,
     /// so its own spans (the database query) are children of it.
-    pub(super) async fn load_in_span<A, L, Fut>(&self, key: &str, loader: L, span: OpSpan) -> Result<A>
+    pub(super) async fn load_in_span<A, L, Fut>(
+        &self,
+        key: &str,
+        loader: L,
+        span: OpSpan,
+    ) -> Result<A>
     where
         A: Answer<V> + Send + 'static,
         L: FnOnce() -> Fut + Send + 'static,

@@ -103,9 +103,7 @@ where
                     }
                     None => match local.behind(key) {
                         Some(read) => (read, endings),
-                        None => {
-                            return self.decide(core.judge_read(Ok(None)), endings, &span, cx)
-                        }
+                        None => return self.decide(core.judge_read(Ok(None)), endings, &span, cx),
                     },
                 }
             }

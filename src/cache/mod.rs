@@ -35,8 +35,8 @@ use crate::loading::{
 use crate::observe::spans::{traced, Op, OpSpan};
 use crate::observe::{Observer, StatsSource};
 use crate::store::{Envelope, LocalTier, Store, Stored};
-use get_future::GetFuture;
 use crate::{Error, Result, Ttl};
+use get_future::GetFuture;
 
 /// The longest key accepted, in bytes. Longer keys are refused with
 /// [`Error::KeyTooLong`]: a key that long is almost certainly a bug (a

@@ -220,7 +220,7 @@ where
         S: BuildHasher,
     {
         // The lock tallies hits and misses (see `shard_lock`).
-        let lookup = self.state.read(FindRead {
+        let lookup = self.state.read_op(FindRead {
             hash,
             key,
             record,

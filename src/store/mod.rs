@@ -23,10 +23,10 @@ use std::time::Duration;
 pub use envelope::Envelope;
 pub use future::StoreFuture;
 #[cfg(feature = "redis")]
+pub use hybrid::{HybridStore, HybridStoreBuilder};
+#[cfg(feature = "redis")]
 pub(crate) use local_tier::Behind;
 pub(crate) use local_tier::LocalTier;
-#[cfg(feature = "redis")]
-pub use hybrid::{HybridStore, HybridStoreBuilder};
 pub use memory::MemoryStore;
 #[cfg(feature = "redis")]
 pub use redis::{RedisStore, RedisStoreBuilder};

@@ -64,9 +64,10 @@ pub struct HitratioArgs {
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
     /// Fresh instances (fresh random hash seeds) of each cache replayed per
-    /// trace and capacity, hit ratios averaged. Default: enough for about
-    /// 500,000 accesses in all, between 1 and 5; small traces vary
-    /// noticeably from seed to seed.
+    /// trace and capacity: hit ratios averaged, and their spread (min,
+    /// max) reported. Default: 10 seeds, except for moka, whose replay
+    /// costs about 8 times cachex's: enough for about 500,000 accesses in
+    /// all, between 1 and 5.
     #[arg(long)]
     pub repeats: Option<usize>,
     /// Replays run at once (each one is single-threaded).
@@ -123,11 +124,6 @@ impl Policy {
             out.push(Policy::Ideal);
         }
         out
-    }
-
-    /// Whether the outcome depends on a random seed.
-    fn seeded(self) -> bool {
-        matches!(self, Policy::Cache(_))
     }
 
     /// The hit ratio (hits / gets) of this policy on `trace`, and for a
@@ -254,8 +250,20 @@ struct Subject {
     distinct: usize,
     /// (capacity, share of distinct keys in percent if standard).
     capacities: Vec<(u64, Option<u32>)>,
-    /// Instances of each seeded policy replayed.
+    /// Instances (seeds) of each cache replayed, moka's apart.
     repeats: usize,
+    moka_repeats: usize,
+}
+
+impl Subject {
+    /// Instances of `policy` replayed (1 for the deterministic references).
+    fn instances(&self, policy: Policy) -> usize {
+        match policy {
+            Policy::Cache(Kind::Moka) => self.moka_repeats,
+            Policy::Cache(_) => self.repeats,
+            _ => 1,
+        }
+    }
 }
 
 /// Runs the `hitratio` command.
@@ -279,8 +287,7 @@ pub fn run(args: &HitratioArgs) -> Result<(), String> {
     order.sort_by(|&a, &b| {
         let cost = |(t, _, p): (usize, usize, Policy)| {
             let s = &subjects[t];
-            let repeats = if p.seeded() { s.repeats } else { 1 };
-            p.relative_cost() * (s.trace.keys.len() * repeats) as f64
+            p.relative_cost() * (s.trace.keys.len() * s.instances(p)) as f64
         };
         cost(jobs[b]).total_cmp(&cost(jobs[a]))
     });
@@ -312,6 +319,8 @@ pub fn run(args: &HitratioArgs) -> Result<(), String> {
                         "hit_ratio_min": round(o.min, 6),
                         "hit_ratio_max": round(o.max, 6),
                         "repeats": o.repeats,
+                        "seeds": o.repeats,
+                        "seed_spread": round(o.max - o.min, 6),
                         "accesses": subject.trace.keys.len(),
                         "distinct": subject.distinct,
                     });
@@ -328,7 +337,7 @@ pub fn run(args: &HitratioArgs) -> Result<(), String> {
             }
         }
         if !args.json {
-            print_table(subject, &policies, |c, p| lookup(c, p).mean);
+            print_table(subject, &policies, lookup);
             print_overfull(subject, &policies, |c, p| lookup(c, p).occupancy);
         }
         if let Some(dir) = &args.chart {
@@ -402,7 +411,8 @@ fn subjects(args: &HitratioArgs) -> Result<Vec<Subject>, String> {
         out.push(Subject {
             trace,
             distinct,
-            repeats: repeats(args, len),
+            repeats: args.repeats.unwrap_or(DEFAULT_SEEDS).max(1),
+            moka_repeats: moka_repeats(args, len),
             capacities,
         });
     }
@@ -422,14 +432,18 @@ fn subjects(args: &HitratioArgs) -> Result<Vec<Subject>, String> {
             trace,
             distinct,
             capacities: capacities.into_iter().map(|c| (c, None)).collect(),
-            repeats: repeats(args, args.len),
+            repeats: args.repeats.unwrap_or(DEFAULT_SEEDS).max(1),
+            moka_repeats: moka_repeats(args, args.len),
         });
     }
     Ok(out)
 }
 
-/// Cache instances to average over for a trace of `len` accesses.
-fn repeats(args: &HitratioArgs, len: usize) -> usize {
+/// Seeds per trace and capacity of every cache but moka.
+const DEFAULT_SEEDS: usize = 10;
+
+/// moka instances to average over for a trace of `len` accesses.
+fn moka_repeats(args: &HitratioArgs, len: usize) -> usize {
     args.repeats
         .unwrap_or_else(|| 500_000usize.div_ceil(len.max(1)).clamp(1, 5))
         .max(1)
@@ -475,7 +489,7 @@ fn run_parallel(
                 let subject = &subjects[t];
                 let capacity = subject.capacities[c].0;
                 let started = Instant::now();
-                let repeats = if policy.seeded() { subject.repeats } else { 1 };
+                let repeats = subject.instances(policy);
                 let runs: Vec<(f64, Option<Occupancy>)> = (0..repeats)
                     .map(|_| policy.hit_ratio(&subject.trace, capacity))
                     .collect();
@@ -533,15 +547,19 @@ fn print_overfull(
     }
 }
 
-fn print_table(subject: &Subject, policies: &[Policy], hit: impl Fn(usize, Policy) -> f64) {
+fn print_table(subject: &Subject, policies: &[Policy], outcome: impl Fn(usize, Policy) -> Outcome) {
+    let hit = |c: usize, p: Policy| outcome(c, p).mean;
     let trace = &subject.trace;
     let what = match trace.zipf {
         Some((s, n)) => format!("synthetic Zipf(s = {s}) over {} keys", thousands(n)),
         None => "trace file".to_string(),
     };
-    let repeats = match subject.repeats {
-        1 => String::new(),
-        n => format!(" (caches: mean of {n} instances with fresh hash seeds)"),
+    let repeats = match (subject.repeats, subject.moka_repeats) {
+        (1, 1) => String::new(),
+        (n, m) if n == m || !policies.contains(&Policy::Cache(Kind::Moka)) => {
+            format!(" (caches: mean of {n} instances with fresh hash seeds)")
+        }
+        (n, m) => format!(" (caches: mean of {n} instances with fresh hash seeds, moka {m})"),
     };
     println!(
         "{}: {what}, {} accesses, {} distinct keys; hit ratio %{repeats}",
@@ -564,6 +582,7 @@ fn print_table(subject: &Subject, policies: &[Policy], hit: impl Fn(usize, Polic
         if trace.zipf.is_some() {
             header.push("cachex/ideal".into());
         }
+        header.push("cachex seeds min-max".into());
     }
     let mut table = Table::new(header);
     for (c, &(capacity, pct)) in subject.capacities.iter().enumerate() {
@@ -584,6 +603,8 @@ fn print_table(subject: &Subject, policies: &[Policy], hit: impl Fn(usize, Polic
             if trace.zipf.is_some() {
                 cells.push(crate::report::ratio(x, hit(c, Policy::Ideal)));
             }
+            let seeds = outcome(c, cachex);
+            cells.push(format!("{:.2}-{:.2}", seeds.min * 100.0, seeds.max * 100.0));
         }
         table.row(cells);
     }

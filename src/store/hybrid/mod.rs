@@ -783,10 +783,12 @@ where
     /// [`Behind::get_behind`].
     fn local_tier(&self) -> Option<LocalTier<V>> {
         let behind: Arc<dyn Behind<V>> = Arc::new(self.clone());
-        Some(LocalTier::hybrid(Arc::clone(&self.inner.core.local), behind))
+        Some(LocalTier::hybrid(
+            Arc::clone(&self.inner.core.local),
+            behind,
+        ))
     }
 }
-
 
 /// A read that missed L1 (or never asked it): the breaker, this process's
 /// pending write, then L2, one read per key at a time.
