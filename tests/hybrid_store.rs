@@ -385,3 +385,36 @@ async fn stats_report_both_tiers_and_the_breaker() {
     assert_eq!((l2.hits, l2.misses, l2.errors), (1, 1, 0));
     assert_eq!(l2.breaker, Some(BreakerState::Closed));
 }
+
+#[tokio::test]
+async fn a_cache_reads_l1_once_per_lookup() {
+    let server = RedisServer::start();
+    let store = hybrid::<u64>(&server, "once").await.build().await.unwrap();
+    store
+        .l2()
+        .set("far", Envelope::found(9), None)
+        .await
+        .unwrap();
+    let cache: Cache<u64> = Cache::builder().store(store.clone()).build();
+    cache.set("near", 1, cachex::Ttl::Never).await.unwrap();
+
+    assert_eq!(cache.get("near").await.unwrap(), Some(1)); // L1 hit
+    assert_eq!(cache.get("far").await.unwrap(), Some(9)); // L1 miss, L2 hit, promoted
+    assert_eq!(cache.get("far").await.unwrap(), Some(9)); // L1 hit
+    assert_eq!(cache.get("none").await.unwrap(), None); // both miss
+    let loaded = cache.get_or_load("new", || async { Ok::<_, std::io::Error>(5) });
+    assert_eq!(loaded.await.unwrap(), 5); // both miss, then loaded
+    let loaded = cache.get_or_load("new", || async { Ok::<_, std::io::Error>(6) });
+    assert_eq!(loaded.await.unwrap(), 5); // L1 hit
+
+    let stats = cache.stats();
+    let l1 = stats.store.l1.expect("an L1 tier");
+    let l2 = stats.store.l2.expect("an L2 tier");
+    assert_eq!(
+        (l1.hits, l1.misses),
+        (3, 3),
+        "one L1 read per lookup: {l1:?}"
+    );
+    assert_eq!((l2.hits, l2.misses), (1, 2), "{l2:?}");
+    assert_eq!((stats.hits, stats.misses, stats.loads), (4, 2, 1));
+}

@@ -379,6 +379,21 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_hash_by_the_flights_hasher_finds_the_keys_endings() {
+        let hasher = RandomState::default();
+        let flights = Flights::<u32>::with_hasher(hasher.clone());
+        // Keys of every shard: each key's ending shows through its hash only.
+        for key in (0..256).map(|i| format!("key{i}")) {
+            let before = flights.endings(&key);
+            assert_eq!(flights.endings_of_hash(hasher.hash_one(&key)), before);
+            drop(leader(flights.join_or_lead(&key, before, None)));
+            let after = flights.endings_of_hash(hasher.hash_one(&key));
+            assert_ne!(after, before, "{key}: the ended flight is seen");
+            assert_eq!(after, flights.endings(&key));
+        }
+    }
+
     #[tokio::test]
     async fn waiters_get_the_published_outcome_even_joining_late() {
         let flights = Flights::new();
