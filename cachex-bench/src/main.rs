@@ -59,8 +59,8 @@ enum Command {
     Memory(MemoryArgs),
     /// Redis: get latency and throughput through cachex vs a raw client.
     Redis(RedisArgs),
-    /// The async layer's hit path with metrics on and off, beside the
-    /// engine: what counting (and spans, with `--features tracing`) cost.
+    /// The async hit path (`Cache::get`, `get_or_load`, over the memory
+    /// and hybrid stores) beside the engine and the peers' async caches.
     Async(AsyncArgs),
     /// Hybrid (memory + Redis): get at 90% L1 hits beside memory-only and
     /// Redis-only; invalidation latency between two processes.
