@@ -15,6 +15,8 @@
 //! from `INFO commandstats` before and after (standalone), or the masters
 //! a call reaches (cluster: the `redis` crate sends one `MGET` per hash
 //! slot, each master's together on its connection; `commands` counts them).
+//! A cold page's `commands` are its `MGET` and its pipeline of `SET`s (two
+//! round trips).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -122,8 +124,8 @@ struct Line<'a> {
 impl Report {
     fn line(&mut self, mut line: Line<'_>) -> f64 {
         line.latencies_ns.sort_unstable();
-        let p50 = percentile(&line.latencies_ns, 0.5) / 1_000.0;
-        let p99 = percentile(&line.latencies_ns, 0.99) / 1_000.0;
+        let p50 = percentile(&line.latencies_ns, 0.5);
+        let p99 = percentile(&line.latencies_ns, 0.99);
         if json_wanted() {
             let mut value = json!({
                 "workload": line.workload,
@@ -204,9 +206,11 @@ async fn commands_during<F: Future>(
     Ok((output, during))
 }
 
+/// One batch read's future: answers how many keys it found.
+type Reading = futures_util::future::BoxFuture<'static, usize>;
+
 /// A contender: one batch read of `keys`, timed.
-type Read =
-    Arc<dyn Fn(Arc<Vec<String>>) -> futures_util::future::BoxFuture<'static, usize> + Send + Sync>;
+type Read = Arc<dyn Fn(Arc<Vec<String>>) -> Reading + Send + Sync>;
 
 /// Runs every contender `runs` times `calls` calls, rotating the order;
 /// answers each contender's latencies and the commands each server ran
@@ -269,21 +273,21 @@ fn readers(cache: &Cache<String>, raw: RawMget) -> Vec<(&'static str, Read)> {
     vec![
         (
             "raw-mget",
-            Arc::new(move |keys: Arc<Vec<String>>| {
+            Arc::new(move |keys: Arc<Vec<String>>| -> Reading {
                 let raw = raw.clone();
-                Box::pin(async move { raw.mget(&keys).await }) as _
+                Box::pin(async move { raw.mget(&keys).await })
             }) as Read,
         ),
         (
             "cachex-get-many",
-            Arc::new(move |keys: Arc<Vec<String>>| {
+            Arc::new(move |keys: Arc<Vec<String>>| -> Reading {
                 let cache = many.clone();
-                Box::pin(async move { found(cache.get_many(&keys).await) }) as _
+                Box::pin(async move { found(cache.get_many(&keys).await) })
             }),
         ),
         (
             "sequential-get",
-            Arc::new(move |keys: Arc<Vec<String>>| {
+            Arc::new(move |keys: Arc<Vec<String>>| -> Reading {
                 let cache = sequential.clone();
                 Box::pin(async move {
                     let mut n = 0;
@@ -291,19 +295,19 @@ fn readers(cache: &Cache<String>, raw: RawMget) -> Vec<(&'static str, Read)> {
                         n += usize::from(cache.get(key).await.expect("get").is_some());
                     }
                     n
-                }) as _
+                })
             }),
         ),
         (
             "concurrent-get",
-            Arc::new(move |keys: Arc<Vec<String>>| {
+            Arc::new(move |keys: Arc<Vec<String>>| -> Reading {
                 let cache = concurrent.clone();
                 Box::pin(async move {
                     let all = join_all(keys.iter().map(|key| cache.get(key))).await;
                     all.into_iter()
                         .filter(|one| matches!(one, Ok(Some(_))))
                         .count()
-                }) as _
+                })
             }),
         ),
     ]
@@ -373,7 +377,14 @@ async fn get_many_workload(
     for ((name, _), (latencies, commands)) in contenders.iter().zip(results) {
         let total: f64 = commands.iter().sum();
         let masters = commands.iter().filter(|&&n| n > 0.0).count() as f64;
-        let round_trips = if urls.len() == 1 { total } else { masters };
+        // Standalone: commands per call. Cluster: the masters a call
+        // reaches, its commands to each sent together, except for the
+        // one-at-a-time contender, whose every command is a round trip.
+        let round_trips = if urls.len() == 1 || *name == "sequential-get" {
+            total
+        } else {
+            masters
+        };
         let p50 = report.line(Line {
             workload,
             contender: name,
@@ -519,8 +530,9 @@ async fn cold_pages(
         keys: args.keys,
         latencies_ns: latencies,
         base_p50_us: None,
-        round_trips: Some(commands[0] as f64 / pages as f64),
-        commands: None,
+        // An MGET, then one pipeline of SETs: two round trips.
+        round_trips: None,
+        commands: Some(commands[0] as f64 / pages as f64),
         loader_calls: Some(db.calls.load(Ordering::Relaxed) as u64 / pages as u64),
     });
 
@@ -595,14 +607,14 @@ async fn hybrid_l1(
     let contenders: Vec<(&str, Read)> = vec![
         (
             "memory",
-            Arc::new(move |keys: Arc<Vec<String>>| {
+            Arc::new(move |keys: Arc<Vec<String>>| -> Reading {
                 let cache = memory.clone();
-                Box::pin(async move { found(cache.get_many(&keys).await) }) as _
+                Box::pin(async move { found(cache.get_many(&keys).await) })
             }) as Read,
         ),
         (
             "hybrid-90pct-l1",
-            Arc::new(move |keys: Arc<Vec<String>>| {
+            Arc::new(move |keys: Arc<Vec<String>>| -> Reading {
                 let (cache, store, evicted) =
                     (hybrid_cache.clone(), hybrid.clone(), evicted.clone());
                 Box::pin(async move {
@@ -610,7 +622,7 @@ async fn hybrid_l1(
                         store.invalidate_l1(key);
                     }
                     found(cache.get_many(&keys).await)
-                }) as _
+                })
             }),
         ),
     ];
