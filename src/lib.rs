@@ -108,6 +108,8 @@ mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 mod loading;
+#[cfg(feature = "redis")]
+pub mod lock;
 mod mock;
 pub mod observe;
 mod policy;

@@ -315,6 +315,7 @@ impl StoreSpan {
                 StoreOp::Connect => {
                     store_span!("cache.store.connect", "connect", system, tier_name)
                 }
+                StoreOp::Lock => store_span!("cache.store.lock", "lock", system, tier_name),
             };
             if tier == Tier::L2 {
                 span.record("otel.kind", "client");
