@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::distributed::{Claim, Claimed};
 use super::stats::{Counter, Lookup};
 use super::{Cache, Core};
 use crate::loading::{
@@ -44,13 +45,15 @@ impl<V> Miss<V> {
 }
 
 /// How a load is run by [`Core::lead`].
-struct Lead<'a, V> {
+pub(super) struct Lead<'a, V> {
     /// A background refresh, counted as such.
-    background: bool,
+    pub(super) background: bool,
     /// Whether its result may be stored (see [`Miss::write`]).
-    write: bool,
+    pub(super) write: bool,
     /// The stale value to re-arm if it fails.
-    stale: Option<&'a Stale<V>>,
+    pub(super) stale: Option<&'a Stale<V>>,
+    /// Its key's lock across processes (distributed singleflight).
+    pub(super) claim: Claim,
 }
 
 /// How a wait for a flight ended.
@@ -339,6 +342,7 @@ where
                     background: false,
                     write: miss.write,
                     stale: stale.as_ref(),
+                    claim: Claim::Wait,
                 };
                 let outcome = core.lead(leader, loader, lead).await;
                 return outcome.or_else(|error| core.fall_back(error, stale));
@@ -354,6 +358,7 @@ where
                 background: false,
                 write,
                 stale: Some(&fallback),
+                claim: Claim::Wait,
             };
             // Counted and published by `lead`; its waiters, this caller
             // among them, apply the fallback themselves.
@@ -397,12 +402,19 @@ where
         #[cfg(feature = "tracing")]
         let live = span.live().cloned().unwrap_or_else(tracing::Span::none);
         let task = async move {
+            // Across processes, one refresh at a time: if another process
+            // holds the key's lock, that one refreshes.
+            let key = Arc::clone(leader.key());
+            let Some(held) = core.try_claim(&key).await else {
+                return;
+            };
             // Counted and published to any waiters by `lead`; on failure the
             // old entry stays until it expires.
             let lead = Lead {
                 background: true,
                 write: true,
                 stale: None,
+                claim: Claim::Done(held),
             };
             let outcome = core.lead(leader, loader, lead).await;
             span.finish(&outcome);
@@ -454,7 +466,7 @@ where
 
     /// Reads `key` for a caller wanting an `A`: `None` if there is no live
     /// entry, or only one that does not answer this caller.
-    async fn read_answer<A: Answer<V>>(&self, key: &str) -> Option<A> {
+    pub(super) async fn read_answer<A: Answer<V>>(&self, key: &str) -> Option<A> {
         match self.read(key).await {
             Read::Live(entry) => A::from_shared(entry.envelope.into_value()),
             Read::Miss(_) => None,
@@ -515,12 +527,33 @@ where
     /// If this future is dropped midway, the loader future goes first and
     /// the leader after it (locals drop in reverse order), so the key is
     /// never offered to a new loader while the old one still exists.
-    async fn lead<A, L, Fut>(&self, leader: Leader<V>, loader: L, how: Lead<'_, V>) -> Result<A>
+    pub(super) async fn lead<A, L, Fut>(
+        &self,
+        leader: Leader<V>,
+        loader: L,
+        how: Lead<'_, V>,
+    ) -> Result<A>
     where
         A: Answer<V>,
         L: FnOnce() -> Fut,
         Fut: Future<Output = Result<A, BoxError>>,
     {
+        // Across processes: take the key's lock, or wait for the process
+        // holding it and answer with what it stored.
+        let held = match how.claim {
+            Claim::Wait => match self.claim::<A>(leader.key()).await {
+                Claimed::Load(held) => held,
+                Claimed::Answered(answer) => {
+                    leader.publish(Ok(answer.to_shared()));
+                    return Ok(answer);
+                }
+                Claimed::Refused(error) => {
+                    leader.publish(Err(error.clone()));
+                    return Err(error);
+                }
+            },
+            Claim::Done(held) => held,
+        };
         let started = Instant::now();
         let run = catch_unwind(async move { loader().await });
         // `timeout` drops the loader's future when time runs out.
@@ -564,6 +597,8 @@ where
                 }
             }
         }
+        // After the store write: the other processes' waiters read it.
+        held.release().await;
         outcome
     }
 

@@ -8,8 +8,10 @@
 mod api;
 mod batch;
 mod builder;
+mod distributed;
 mod load;
 mod load_many;
+mod refresh_ahead;
 mod stats;
 
 use std::fmt;
@@ -21,6 +23,7 @@ pub use api::{AsyncCache, AsyncCacheExt, BoxFuture, BoxLoader};
 pub use builder::{
     CacheBuilder, DEFAULT_FAIL_SAFE_THROTTLE, DEFAULT_JITTER, DEFAULT_NEGATIVE_TTL, DEFAULT_TTL,
 };
+pub use refresh_ahead::DEFAULT_MAX_REFRESHING_KEYS;
 pub use stats::Stats;
 
 pub(crate) use stats::Lookup;
@@ -115,6 +118,10 @@ struct Core<V> {
     counters: Counters,
     observer: Observer,
     closed: AtomicBool,
+    /// Distributed singleflight's lock, if on.
+    distributed: Option<distributed::Distributed>,
+    /// The keys refreshed ahead, if refresh-ahead is on.
+    refresh_ahead: Option<refresh_ahead::RefreshAhead<V>>,
 }
 
 /// The builder's choices, fixed for the cache's life.
@@ -311,6 +318,9 @@ where
     fn stats(&self) -> Stats {
         let mut stats = self.counters.snapshot();
         stats.store = self.store.stats();
+        if let Some(ahead) = &self.refresh_ahead {
+            stats.refresh_ahead_keys = ahead.len() as u64;
+        }
         stats
     }
 

@@ -135,10 +135,6 @@ pub const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(1);
 /// 24 hours.
 pub const DEFAULT_FENCE_RETENTION: Duration = Duration::from_secs(24 * 3600);
 
-/// Added to a waiter's bound (the holder's remaining lease): the lock has
-/// surely expired on the server by then.
-const WAKE_MARGIN: Duration = Duration::from_millis(2);
-
 /// A handle to distributed locks in one Redis store's namespace: see the
 /// [module docs](self) for the protocol and its guarantees.
 ///
@@ -396,7 +392,7 @@ impl DistributedLock {
                 Attempt::Busy { interest, left } => {
                     let now = Instant::now();
                     let since = *waiting_since.get_or_insert(now);
-                    let mut bound = left + WAKE_MARGIN;
+                    let mut bound = left;
                     if let Some(deadline) = deadline {
                         if now >= deadline {
                             self.inner.counters.waited(now - since);

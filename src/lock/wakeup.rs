@@ -43,6 +43,9 @@ const BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// (or a silent network) leaves the socket open, and without a `PING`
 /// the subscriber would not notice.
 const PING_EVERY: Duration = Duration::from_secs(1);
+/// Added to a waiter's bound (the holder's remaining lease): the lock has
+/// surely expired on the server by then.
+const WAKE_MARGIN: Duration = Duration::from_millis(2);
 
 /// Why a wait ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -182,7 +185,8 @@ pub(crate) struct Interest {
 }
 
 impl Interest {
-    /// Waits for the release (or a resubscription), or `bound` at most.
+    /// Waits for the release (or a resubscription), or `bound` (the
+    /// holder's remaining lease, or less) and a hair more at most.
     pub(crate) async fn wait(&mut self, bound: Duration) -> Woken {
         let woken = tokio::select! {
             changed = self.wake.changed() => match changed {
@@ -190,7 +194,7 @@ impl Interest {
                 // Cannot happen while registered; look again if it does.
                 Err(_) => Woken::Resubscribed,
             },
-            () = tokio::time::sleep(bound) => Woken::Timer,
+            () = tokio::time::sleep(bound + WAKE_MARGIN) => Woken::Timer,
         };
         let counters = &self.wakeups.counters;
         incr(match woken {

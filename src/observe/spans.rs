@@ -29,6 +29,9 @@ pub(crate) enum Op {
     SetMany,
     DeleteMany,
     GetManyOrLoad,
+    /// A load waiting for another process's load of the key (distributed
+    /// singleflight), inside its `get_or_load` span.
+    LockWait,
 }
 
 /// The span of one cache operation: `None` inside when tracing is compiled
@@ -126,6 +129,7 @@ impl OpSpan {
                 Op::GetManyOrLoad => {
                     cache_span!("cache.get_many_or_load", "get_many_or_load", cache)
                 }
+                Op::LockWait => cache_span!("cache.lock_wait", "lock_wait", cache),
                 // A root span: it outlives the call that started it, which
                 // it follows from rather than belongs to.
                 Op::Refresh => {
