@@ -18,7 +18,7 @@ use std::time::Duration;
 use cachex::lock::DistributedLock;
 use cachex::store::hybrid::HybridStore;
 use cachex::store::RedisStore;
-use cachex::{Cache, Error, StoreOp};
+use cachex::{Cache, Error, Store, StoreOp};
 use hybrid_support::{eventually, guarded, say, ChildProcess, RedisServer};
 use tokio::time::Instant;
 
@@ -481,4 +481,129 @@ async fn hybrid_stores_load_once_across_processes_too() {
         assert_eq!(guarded("a caller", task).await.unwrap().unwrap(), 11);
     }
     assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
+#[cfg(feature = "prometheus")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_show_the_lock_for_the_caches_that_use_it() {
+    use cachex::prometheus_client::encoding::text::encode;
+    use cachex::prometheus_client::registry::Registry;
+    use cachex::CacheMetrics;
+
+    let server = RedisServer::start();
+    let [(a, _), (b, _)] = two_processes(&server, "metrics").await;
+    let plain: Cache<u64> = Cache::builder().name("plain").build();
+    let mut registry = Registry::default();
+    let metrics = CacheMetrics::new();
+    metrics.register(&mut registry);
+    assert!(metrics.add(&b) && metrics.add(&plain));
+    let holder = {
+        let a = a.clone();
+        tokio::spawn(async move {
+            a.get_or_load("k", || async {
+                tokio::time::sleep(LOAD).await;
+                Ok::<_, std::io::Error>(1)
+            })
+            .await
+        })
+    };
+    eventually("a loads", || async { a.stats().lock_acquisitions == 1 }).await;
+    let answer = b.get_or_load("k", || async { Ok::<_, std::io::Error>(2) });
+    assert_eq!(answer.await.unwrap(), 1);
+    holder.await.unwrap().unwrap();
+    let mut text = String::new();
+    encode(&mut text, &registry).unwrap();
+    for line in [
+        "cachex_lock_acquisitions_total{cache=\"default\"} 0",
+        "cachex_lock_waits_total{cache=\"default\"} 1",
+        "cachex_lock_answered_total{cache=\"default\"} 1",
+        "cachex_lock_fallbacks_total{cache=\"default\"} 0",
+        "cachex_refresh_ahead_keys{cache=\"default\"} 0",
+    ] {
+        assert!(text.lines().any(|l| l == line), "missing `{line}` in:\n{text}");
+    }
+    assert!(text.contains("# UNIT cachex_lock_wait_seconds seconds\n"));
+    assert!(!text.contains("cachex_lock_waits_total{cache=\"plain\"}"));
+}
+
+/// A store whose first read answers what Redis held then, but returns only
+/// when the test allows it: a read that misses just before another
+/// process's load lands.
+struct HeldBackRead {
+    inner: RedisStore<u64>,
+    gate: tokio::sync::Semaphore,
+    first: std::sync::atomic::AtomicBool,
+}
+
+impl Store<u64> for HeldBackRead {
+    fn get<'a>(
+        &'a self,
+        key: &'a str,
+    ) -> cachex::store::StoreFuture<'a, cachex::Result<Option<cachex::store::Stored<u64>>>> {
+        cachex::store::StoreFuture::new(async move {
+            let found = self.inner.get(key).await;
+            if self.first.swap(false, Ordering::SeqCst) {
+                let _ = self.gate.acquire().await.unwrap();
+            }
+            found
+        })
+    }
+    fn set<'a>(
+        &'a self,
+        key: &'a str,
+        entry: cachex::Envelope<u64>,
+        ttl: Option<Duration>,
+    ) -> cachex::store::StoreFuture<'a, cachex::Result<()>> {
+        self.inner.set(key, entry, ttl)
+    }
+    fn delete<'a>(&'a self, key: &'a str) -> cachex::store::StoreFuture<'a, cachex::Result<bool>> {
+        self.inner.delete(key)
+    }
+    fn clear(&self) -> cachex::store::StoreFuture<'_, cachex::Result<()>> {
+        self.inner.clear()
+    }
+    fn remaining_ttl<'a>(
+        &'a self,
+        key: &'a str,
+    ) -> cachex::store::StoreFuture<'a, cachex::Result<Option<Option<Duration>>>> {
+        self.inner.remaining_ttl(key)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_value_stored_between_the_read_and_the_lock_is_not_loaded_again() {
+    let server = RedisServer::start();
+    let [(a, _), _] = two_processes(&server, "late").await;
+    let inner = store_on(&server.url(), "late", Duration::from_secs(1)).await;
+    let lock = DistributedLock::new(&inner).unwrap();
+    let late = Arc::new(HeldBackRead {
+        inner,
+        gate: tokio::sync::Semaphore::new(0),
+        first: std::sync::atomic::AtomicBool::new(true),
+    });
+    let b: Cache<u64> = Cache::builder()
+        .store(Arc::clone(&late))
+        .distributed_singleflight(lock, Duration::from_secs(5))
+        .build();
+    let calls = Arc::new(AtomicU64::new(0));
+    let reader = {
+        let (b, calls) = (b.clone(), Arc::clone(&calls));
+        tokio::spawn(async move {
+            b.get_or_load("k", move || async move {
+                calls.fetch_add(1, Ordering::SeqCst);
+                Ok::<_, std::io::Error>(2)
+            })
+            .await
+        })
+    };
+    // b's read has missed; a loads, stores and releases meanwhile.
+    eventually("b's read", || async { !late.first.load(Ordering::SeqCst) }).await;
+    let value = a.get_or_load("k", || async { Ok::<_, std::io::Error>(1) });
+    assert_eq!(value.await.unwrap(), 1);
+    late.gate.add_permits(1);
+    // b takes the free lock, reads again, and finds a's value.
+    assert_eq!(guarded("b", reader).await.unwrap().unwrap(), 1);
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
+    let stats = b.stats();
+    assert_eq!((stats.lock_answered, stats.loads), (1, 0), "{stats:?}");
 }

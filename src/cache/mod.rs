@@ -33,7 +33,7 @@ use crate::loading::{
     jittered, Background, FailSafe, Flights, Freshness, LoadTimeouts, Random, RefreshPolicy,
 };
 use crate::observe::spans::{traced, Op, OpSpan};
-use crate::observe::{Observer, StatsSource};
+use crate::observe::{Coordination, Observer, StatsSource};
 use crate::store::{Envelope, Store, Stored};
 use crate::{Error, Result, Ttl};
 
@@ -326,6 +326,13 @@ where
 
     fn observer(&self) -> &Observer {
         &self.observer
+    }
+
+    fn coordination(&self) -> Coordination {
+        Coordination {
+            distributed: self.distributed.is_some(),
+            refresh_ahead: self.refresh_ahead.is_some(),
+        }
     }
 }
 
