@@ -117,7 +117,7 @@ pub mod store;
 mod ttl;
 
 pub use cache::{
-    AsyncCache, AsyncCacheExt, BoxFuture, BoxLoader, Cache, CacheBuilder, Stats,
+    AsyncCache, AsyncCacheExt, BoxFuture, BoxLoader, BulkLoader, Cache, CacheBuilder, Stats,
     DEFAULT_FAIL_SAFE_THROTTLE, DEFAULT_JITTER, DEFAULT_MAX_REFRESHING_KEYS, DEFAULT_NEGATIVE_TTL,
     DEFAULT_TTL, MAX_BATCH, MAX_KEY_LEN,
 };
