@@ -19,10 +19,13 @@ use cachex::lock::DistributedLock;
 use cachex::store::hybrid::HybridStore;
 use cachex::store::RedisStore;
 use cachex::{Cache, Error, Store, StoreOp};
+use cachex_testkit::FaultProxy;
 use hybrid_support::{eventually, guarded, say, ChildProcess, RedisServer};
 use tokio::time::Instant;
 
-/// The child's instructions: `mode|url|prefix`.
+/// The child's instructions: `mode|store url|counter url|prefix` (the
+/// store may be reached through a counting proxy; loader calls are
+/// counted on the server itself).
 const CHILD: &str = "CACHEX_DISTRIBUTED_CHILD";
 /// How long a load takes.
 const LOAD: Duration = Duration::from_millis(200);
@@ -112,12 +115,13 @@ async fn distributed_child_role() {
     let Ok(job) = std::env::var(CHILD) else {
         return;
     };
-    let [mode, url, prefix]: [&str; 3] = job.split('|').collect::<Vec<_>>().try_into().unwrap();
+    let [mode, url, counter_url, prefix]: [&str; 4] =
+        job.split('|').collect::<Vec<_>>().try_into().unwrap();
     let mut parent = from_parent();
     let store = store_on(url, prefix, Duration::from_secs(1)).await;
     let lease = Duration::from_secs(if mode == "stampede" { 5 } else { 1 });
     let (cache, lock) = cache_on(&store, lease);
-    let conn = counter(url).await;
+    let conn = counter(counter_url).await;
     // Refreshes well within their interval (200 ms).
     let took = if mode == "reader" { LOAD / 10 } else { LOAD };
     let load = loader(&conn, &format!("{prefix}-loads"), took);
@@ -208,7 +212,12 @@ async fn distributed_child_role() {
 }
 
 fn spawn(mode: &str, server: &RedisServer, prefix: &str) -> ChildProcess {
-    let job = format!("{mode}|{}|{prefix}", server.url());
+    spawn_via(mode, &server.url(), server, prefix)
+}
+
+/// A child whose store talks to `server` at `url` (a proxy's, say).
+fn spawn_via(mode: &str, url: &str, server: &RedisServer, prefix: &str) -> ChildProcess {
+    let job = format!("{mode}|{url}|{}|{prefix}", server.url());
     ChildProcess::spawn("distributed_child_role", (CHILD, &job))
 }
 
@@ -224,25 +233,42 @@ fn field(report: &str, name: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn eight_processes_load_a_cold_key_once() {
     let server = RedisServer::start();
-    let mut children: Vec<_> = (0..8).map(|_| spawn("stampede", &server, "herd")).collect();
+    // Each child talks to Redis through its own proxy, which counts the
+    // commands it sends.
+    let proxies: Vec<_> = (0..8).map(|_| FaultProxy::start(&server.addr())).collect();
+    let mut children: Vec<_> = proxies
+        .iter()
+        .map(|proxy| spawn_via("stampede", &proxy.url(), &server, "herd"))
+        .collect();
     for child in &mut children {
         assert_eq!(child.hear().await, "READY");
     }
+    let before: Vec<u64> = proxies.iter().map(FaultProxy::commands).collect();
     for child in &mut children {
         child.tell("GO");
     }
     let mut answered = 0;
     let mut loaders = 0;
-    for mut child in children {
+    let mut waiting_commands = Vec::new();
+    for (mut child, (proxy, before)) in children.into_iter().zip(proxies.iter().zip(before)) {
         let report = child.hear().await;
         assert_eq!(field(&report, "values"), "[1]", "every caller got the value: {report}");
         answered += field(&report, "answered").parse::<u64>().unwrap();
-        loaders += field(&report, "loads").parse::<u64>().unwrap();
+        let loaded = field(&report, "loads").parse::<u64>().unwrap();
+        loaders += loaded;
         child.finish();
+        if loaded == 0 {
+            waiting_commands.push(proxy.commands() - before);
+        }
     }
     assert_eq!(loads(&server.url(), "herd-loads").await, 1, "one loader call in all");
     assert_eq!(loaders, 1);
     assert_eq!(answered, 7, "the seven other processes read the value");
+    // 200 callers, one read, one attempt on the lock, one read of the
+    // value (and at most a subscriber PING or two): not one read each.
+    for commands in waiting_commands {
+        assert!((3..=5).contains(&commands), "{commands} commands");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,7 +5,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::distributed::Distributed;
+use super::distributed::{self, Distributed};
 use super::refresh_ahead::{self, RefreshAhead};
 use super::stats::Counters;
 use super::{Cache, Core, Settings};
@@ -62,7 +62,7 @@ pub struct CacheBuilder<V> {
     #[cfg(feature = "tracing")]
     log_interval: Option<Duration>,
     /// See `distributed.rs`.
-    pub(super) distributed: Option<Distributed>,
+    pub(super) distributed: Option<distributed::Settings>,
     /// See `refresh_ahead.rs`.
     pub(super) refresh_ahead: refresh_ahead::Settings,
 }
@@ -334,7 +334,7 @@ where
             counters: Counters::new(self.metrics),
             observer: Observer::new(self.name, self.key_mode, tier),
             closed: AtomicBool::new(false),
-            distributed: self.distributed,
+            distributed: self.distributed.map(Distributed::new),
             refresh_ahead: RefreshAhead::new(self.refresh_ahead),
         };
         let cache = Cache {

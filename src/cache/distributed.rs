@@ -16,8 +16,15 @@
 //! only tries the lock, and refreshes only if it gets it.
 
 #[cfg(feature = "redis")]
+use std::collections::HashMap;
+#[cfg(feature = "redis")]
 use std::sync::Arc;
 use std::time::Duration;
+
+#[cfg(feature = "redis")]
+use futures_util::future::{BoxFuture, FutureExt, Shared, WeakShared};
+#[cfg(feature = "redis")]
+use parking_lot::Mutex;
 
 #[cfg(feature = "redis")]
 use tokio::time::Instant;
@@ -26,7 +33,8 @@ use super::builder::CacheBuilder;
 use super::Core;
 #[cfg(feature = "redis")]
 use super::stats::Counter;
-use crate::loading::Answer;
+use crate::loading::{Answer, Waiter};
+use crate::store::{Found, StoreFuture};
 use crate::Error;
 #[cfg(feature = "redis")]
 use {
@@ -34,10 +42,10 @@ use {
     crate::observe::spans::{traced, Op, OpSpan},
 };
 
-/// The cache's distributed-singleflight settings.
+/// The builder's distributed-singleflight settings.
 #[cfg(feature = "redis")]
 #[derive(Clone, Debug)]
-pub(super) struct Distributed {
+pub(super) struct Settings {
     lock: DistributedLock,
     lease: Duration,
     strict: bool,
@@ -46,7 +54,51 @@ pub(super) struct Distributed {
 /// Without the `redis` feature there is no distributed lock.
 #[cfg(not(feature = "redis"))]
 #[derive(Clone, Debug)]
-pub(super) enum Distributed {}
+pub(super) enum Settings {}
+
+/// Distributed singleflight in a cache: its settings, and the store reads
+/// its loads share.
+pub(super) struct Distributed<V> {
+    #[cfg(feature = "redis")]
+    settings: Settings,
+    #[cfg(feature = "redis")]
+    reads: Reads<V>,
+    #[cfg(not(feature = "redis"))]
+    _never: (Settings, std::marker::PhantomData<fn() -> V>),
+}
+
+impl<V> Distributed<V> {
+    pub(super) fn new(settings: Settings) -> Self {
+        #[cfg(feature = "redis")]
+        return Distributed {
+            settings,
+            reads: Reads::default(),
+        };
+        #[cfg(not(feature = "redis"))]
+        match settings {}
+    }
+}
+
+/// The store read of a key under way, shared by the loads that want it.
+#[cfg(feature = "redis")]
+type SharedRead<V> = Shared<BoxFuture<'static, Found<V>>>;
+
+/// Store reads under way, by key, each with the write count of its key's
+/// shard when it started (see [`Flights::writes`](crate::loading::Flights::writes)),
+/// held weakly: when its last caller goes, it goes.
+#[cfg(feature = "redis")]
+struct Reads<V> {
+    map: Arc<Mutex<HashMap<String, (u64, WeakShared<BoxFuture<'static, Found<V>>>)>>>,
+}
+
+#[cfg(feature = "redis")]
+impl<V> Default for Reads<V> {
+    fn default() -> Self {
+        Reads {
+            map: Arc::default(),
+        }
+    }
+}
 
 /// The lock a load holds, released once its result is stored (or, if the
 /// load is dropped, in the background by the guard).
@@ -145,7 +197,7 @@ where
     /// # Ok(()) }
     /// ```
     pub fn distributed_singleflight(mut self, lock: DistributedLock, lease: Duration) -> Self {
-        self.distributed = Some(Distributed {
+        self.distributed = Some(Settings {
             lock,
             lease,
             strict: self.distributed.as_ref().is_some_and(|d| d.strict),
@@ -170,13 +222,53 @@ impl<V> Core<V>
 where
     V: Clone + Send + Sync + 'static,
 {
+    /// With distributed singleflight: the load of `key` under way in this
+    /// process, joined before reading the store, so that a stampede of
+    /// callers costs one read per process, not one each (the waiting
+    /// process's whole cost is then its leader's read, lock attempt and
+    /// read of the value). Not with fail-safe: a caller there needs its
+    /// own read, for the stale value it falls back on.
+    #[inline]
+    pub(super) fn join_load_first(&self, key: &str) -> Option<Waiter<V>> {
+        #[cfg(feature = "redis")]
+        if self.distributed.is_some() && self.settings.fail_safe.is_none() {
+            return self.flights.join_load(key);
+        }
+        #[cfg(not(feature = "redis"))]
+        let _ = key;
+        None
+    }
+
+    /// A load's read of `key` (`read`, from the store), shared with the
+    /// loads of this process that read `key` at the same time, when
+    /// distributed singleflight is on: a stampede of callers then costs
+    /// one store read per process. A read the store answered at once (an
+    /// in-memory hit) is used as it is.
+    pub(super) fn shared_read<'a>(
+        &'a self,
+        key: &'a str,
+        read: StoreFuture<'a, Found<V>>,
+    ) -> StoreFuture<'a, Found<V>> {
+        #[cfg(feature = "redis")]
+        if let Some(distributed) = &self.distributed {
+            if !read.is_ready() {
+                // Not polled yet: nothing was sent.
+                drop(read);
+                return StoreFuture::new(self.join_read(&distributed.reads, key));
+            }
+        }
+        #[cfg(not(feature = "redis"))]
+        let _ = key;
+        read
+    }
+
     /// Claims `key`'s lock for a load, or waits for the process that holds
     /// it and reads its value.
     #[cfg_attr(not(feature = "redis"), allow(unused_variables))]
     pub(super) async fn claim<A: Answer<V>>(&self, key: &str) -> Claimed<A> {
         #[cfg(feature = "redis")]
         if let Some(distributed) = &self.distributed {
-            return Box::pin(self.claim_on(distributed, key)).await;
+            return Box::pin(self.claim_on(&distributed.settings, key)).await;
         }
         Claimed::Load(Held::none())
     }
@@ -186,7 +278,11 @@ where
     #[cfg_attr(not(feature = "redis"), allow(unused_variables))]
     pub(super) async fn try_claim(&self, key: &str) -> Option<Held> {
         #[cfg(feature = "redis")]
-        if let Some(distributed) = &self.distributed {
+        if let Some(Distributed {
+            settings: distributed,
+            ..
+        }) = &self.distributed
+        {
             let attempt = match distributed.lock.names(key) {
                 Ok(names) => {
                     let lease = distributed.lease;
@@ -211,7 +307,11 @@ where
     #[cfg_attr(not(feature = "redis"), allow(unused_variables))]
     pub(super) async fn claim_window(&self, key: &str, interval: Duration) -> Option<Held> {
         #[cfg(feature = "redis")]
-        if let Some(distributed) = &self.distributed {
+        if let Some(Distributed {
+            settings: distributed,
+            ..
+        }) = &self.distributed
+        {
             // Shorter than the interval, so that a refresher that died
             // does not cost the next interval's refresh.
             let lease = distributed
@@ -240,7 +340,37 @@ impl<V> Core<V>
 where
     V: Clone + Send + Sync + 'static,
 {
-    async fn claim_on<A: Answer<V>>(&self, distributed: &Distributed, key: &str) -> Claimed<A> {
+    /// The read of `key` under way (if no write of its shard came since it
+    /// started), or a new one.
+    fn join_read(&self, reads: &Reads<V>, key: &str) -> SharedRead<V> {
+        let writes = self.flights.writes(key);
+        let mut map = reads.map.lock();
+        if let Some((started, read)) = map.get(key) {
+            if *started == writes {
+                if let Some(read) = read.upgrade() {
+                    return read;
+                }
+            }
+        }
+        let store = Arc::clone(&self.store);
+        let (owned, map_ref) = (key.to_owned(), Arc::clone(&reads.map));
+        let read: BoxFuture<'static, Found<V>> = Box::pin(async move {
+            let found = store.get(&owned).await;
+            // Done: later loads read afresh (unless a newer read is there).
+            let mut map = map_ref.lock();
+            if map.get(&owned).is_some_and(|(started, _)| *started == writes) {
+                map.remove(&owned);
+            }
+            found
+        });
+        let read = read.shared();
+        if let Some(weak) = read.downgrade() {
+            map.insert(key.to_owned(), (writes, weak));
+        }
+        read
+    }
+
+    async fn claim_on<A: Answer<V>>(&self, distributed: &Settings, key: &str) -> Claimed<A> {
         let names = match distributed.lock.names(key) {
             Ok(names) => names,
             Err(error) => return self.unlocked(distributed, error),
@@ -268,7 +398,7 @@ where
     /// (the holder left without a value: take over).
     async fn wait_for_holder<A: Answer<V>>(
         &self,
-        distributed: &Distributed,
+        distributed: &Settings,
         names: &Arc<Names>,
         key: &str,
         mut interest: Option<Interest>,
@@ -328,7 +458,7 @@ where
     }
 
     /// The lock could not be reached: load without it, or refuse.
-    fn unlocked<A>(&self, distributed: &Distributed, error: Error) -> Claimed<A> {
+    fn unlocked<A>(&self, distributed: &Settings, error: Error) -> Claimed<A> {
         if distributed.strict {
             self.counters.incr(Counter::LockRefusals);
             Claimed::Refused(error)

@@ -213,6 +213,14 @@ where
         core.check(key)?;
 
         let read = core.flights.endings(key);
+        // With distributed singleflight, a load of the key under way here
+        // is joined without reading the store (see `distributed.rs`).
+        if let Some(waiter) = core.join_load_first(key) {
+            core.counters.incr(Counter::Misses);
+            span.hit(false);
+            let joined = Some(waiter);
+            return Box::pin(self.load_missing(key, loader, read, Miss::nothing(), joined)).await;
+        }
         let miss = match core.read(key).await {
             Read::Live(Stored {
                 envelope,
@@ -250,18 +258,20 @@ where
         };
         // Boxed: the miss path's state (flights, the loader's own future)
         // would otherwise make every hit build and move a much larger future.
-        Box::pin(self.load_missing(key, loader, read, miss)).await
+        Box::pin(self.load_missing(key, loader, read, miss, None)).await
     }
 
     /// The miss path of [`load`](Self::load): joins or leads the key's
     /// flight, taking over if its leader goes away. `read` is the flights'
-    /// [`endings`](crate::loading::Flights::endings) noted before the miss.
+    /// [`endings`](crate::loading::Flights::endings) noted before the miss;
+    /// `joined`, a flight already joined instead of reading.
     async fn load_missing<A, L, Fut>(
         &self,
         key: &str,
         loader: L,
         mut read: Endings,
         miss: Miss<V>,
+        mut joined: Option<Waiter<V>>,
     ) -> Result<A>
     where
         A: Answer<V> + Send + 'static,
@@ -272,7 +282,11 @@ where
         // A flight whose outcome this caller saw but could not use.
         let mut unusable = None;
         loop {
-            let waiter = match core.flights.join_or_lead(key, read, unusable) {
+            let role = match joined.take() {
+                Some(waiter) => Role::Waiter(waiter),
+                None => core.flights.join_or_lead(key, read, unusable),
+            };
+            let waiter = match role {
                 Role::Leader(leader) => {
                     // The read above may predate the write of a flight that
                     // ended since; if so, that write is the answer.
@@ -434,7 +448,7 @@ where
     /// Reads `key` for a load. A store that cannot be read is treated as a
     /// miss: the loader can still answer.
     async fn read(&self, key: &str) -> Read<V> {
-        let found = self.store.get(key).await;
+        let found = self.shared_read(key, self.store.get(key)).await;
         self.judge(found)
     }
 

@@ -121,7 +121,7 @@ struct Core<V> {
     observer: Observer,
     closed: AtomicBool,
     /// Distributed singleflight's lock, if on.
-    distributed: Option<distributed::Distributed>,
+    distributed: Option<distributed::Distributed<V>>,
     /// The keys refreshed ahead, if refresh-ahead is on.
     refresh_ahead: Option<refresh_ahead::RefreshAhead<V>>,
 }

@@ -47,6 +47,11 @@ impl<'a, T> StoreFuture<'a, T> {
         StoreFuture(State::Pending(Box::pin(future)))
     }
 
+    /// Whether the answer is already here (nothing left to await).
+    pub(crate) fn is_ready(&self) -> bool {
+        matches!(self.0, State::Ready(Some(_)))
+    }
+
     /// Applies `f` to the output. A ready future stays ready (no
     /// allocation); a pending one is wrapped in a new box.
     ///

@@ -31,6 +31,7 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
 mod proxy;
+mod resp;
 mod sentinel;
 pub use proxy::FaultProxy;
 pub use sentinel::RedisSentinel;
