@@ -139,7 +139,10 @@ async fn distributed_child_role() {
                     })
                     .await
             });
-            eventually("the load", || async { cache.stats().lock_acquisitions == 1 }).await;
+            eventually("the load", || async {
+                cache.stats().lock_acquisitions == 1
+            })
+            .await;
             say("LOADING");
             std::future::pending::<()>().await;
         }
@@ -187,7 +190,10 @@ async fn distributed_child_role() {
             say("READY");
             assert_eq!(parent.recv().await.as_deref(), Some("GO"));
             loop {
-                cache.get_or_load_refreshed("hot", load.clone()).await.unwrap();
+                cache
+                    .get_or_load_refreshed("hot", load.clone())
+                    .await
+                    .unwrap();
                 tokio::select! {
                     line = parent.recv() => {
                         assert_eq!(line.as_deref(), Some("STOP"));
@@ -252,7 +258,11 @@ async fn eight_processes_load_a_cold_key_once() {
     let mut waiting_commands = Vec::new();
     for (mut child, (proxy, before)) in children.into_iter().zip(proxies.iter().zip(before)) {
         let report = child.hear().await;
-        assert_eq!(field(&report, "values"), "[1]", "every caller got the value: {report}");
+        assert_eq!(
+            field(&report, "values"),
+            "[1]",
+            "every caller got the value: {report}"
+        );
         answered += field(&report, "answered").parse::<u64>().unwrap();
         let loaded = field(&report, "loads").parse::<u64>().unwrap();
         loaders += loaded;
@@ -261,7 +271,11 @@ async fn eight_processes_load_a_cold_key_once() {
             waiting_commands.push(proxy.commands() - before);
         }
     }
-    assert_eq!(loads(&server.url(), "herd-loads").await, 1, "one loader call in all");
+    assert_eq!(
+        loads(&server.url(), "herd-loads").await,
+        1,
+        "one loader call in all"
+    );
     assert_eq!(loaders, 1);
     assert_eq!(answered, 7, "the seven other processes read the value");
     // 200 callers, one read, one attempt on the lock, one read of the
@@ -296,7 +310,10 @@ async fn a_killed_holder_is_taken_over_once_its_lease_runs_out() {
         // Lease (1 s) + load (200 ms) + a generous margin for a shared
         // machine: a bound on stranding, not a performance claim.
         let longest: u64 = field(&report, "longest_ms").parse().unwrap();
-        assert!(longest < 1_200 + 1_500, "a caller waited {longest} ms: {report}");
+        assert!(
+            longest < 1_200 + 1_500,
+            "a caller waited {longest} ms: {report}"
+        );
         waiter.finish();
     }
     assert_eq!(loads(&server.url(), "crash-loads").await, 2);
@@ -333,7 +350,11 @@ async fn refresh_ahead_refreshes_once_per_interval_across_four_processes() {
     tokio::time::sleep(Duration::from_millis(600 + 600)).await;
     let stopped = loads(&url, "ahead-loads").await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(loads(&url, "ahead-loads").await, stopped, "an idle key is not refreshed");
+    assert_eq!(
+        loads(&url, "ahead-loads").await,
+        stopped,
+        "an idle key is not refreshed"
+    );
     let mut refreshed = 0;
     for mut reader in readers {
         reader.tell("REPORT");
@@ -343,7 +364,11 @@ async fn refresh_ahead_refreshes_once_per_interval_across_four_processes() {
         refreshed += field(&report, "refreshed").parse::<u64>().unwrap();
         reader.finish();
     }
-    assert_eq!(refreshed + 1, stopped, "every load but the first was a refresh");
+    assert_eq!(
+        refreshed + 1,
+        stopped,
+        "every load but the first was a refresh"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -378,7 +403,10 @@ async fn a_frozen_redis_costs_a_local_load_within_the_timeouts() {
         // Read, lock and write each time out at most once: a bound on
         // hanging, not a performance claim.
         let took = began.elapsed();
-        assert!(took < timeout * 3 + Duration::from_secs(1), "{key}: {took:?}");
+        assert!(
+            took < timeout * 3 + Duration::from_secs(1),
+            "{key}: {took:?}"
+        );
     }
     server.resume();
     let stats = cache.stats();
@@ -466,7 +494,12 @@ async fn a_waiter_gives_up_on_its_own() {
     .await;
     assert!(gave_up.is_err());
     // Another caller of b still gets a's value; a was not disturbed.
-    assert_eq!(b.get_or_load("k", || async { Ok::<_, std::io::Error>(6) }).await.unwrap(), 5);
+    assert_eq!(
+        b.get_or_load("k", || async { Ok::<_, std::io::Error>(6) })
+            .await
+            .unwrap(),
+        5
+    );
     assert_eq!(holder.await.unwrap().unwrap(), 5);
     assert_eq!(b.stats().loads, 0);
     assert!(lock_b.stats().woken_by_message >= 1);
@@ -546,7 +579,10 @@ async fn metrics_show_the_lock_for_the_caches_that_use_it() {
         "cachex_lock_fallbacks_total{cache=\"default\"} 0",
         "cachex_refresh_ahead_keys{cache=\"default\"} 0",
     ] {
-        assert!(text.lines().any(|l| l == line), "missing `{line}` in:\n{text}");
+        assert!(
+            text.lines().any(|l| l == line),
+            "missing `{line}` in:\n{text}"
+        );
     }
     assert!(text.contains("# UNIT cachex_lock_wait_seconds seconds\n"));
     assert!(!text.contains("cachex_lock_waits_total{cache=\"plain\"}"));

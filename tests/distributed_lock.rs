@@ -51,7 +51,10 @@ async fn only_the_holder_releases_or_extends() {
     let mut conn = raw(&server).await;
     let key = lock.lock_key("a").unwrap();
     let left: i64 = raw_cmd(&mut conn, &[b"PTTL", key.as_bytes()]).await;
-    assert!((1..=5_000).contains(&left), "a wrong token extended: {left}");
+    assert!(
+        (1..=5_000).contains(&left),
+        "a wrong token extended: {left}"
+    );
     let stored: String = raw_cmd(&mut conn, &[b"GET", key.as_bytes()]).await;
     assert_eq!(stored, guard.token().as_str());
 
@@ -75,11 +78,7 @@ async fn a_dead_holders_lease_expires_and_its_waiter_takes_over() {
     // A holder that died: its token, a 300 ms lease, and no one to release.
     let mut conn = raw(&server).await;
     let key = lock.lock_key("job").unwrap();
-    let _: () = raw_cmd(
-        &mut conn,
-        &[b"SET", key.as_bytes(), b"dead", b"PX", b"300"],
-    )
-    .await;
+    let _: () = raw_cmd(&mut conn, &[b"SET", key.as_bytes(), b"dead", b"PX", b"300"]).await;
     assert!(lock
         .try_acquire("job", Duration::from_secs(5), Duration::ZERO)
         .await
@@ -144,7 +143,11 @@ async fn fencing_tokens_only_grow() {
     for i in 0..20 {
         let lock = if i % 2 == 0 { &a } else { &b };
         let guard = lock.acquire("f", Duration::from_secs(5)).await.unwrap();
-        assert!(guard.fencing_token() > last, "{} after {last}", guard.fencing_token());
+        assert!(
+            guard.fencing_token() > last,
+            "{} after {last}",
+            guard.fencing_token()
+        );
         last = guard.fencing_token();
         guard.release().await.unwrap();
     }
@@ -195,7 +198,10 @@ async fn a_lost_message_delays_a_waiter_by_the_lease_at_most() {
     let holder = lock_on(&server, "lostmsg").await;
     let waiter = lock_on(&server, "lostmsg").await;
     eventually("the waiter's subscriber", || waiter.is_subscribed()).await;
-    let guard = holder.acquire("m", Duration::from_millis(400)).await.unwrap();
+    let guard = holder
+        .acquire("m", Duration::from_millis(400))
+        .await
+        .unwrap();
     let task = {
         let waiter = waiter.clone();
         tokio::spawn(async move { waiter.acquire("m", Duration::from_secs(5)).await })

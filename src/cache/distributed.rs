@@ -30,9 +30,9 @@ use parking_lot::Mutex;
 use tokio::time::Instant;
 
 use super::builder::CacheBuilder;
-use super::Core;
 #[cfg(feature = "redis")]
 use super::stats::Counter;
+use super::Core;
 use crate::loading::{Answer, Waiter};
 use crate::store::{Found, StoreFuture};
 use crate::Error;
@@ -358,7 +358,10 @@ where
             let found = store.get(&owned).await;
             // Done: later loads read afresh (unless a newer read is there).
             let mut map = map_ref.lock();
-            if map.get(&owned).is_some_and(|(started, _)| *started == writes) {
+            if map
+                .get(&owned)
+                .is_some_and(|(started, _)| *started == writes)
+            {
                 map.remove(&owned);
             }
             found
@@ -406,7 +409,10 @@ where
     ) -> Claimed<A> {
         let started = Instant::now();
         self.counters.incr(Counter::LockWaits);
-        let waited = |core: &Self| core.counters.add_time(Counter::LockWaitNanos, started.elapsed());
+        let waited = |core: &Self| {
+            core.counters
+                .add_time(Counter::LockWaitNanos, started.elapsed())
+        };
         loop {
             if let Some(mut waiting) = interest.take() {
                 waiting.wait(left).await;

@@ -239,7 +239,8 @@ where
             core.counters.incr(Counter::RefreshAheadIdle);
             return;
         }
-        core.refresh_ahead_once(&key, &tracked, ahead.interval).await;
+        core.refresh_ahead_once(&key, &tracked, ahead.interval)
+            .await;
     }
 }
 

@@ -256,7 +256,12 @@ async fn subscribe(
 }
 
 /// Hands messages to their waiters until the connection is lost.
-async fn listen(wakeups: &Wakeups, mut sink: PubSubSink, mut stream: PubSubStream, timeout: Duration) {
+async fn listen(
+    wakeups: &Wakeups,
+    mut sink: PubSubSink,
+    mut stream: PubSubStream,
+    timeout: Duration,
+) {
     let mut ping = tokio::time::interval(PING_EVERY);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ping.tick().await; // the first tick is immediate

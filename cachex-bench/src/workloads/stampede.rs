@@ -136,7 +136,11 @@ pub fn run(args: &StampedeArgs) -> Result<(), String> {
                     cell.commands_per_waiting_process.push(mean(&waiting));
                 }
                 if !args.json {
-                    eprint!("\rrun {}/{}: {contender} x{processes}   ", run + 1, args.runs);
+                    eprint!(
+                        "\rrun {}/{}: {contender} x{processes}   ",
+                        run + 1,
+                        args.runs
+                    );
                 }
             }
         }
@@ -364,7 +368,10 @@ async fn peer_main(args: &StampedePeerArgs) -> Result<(), String> {
 }
 
 type Getter = Arc<
-    dyn Fn(String) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<u64, String>> + Send>>
+    dyn Fn(
+            String,
+        )
+            -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<u64, String>> + Send>>
         + Send
         + Sync,
 >;
