@@ -79,16 +79,24 @@ impl<V> Distributed<V> {
     }
 }
 
+/// The store read of a key, as its loads share it.
+#[cfg(feature = "redis")]
+type ReadFuture<V> = BoxFuture<'static, Found<V>>;
+
 /// The store read of a key under way, shared by the loads that want it.
 #[cfg(feature = "redis")]
-type SharedRead<V> = Shared<BoxFuture<'static, Found<V>>>;
+type SharedRead<V> = Shared<ReadFuture<V>>;
+
+/// The reads under way: see [`Reads`].
+#[cfg(feature = "redis")]
+type ReadMap<V> = Mutex<HashMap<String, (u64, WeakShared<ReadFuture<V>>)>>;
 
 /// Store reads under way, by key, each with the write count of its key's
 /// shard when it started (see [`Flights::writes`](crate::loading::Flights::writes)),
 /// held weakly: when its last caller goes, it goes.
 #[cfg(feature = "redis")]
 struct Reads<V> {
-    map: Arc<Mutex<HashMap<String, (u64, WeakShared<BoxFuture<'static, Found<V>>>)>>>,
+    map: Arc<ReadMap<V>>,
 }
 
 #[cfg(feature = "redis")]
@@ -354,7 +362,7 @@ where
         }
         let store = Arc::clone(&self.store);
         let (owned, map_ref) = (key.to_owned(), Arc::clone(&reads.map));
-        let read: BoxFuture<'static, Found<V>> = Box::pin(async move {
+        let read: ReadFuture<V> = Box::pin(async move {
             let found = store.get(&owned).await;
             // Done: later loads read afresh (unless a newer read is there).
             let mut map = map_ref.lock();
