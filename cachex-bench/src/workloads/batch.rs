@@ -26,7 +26,7 @@ use cachex::store::{HybridStore, RedisStore};
 use cachex::{Cache, Ttl};
 use cachex_testkit::{RedisCluster, RedisServer};
 use clap::Args;
-use futures_util::future::join_all;
+use futures_util::future::{join_all, BoxFuture};
 use serde_json::json;
 
 use crate::report::{emit, json_wanted, percentile, ratio, round, Table};
@@ -205,8 +205,7 @@ async fn commands_during<F: Future>(
 }
 
 /// A contender: one batch read of `keys`, timed.
-type Read =
-    Arc<dyn Fn(Arc<Vec<String>>) -> futures_util::future::BoxFuture<'static, usize> + Send + Sync>;
+type Read = Arc<dyn Fn(Arc<Vec<String>>) -> BoxFuture<'static, usize> + Send + Sync>;
 
 /// Runs every contender `runs` times `calls` calls, rotating the order;
 /// answers each contender's latencies and the commands each server ran
@@ -269,9 +268,9 @@ fn readers(cache: &Cache<String>, raw: RawMget) -> Vec<(&'static str, Read)> {
     vec![
         (
             "raw-mget",
-            Arc::new(move |keys: Arc<Vec<String>>| {
+            Arc::new(move |keys: Arc<Vec<String>>| -> BoxFuture<'static, usize> {
                 let raw = raw.clone();
-                Box::pin(async move { raw.mget(&keys).await }) as _
+                Box::pin(async move { raw.mget(&keys).await })
             }) as Read,
         ),
         (
@@ -595,9 +594,9 @@ async fn hybrid_l1(
     let contenders: Vec<(&str, Read)> = vec![
         (
             "memory",
-            Arc::new(move |keys: Arc<Vec<String>>| {
+            Arc::new(move |keys: Arc<Vec<String>>| -> BoxFuture<'static, usize> {
                 let cache = memory.clone();
-                Box::pin(async move { found(cache.get_many(&keys).await) }) as _
+                Box::pin(async move { found(cache.get_many(&keys).await) })
             }) as Read,
         ),
         (
