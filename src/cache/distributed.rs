@@ -29,6 +29,7 @@ use parking_lot::Mutex;
 #[cfg(feature = "redis")]
 use tokio::time::Instant;
 
+#[cfg(feature = "redis")]
 use super::builder::CacheBuilder;
 #[cfg(feature = "redis")]
 use super::stats::Counter;
@@ -139,6 +140,7 @@ pub(super) enum Claim {
 }
 
 /// What claiming a key's lock came to.
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
 pub(super) enum Claimed<A> {
     /// Load (holding the lock, or without it).
     Load(Held),

@@ -290,6 +290,7 @@ impl Counters {
     }
 
     /// Adds a duration to a nanosecond counter.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn add_time(&self, counter: Counter, took: Duration) {
         self.add(counter, u64::try_from(took.as_nanos()).unwrap_or(u64::MAX));
     }

@@ -126,6 +126,7 @@ struct Flight<V> {
     /// Cloned by each caller that joins.
     progress: watch::Receiver<Progress<V>>,
     /// A background refresh of a live entry, not a load after a miss.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     refresh: bool,
 }
 
@@ -206,6 +207,7 @@ impl<V: Clone> Flights<V> {
     /// read shared between callers is joined only by callers that see the
     /// same count as when it started, so none gets a value read before a
     /// write it follows.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn writes(&self, key: &str) -> u64 {
         self.shard(key).writes.load(Acquire)
     }
@@ -215,6 +217,7 @@ impl<V: Clone> Flights<V> {
     /// answered by the store at once). For a caller that would otherwise
     /// read the store only to miss: concurrent misses of a key then cost
     /// one store read, not one each. Takes no lock while no load runs.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn join_load(&self, key: &str) -> Option<Waiter<V>> {
         if self.loading.load(Acquire) == 0 {
             return None;

@@ -31,6 +31,7 @@ pub(crate) enum Op {
     GetManyOrLoad,
     /// A load waiting for another process's load of the key (distributed
     /// singleflight), inside its `get_or_load` span.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     LockWait,
 }
 
