@@ -92,8 +92,8 @@
 //! # Failures
 //!
 //! Every call is bounded by the handle's [timeout](DistributedLockBuilder::timeout)
-//! and fails with [`Error::Store`](crate::Error::Store) (operation
-//! [`StoreOp::Lock`](crate::StoreOp::Lock)). After Redis was found
+//! and fails with [`Error::Store`] (operation
+//! [`StoreOp::Lock`]). After Redis was found
 //! unreachable, attempts fail at once with [`LockUnavailable`] for
 //! [`retry_after`](DistributedLockBuilder::retry_after), so that callers
 //! falling back to local work do not each wait for the timeout. An attempt
