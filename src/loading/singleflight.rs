@@ -480,8 +480,10 @@ mod tests {
         let flights = Flights::new();
         assert!(flights.join_load("k").is_none());
         let refresh = flights.try_lead("k").unwrap();
+        // A load of another key under way: the table is looked at.
+        let other = leader(flights.join_or_lead("j", flights.endings("j"), None));
         assert!(flights.join_load("k").is_none(), "a refresh is not joined");
-        drop(refresh);
+        drop((refresh, other));
         let load = leader(flights.join_or_lead("k", flights.endings("k"), None));
         let joined = flights.join_load("k").expect("a load is joined");
         assert!(flights.join_load("other").is_none());
