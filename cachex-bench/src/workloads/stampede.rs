@@ -100,6 +100,9 @@ struct PeerResult {
 #[derive(Default)]
 struct Cell {
     latencies_us: Vec<u64>,
+    /// Callers in processes that made loader calls.
+    loading_latencies_us: Vec<u64>,
+    /// Callers in processes that made none.
     waiting_latencies_us: Vec<u64>,
     loader_calls: Vec<u64>,
     commands_per_process: Vec<f64>,
@@ -127,6 +130,8 @@ pub fn run(args: &StampedeArgs) -> Result<(), String> {
                     if result.loader_calls == 0 {
                         cell.waiting_latencies_us.extend(&result.latencies_us);
                         waiting.push(result.commands as f64 / keys as f64);
+                    } else {
+                        cell.loading_latencies_us.extend(&result.latencies_us);
                     }
                 }
                 cell.loader_calls
@@ -176,6 +181,7 @@ fn report(
         "loader calls",
         "p50 ms",
         "p99 ms",
+        "loading p50 ms",
         "waiting p50 ms",
         "commands/process/key",
         "commands/waiting process/key",
@@ -187,7 +193,9 @@ fn report(
                 continue;
             };
             cell.latencies_us.sort_unstable();
+            cell.loading_latencies_us.sort_unstable();
             cell.waiting_latencies_us.sort_unstable();
+            let loading_p50 = quantile_ms(&cell.loading_latencies_us, 0.50);
             let p50 = quantile_ms(&cell.latencies_us, 0.50);
             let p99 = quantile_ms(&cell.latencies_us, 0.99);
             let waiting_p50 = quantile_ms(&cell.waiting_latencies_us, 0.50);
@@ -209,6 +217,7 @@ fn report(
                     "loader_calls_per_run": cell.loader_calls,
                     "p50_ms": p50,
                     "p99_ms": p99,
+                    "loading_p50_ms": loading_p50,
                     "waiting_p50_ms": waiting_p50,
                     "waiting_p99_ms": waiting_p99,
                     "redis_commands_per_process": commands,
@@ -222,6 +231,7 @@ fn report(
                 loader_calls.to_string(),
                 show(p50),
                 show(p99),
+                show(loading_p50),
                 show(waiting_p50),
                 format!("{commands:.2}"),
                 show(waiting_commands),
@@ -237,9 +247,9 @@ fn report(
         print!("{}", table.render());
         println!(
             "loader calls: the most in one run (the target is one per key); times: from \
-             each process's start to each caller's value, pooled over runs; commands: \
-             median over runs of the mean per process (waiting: processes that made no \
-             loader call), per key"
+             each process's start to each caller's value, pooled over runs (loading: \
+             callers in processes that made loader calls; waiting: in those that made \
+             none); commands: median over runs of the mean per process, per key"
         );
     }
 }
