@@ -68,6 +68,17 @@
 //! process drops the key from its L1; a lost subscription clears L1. When
 //! Redis is down a circuit breaker keeps the service on L1 and the loader.
 //!
+//! # Across processes
+//!
+//! A [`lock::DistributedLock`] (feature `redis`) is a Redis lock with
+//! fencing tokens, lease renewal and waiters woken by the release rather
+//! than polling. Given to a cache with
+//! [`CacheBuilder::distributed_singleflight`], it makes `get_or_load` load
+//! a key once across every process sharing the store; with
+//! [`CacheBuilder::refresh_ahead`], keys read through
+//! [`Cache::get_or_load_refreshed`] are reloaded in the background, by one
+//! process per key and interval.
+//!
 //! # Cargo features
 //!
 //! | feature | default | what |
