@@ -6,6 +6,8 @@
 //!   port) let fault tests take it away and bring it back.
 //! - [`RedisCluster::start`] runs a cluster of masters the same way and
 //!   creates it with `redis-cli --cluster create`.
+//! - [`RedisSentinel::start`] runs a `redis-sentinel` watching a server
+//!   as the master of a named service.
 //! - [`FaultProxy::start`] puts a TCP proxy in front of a server, which a
 //!   test cuts and restores to partition one client from it.
 //!
@@ -29,7 +31,10 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
 mod proxy;
+mod resp;
+mod sentinel;
 pub use proxy::FaultProxy;
+pub use sentinel::RedisSentinel;
 
 /// The only address servers listen on.
 const HOST: Ipv4Addr = Ipv4Addr::LOCALHOST;

@@ -9,7 +9,8 @@
 //! only resets the connections open now, [`restore`](FaultProxy::restore)
 //! listens again on the same port, and [`set_latency`](FaultProxy::set_latency)
 //! delays every chunk of bytes forwarded, both ways (a slow or distant
-//! network; with jitter, chunks keep their order).
+//! network; with jitter, chunks keep their order). It also counts the
+//! Redis commands clients send through it ([`commands`](FaultProxy::commands)).
 //!
 //! Plain threads, no async runtime: the proxy must keep forwarding while
 //! the test's runtime is busy or paused.
@@ -21,6 +22,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
+use super::resp::CommandCounter;
 use super::HOST;
 
 /// How often the accept loop looks for new connections.
@@ -55,6 +57,8 @@ struct Shared {
     /// in microseconds.
     latency_us: AtomicU64,
     jitter_us: AtomicU64,
+    /// Commands clients sent through the proxy.
+    commands: AtomicU64,
 }
 
 impl FaultProxy {
@@ -76,6 +80,7 @@ impl FaultProxy {
             stop: AtomicBool::new(false),
             latency_us: AtomicU64::new(0),
             jitter_us: AtomicU64::new(0),
+            commands: AtomicU64::new(0),
         });
         let accept = {
             let shared = Arc::clone(&shared);
@@ -102,6 +107,13 @@ impl FaultProxy {
     /// through the proxy.
     pub fn url(&self) -> String {
         format!("redis://{HOST}:{}/", self.port)
+    }
+
+    /// The Redis commands clients have sent through the proxy so far, on
+    /// all their connections: each command of a pipeline counts, a script
+    /// (`EVALSHA`) counts once whatever it runs.
+    pub fn commands(&self) -> u64 {
+        self.shared.commands.load(Ordering::Relaxed)
     }
 
     /// A partition: every proxied connection is shut down, and the port
@@ -192,18 +204,28 @@ fn forward(shared: &Arc<Shared>, client: TcpStream) {
         }
     }
     let (up, down) = (Arc::clone(shared), Arc::clone(shared));
-    thread::spawn(move || pipe(&up, client, server2));
-    thread::spawn(move || pipe(&down, server, client2));
+    thread::spawn(move || pipe(&up, client, server2, Some(CommandCounter::default())));
+    thread::spawn(move || pipe(&down, server, client2, None));
 }
 
-/// Copies `from` into `to` until either side closes, then closes both.
-fn pipe(shared: &Shared, mut from: TcpStream, mut to: TcpStream) {
+/// Copies `from` into `to` until either side closes, then closes both;
+/// counts the commands in the bytes if given a counter (the client's side).
+fn pipe(
+    shared: &Shared,
+    mut from: TcpStream,
+    mut to: TcpStream,
+    mut counter: Option<CommandCounter>,
+) {
     let mut buf = [0u8; 16 * 1024];
     let mut random = seed();
     loop {
         match from.read(&mut buf) {
             Ok(0) | Err(_) => break,
             Ok(n) => {
+                if let Some(counter) = &mut counter {
+                    let commands = counter.feed(&buf[..n]);
+                    shared.commands.fetch_add(commands, Ordering::Relaxed);
+                }
                 let delay = shared.latency_us.load(Ordering::Relaxed)
                     + match shared.jitter_us.load(Ordering::Relaxed) {
                         0 => 0,

@@ -9,4 +9,5 @@ pub mod outage;
 pub mod redis;
 mod redis_bench;
 pub mod simulate;
+pub mod stampede;
 pub mod throughput;

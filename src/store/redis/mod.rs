@@ -61,6 +61,7 @@ mod builder;
 mod clear;
 mod connection;
 mod errors;
+mod lock_backend;
 mod pubsub;
 mod stats;
 
