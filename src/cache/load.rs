@@ -17,7 +17,7 @@ use crate::store::{Envelope, Stored};
 use crate::{BoxError, Error, Result};
 
 /// What a load's read of the store found.
-enum Read<V> {
+pub(super) enum Read<V> {
     /// A live entry (a value, or a cached "not found").
     Live(Stored<V>),
     /// Nothing live.
@@ -25,17 +25,17 @@ enum Read<V> {
 }
 
 /// What a miss leaves its load to work with.
-struct Miss<V> {
+pub(super) struct Miss<V> {
     /// A value past its TTL that fail-safe kept: the answer if the load
     /// fails or passes the soft timeout.
-    stale: Option<Stale<V>>,
+    pub(super) stale: Option<Stale<V>>,
     /// Whether the load may store its result: not when the store holds
     /// bytes under the key that it could not decode (see `OnCorrupt`).
-    write: bool,
+    pub(super) write: bool,
 }
 
 impl<V> Miss<V> {
-    fn nothing() -> Self {
+    pub(super) fn nothing() -> Self {
         Miss {
             stale: None,
             write: true,
@@ -54,7 +54,7 @@ struct Lead<'a, V> {
 }
 
 /// How a wait for a flight ended.
-enum Waited<V> {
+pub(super) enum Waited<V> {
     /// With the flight's outcome, or `None` if its leader went away.
     Ended(Option<Outcome<V>>),
     /// At the soft timeout: serve this stale value.
@@ -422,7 +422,13 @@ where
     /// Reads `key` for a load. A store that cannot be read is treated as a
     /// miss: the loader can still answer.
     async fn read(&self, key: &str) -> Read<V> {
-        match self.store.get(key).await {
+        let found = self.store.get(key).await;
+        self.judge(found)
+    }
+
+    /// What a store read means for a load (see [`read`](Self::read)).
+    pub(super) fn judge(&self, found: Result<Option<Stored<V>>>) -> Read<V> {
+        match found {
             Ok(Some(stored)) => match self.settings.fail_safe {
                 None => Read::Live(stored),
                 Some(fail_safe) => match fail_safe.judge(stored) {
@@ -457,7 +463,7 @@ where
 
     /// Waits for another caller's load; with a stale value to fall back
     /// on, only until the soft timeout, counted from the load's start.
-    async fn wait(&self, waiter: Waiter<V>, stale: Option<&Stale<V>>) -> Waited<V> {
+    pub(super) async fn wait(&self, waiter: Waiter<V>, stale: Option<&Stale<V>>) -> Waited<V> {
         let deadline = match (self.settings.timeouts.soft, stale) {
             (Some(soft), Some(stale)) => waiter
                 .started()
@@ -479,7 +485,11 @@ where
     /// A failed load's answer for one caller: the stale value fail-safe
     /// kept, if any and if the failure is the load's own (error, panic,
     /// hard timeout), else the error.
-    fn fall_back<A: Answer<V>>(&self, error: Error, stale: Option<Stale<V>>) -> Result<A> {
+    pub(super) fn fall_back<A: Answer<V>>(
+        &self,
+        error: Error,
+        stale: Option<Stale<V>>,
+    ) -> Result<A> {
         match stale {
             Some(stale) if error.is_loader() => {
                 self.counters.incr(Counter::StaleServedOnFailure);
@@ -491,7 +501,7 @@ where
 
     /// A stale value as the answer of a caller whose load passed the soft
     /// timeout.
-    fn serve_stale_on_timeout<A: Answer<V>>(&self, stale: V) -> A {
+    pub(super) fn serve_stale_on_timeout<A: Answer<V>>(&self, stale: V) -> A {
         self.counters.incr(Counter::StaleServedOnTimeout);
         A::from_value(stale)
     }
@@ -561,10 +571,26 @@ where
     /// fail-safe's `max_stale`), a "not found" for the negative TTL (not at
     /// all if that is zero), both jittered.
     async fn store_loaded(&self, key: &str, shared: Option<V>, load_time: Duration) {
+        let Some((entry, ttl)) = self.loaded_entry(shared, load_time) else {
+            return;
+        };
+        if self.store.set(key, entry, ttl).await.is_err() {
+            // The callers have their answer; only the caching failed.
+            self.counters.incr(Counter::StoreErrors);
+        }
+    }
+
+    /// What a load's answer is stored as, and for how long (the TTL
+    /// the store sets): `None` if it is not stored at all.
+    pub(super) fn loaded_entry(
+        &self,
+        shared: Option<V>,
+        load_time: Duration,
+    ) -> Option<(Envelope<V>, Option<Duration>)> {
         let found = shared.is_some();
         let ttl = match shared {
             Some(_) => self.settings.default_ttl,
-            None if self.settings.negative_ttl.is_zero() => return,
+            None if self.settings.negative_ttl.is_zero() => return None,
             None => self.settings.negative_ttl,
         };
         let entry = Envelope::from_option(shared).with_load_time(load_time);
@@ -576,16 +602,13 @@ where
         } else {
             Some(ttl)
         };
-        if self.store.set(key, entry, ttl).await.is_err() {
-            // The callers have their answer; only the caching failed.
-            self.counters.incr(Counter::StoreErrors);
-        }
+        Some((entry, ttl))
     }
 
     /// Serves `stale` again for fail-safe's throttle period after its load
     /// failed with `error`, so that the failing source is asked again once
     /// per period, not by every request.
-    async fn rearm(&self, key: &str, stale: &Stale<V>, error: &Error) {
+    pub(super) async fn rearm(&self, key: &str, stale: &Stale<V>, error: &Error) {
         let Some(fail_safe) = self.settings.fail_safe else {
             return;
         };

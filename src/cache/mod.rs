@@ -6,8 +6,10 @@
 //! [`MockCache`](crate::MockCache) (`api.rs`).
 
 mod api;
+mod batch;
 mod builder;
 mod load;
+mod load_many;
 mod stats;
 
 use std::fmt;
@@ -36,6 +38,13 @@ use crate::{Error, Result, Ttl};
 /// [`Error::KeyTooLong`]: a key that long is almost certainly a bug (a
 /// serialized object used as a key), and remote stores penalise long keys.
 pub const MAX_KEY_LEN: usize = 4096;
+
+/// The most keys one batch call takes (`get_many`, `set_many`,
+/// `delete_many`, `get_many_or_load`); longer batches are refused with
+/// [`Error::BatchTooLarge`] before anything is done. Split larger work into
+/// batches of this size or less. (A remote store splits a batch further,
+/// into commands of at most 1,000 keys, sent together.)
+pub const MAX_BATCH: usize = 10_000;
 
 /// An async cache of `V`s under string keys, over any [`Store`].
 ///

@@ -89,12 +89,21 @@ pub struct Stats {
     /// program (see [`OnCorrupt`](crate::store::redis::OnCorrupt)). The
     /// read itself is counted in [`store_errors`](Self::store_errors).
     pub undecodable_kept: u64,
-    /// Successful [`set`](crate::Cache::set) calls (values stored by loads
-    /// not included).
+    /// Values stored by successful [`set`](crate::Cache::set) calls, and
+    /// by [`set_many`](crate::Cache::set_many) (one per distinct key);
+    /// values stored by loads not included.
     pub sets: u64,
-    /// Successful [`delete`](crate::Cache::delete) calls, whether or not the
-    /// key was there.
+    /// Keys removed by successful [`delete`](crate::Cache::delete) and
+    /// [`delete_many`](crate::Cache::delete_many) calls (one per distinct
+    /// key), whether or not they were there.
     pub deletes: u64,
+    /// Batch calls: `get_many`, `set_many`, `delete_many`,
+    /// `get_many_or_load` and its `_optional` flavour. Their lookups count
+    /// in [`hits`](Self::hits), [`misses`](Self::misses)... per distinct
+    /// key, and each bulk loader call is one of [`loads`](Self::loads).
+    pub batch_calls: u64,
+    /// Keys passed to batch calls, duplicates included.
+    pub batch_keys: u64,
     /// What the store reports, per tier.
     pub store: StoreStats,
 }
@@ -190,9 +199,11 @@ pub(crate) enum Counter {
     UndecodableKept,
     Sets,
     Deletes,
+    BatchCalls,
+    BatchKeys,
 }
 
-const COUNTERS: usize = Counter::Deletes as usize + 1;
+const COUNTERS: usize = Counter::BatchKeys as usize + 1;
 
 /// The live counters behind [`Stats`].
 ///
@@ -273,6 +284,8 @@ impl Counters {
             undecodable_kept: get(Counter::UndecodableKept),
             sets: get(Counter::Sets),
             deletes: get(Counter::Deletes),
+            batch_calls: get(Counter::BatchCalls),
+            batch_keys: get(Counter::BatchKeys),
             store: StoreStats::default(),
         }
     }

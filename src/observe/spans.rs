@@ -22,8 +22,13 @@ pub(crate) enum Op {
     GetOrLoad,
     Delete,
     Clear,
-    /// A background refresh (stale-while-revalidate or XFetch).
+    /// A background refresh (stale-while-revalidate or XFetch), of one
+    /// key or of a batch's due keys.
     Refresh,
+    GetMany,
+    SetMany,
+    DeleteMany,
+    GetManyOrLoad,
 }
 
 /// The span of one cache operation: `None` inside when tracing is compiled
@@ -54,6 +59,8 @@ macro_rules! cache_span {
             "cache.hit" = tracing::field::Empty,
             "cache.tier" = tracing::field::Empty,
             "cache.ttl_ms" = tracing::field::Empty,
+            "cache.batch.size" = tracing::field::Empty,
+            "cache.batch.hits" = tracing::field::Empty,
             "error.type" = tracing::field::Empty,
             "otel.status_code" = tracing::field::Empty,
             "otel.status_description" = tracing::field::Empty,
@@ -113,6 +120,12 @@ impl OpSpan {
                 Op::GetOrLoad => cache_span!("cache.get_or_load", "get_or_load", cache),
                 Op::Delete => cache_span!("cache.delete", "delete", cache),
                 Op::Clear => cache_span!("cache.clear", "clear", cache),
+                Op::GetMany => cache_span!("cache.get_many", "get_many", cache),
+                Op::SetMany => cache_span!("cache.set_many", "set_many", cache),
+                Op::DeleteMany => cache_span!("cache.delete_many", "delete_many", cache),
+                Op::GetManyOrLoad => {
+                    cache_span!("cache.get_many_or_load", "get_many_or_load", cache)
+                }
                 // A root span: it outlives the call that started it, which
                 // it follows from rather than belongs to.
                 Op::Refresh => {
@@ -154,6 +167,27 @@ impl OpSpan {
         #[cfg(feature = "tracing")]
         if let Some(span) = &self.span {
             span.record("cache.hit", hit);
+        }
+    }
+
+    /// Records the number of keys of a batch call.
+    #[inline]
+    #[cfg_attr(not(feature = "tracing"), allow(unused_variables))]
+    pub(crate) fn keys(&self, keys: usize) {
+        #[cfg(feature = "tracing")]
+        if let Some(span) = &self.span {
+            span.record("cache.batch.size", keys as u64);
+        }
+    }
+
+    /// Records how many distinct keys of a batch the cache answered
+    /// without a load.
+    #[inline]
+    #[cfg_attr(not(feature = "tracing"), allow(unused_variables))]
+    pub(crate) fn batch_hits(&self, hits: usize) {
+        #[cfg(feature = "tracing")]
+        if let Some(span) = &self.span {
+            span.record("cache.batch.hits", hits as u64);
         }
     }
 
