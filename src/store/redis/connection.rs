@@ -209,21 +209,32 @@ impl Connection {
         }
     }
 
-    /// Sends one command.
+    /// Sends one command. An error reply (`NOPERM`, `READONLY`, `OOM`...)
+    /// is an `Err`, whatever the connection kind: the `redis` crate hands
+    /// some back as a `Value::ServerError`, which a caller expecting, say,
+    /// an integer from `UNLINK` could otherwise mistake for success.
     pub(crate) async fn query(&self, cmd: &Cmd) -> RedisResult<Value> {
         match self {
             // Cloning is how these connections are shared: an `Arc` or a
             // channel sender, not a new socket.
-            Connection::Standalone(conn) => {
-                once_more_if_stale(|| {
-                    let mut conn = conn.clone();
-                    async move { conn.send_packed_command(cmd).await }
-                })
+            Connection::Standalone(conn) => once_more_if_stale(|| {
+                let mut conn = conn.clone();
+                async move { conn.send_packed_command(cmd).await }
+            })
+            .await
+            .and_then(Value::extract_error),
+            Connection::Cluster(conn) => conn
+                .clone()
+                .req_packed_command(cmd)
                 .await
-            }
-            Connection::Cluster(conn) => conn.clone().req_packed_command(cmd).await,
+                .and_then(Value::extract_error),
             Connection::Sentinel(sentinel) => {
-                let result = sentinel.master().await?.send_packed_command(cmd).await;
+                let result = sentinel
+                    .master()
+                    .await?
+                    .send_packed_command(cmd)
+                    .await
+                    .and_then(Value::extract_error);
                 sentinel.forget_master_on(&result);
                 result
             }
@@ -248,6 +259,9 @@ impl Connection {
                     .send_packed_commands(pipe, 0, count)
                     .await;
                 sentinel.forget_master_on(&result);
+                if let Ok(replies) = &result {
+                    sentinel.forget_master_if_demoted(replies);
+                }
                 result
             }
         }
@@ -344,6 +358,17 @@ impl SentinelConnection {
         let master = manager(client.async_get_client().await?, self.timeout).await?;
         *self.master.write() = Some(master.clone());
         Ok(master)
+    }
+
+    /// A pipeline's replies come back one by one: a `READONLY` among them
+    /// means the master was demoted as surely as a failed command does.
+    fn forget_master_if_demoted(&self, replies: &[Value]) {
+        let demoted = replies
+            .iter()
+            .any(|reply| matches!(reply, Value::ServerError(e) if e.code() == "READONLY"));
+        if demoted {
+            *self.master.write() = None;
+        }
     }
 
     fn forget_master_on<T>(&self, result: &RedisResult<T>) {
