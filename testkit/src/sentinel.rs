@@ -118,6 +118,24 @@ impl SentinelGroup {
         addr
     }
 
+    /// Asks the Sentinels for a failover while the master is up (`SENTINEL
+    /// FAILOVER`): the replica is promoted and the old master demoted to
+    /// its replica, so clients still connected to it get `READONLY` on
+    /// writes. Answers the old master's address.
+    ///
+    /// # Panics
+    /// If no Sentinel names a master, or the Sentinel refuses.
+    pub fn failover(&self) -> String {
+        let addr = self.master_addr().expect("no Sentinel names a master");
+        let reply = command(
+            self.sentinels[0].port,
+            &format!("SENTINEL FAILOVER {SERVICE}"),
+        )
+        .unwrap_or_default();
+        assert!(reply.starts_with("+OK"), "SENTINEL FAILOVER: {reply}");
+        addr
+    }
+
     /// Waits until every Sentinel names a master other than `old`, and
     /// that master says it is one; answers its address.
     ///
