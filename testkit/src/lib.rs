@@ -469,6 +469,31 @@ impl RedisCluster {
         self.nodes.iter().position(|n| n.port == port)
     }
 
+    /// Waits until every running master's replicas have acknowledged all
+    /// of its writes so far (their replication offsets caught up): Redis
+    /// replicates asynchronously, and only what a replica has survives its
+    /// master's death.
+    ///
+    /// # Panics
+    /// If that does not happen within `timeout`.
+    pub fn wait_replicated(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        for node in self.nodes.iter().filter(|n| n.is_running()) {
+            loop {
+                let info = command(node.port, "INFO replication").unwrap_or_default();
+                if !info.contains("role:master") || replicas_caught_up(&info) {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "the replicas of {} did not catch up within {timeout:?}: {info}",
+                    node.addr()
+                );
+                sleep(Duration::from_millis(10));
+            }
+        }
+    }
+
     /// Waits until every running node reports `cluster_state:ok` and
     /// every running replica's link to its master is up: after a failover,
     /// the cluster serves every slot again.
@@ -503,6 +528,29 @@ impl RedisCluster {
         }
         Ok(())
     }
+}
+
+/// Whether every replica listed in a master's `INFO replication`
+/// (`slave0:ip=..,port=..,state=online,offset=N,lag=0`) has reached the
+/// master's `master_repl_offset`.
+fn replicas_caught_up(info: &str) -> bool {
+    let field = |line: &str, name: &str| -> Option<u64> {
+        line.split([',', ':'])
+            .find_map(|part| part.strip_prefix(name))
+            .and_then(|v| v.trim().parse().ok())
+    };
+    let Some(master) = info
+        .lines()
+        .find_map(|line| line.strip_prefix("master_repl_offset:"))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+    else {
+        return false;
+    };
+    info.lines()
+        .filter(|line| line.starts_with("slave") && line.contains("offset="))
+        .all(|line| {
+            line.contains("state=online") && field(line, "offset=").is_some_and(|o| o >= master)
+        })
 }
 
 /// Whether a slot range of `CLUSTER NODES` (`5461-10922`, or `42`)
