@@ -53,10 +53,8 @@ pub struct Figures {
     stale_reads: AtomicU64,
     latencies: Mutex<Vec<Duration>>,
     fault_at: Mutex<Option<Instant>>,
-    /// Whether a call failed since the fault: recovery is the first
-    /// success after that.
-    failed_since_fault: std::sync::atomic::AtomicBool,
-    recovered_after: Mutex<Option<Duration>>,
+    last_failure: Mutex<Option<Instant>>,
+    recovered_at: Mutex<Option<Instant>>,
 }
 
 impl Figures {
@@ -69,8 +67,8 @@ impl Figures {
             stale_reads: AtomicU64::new(0),
             latencies: Mutex::new(Vec::new()),
             fault_at: Mutex::new(None),
-            failed_since_fault: std::sync::atomic::AtomicBool::new(false),
-            recovered_after: Mutex::new(None),
+            last_failure: Mutex::new(None),
+            recovered_at: Mutex::new(None),
         }
     }
 
@@ -96,29 +94,37 @@ impl Figures {
     /// Marks the moment the fault began (the clock of "time to recover").
     pub fn fault(&self) {
         *self.fault_at.lock().unwrap() = Some(Instant::now());
-        self.failed_since_fault.store(false, Ordering::SeqCst);
-        *self.recovered_after.lock().unwrap() = None;
+        *self.last_failure.lock().unwrap() = None;
+        *self.recovered_at.lock().unwrap() = None;
     }
 
-    /// Something failed that a later success shows recovered (a call's
-    /// error is counted so by [`call`](Self::call); an invisible failure,
-    /// such as a loader call standing in for Redis, is marked here).
+    /// Something failed (a call's error is counted so by
+    /// [`call`](Self::call); an invisible failure, such as a loader call
+    /// standing in for Redis, may be marked here).
     pub fn failed(&self) {
         if self.fault_at.lock().unwrap().is_some() {
-            self.failed_since_fault.store(true, Ordering::SeqCst);
+            *self.last_failure.lock().unwrap() = Some(Instant::now());
+            *self.recovered_at.lock().unwrap() = None;
         }
     }
 
-    /// Marks recovery: the first success after a failure that followed
-    /// the fault. A fault nobody noticed recovers in 0.
+    /// A success: the first one after the last failure is the recovery.
     pub fn recovered(&self) {
-        if !self.failed_since_fault.load(Ordering::SeqCst) {
-            return;
+        let mut recovered = self.recovered_at.lock().unwrap();
+        if recovered.is_none() {
+            *recovered = Some(Instant::now());
         }
-        let fault_at = *self.fault_at.lock().unwrap();
-        let mut recovered = self.recovered_after.lock().unwrap();
-        if let (Some(at), None) = (fault_at, *recovered) {
-            *recovered = Some(at.elapsed());
+    }
+
+    /// From the fault to the first success after the last failure since
+    /// it; zero if nothing failed; `None` until something succeeded after
+    /// the last failure.
+    pub fn recovered_after(&self) -> Option<Duration> {
+        let fault_at = (*self.fault_at.lock().unwrap())?;
+        let recovered_at = (*self.recovered_at.lock().unwrap())?;
+        match *self.last_failure.lock().unwrap() {
+            None => Some(Duration::ZERO),
+            Some(_) => Some(recovered_at.saturating_duration_since(fault_at)),
         }
     }
 
@@ -136,10 +142,6 @@ impl Figures {
 
     pub fn stale_reads(&self) -> u64 {
         self.stale_reads.load(Ordering::Relaxed)
-    }
-
-    pub fn recovered_after(&self) -> Option<Duration> {
-        *self.recovered_after.lock().unwrap()
     }
 
     /// The latency under which 99% of calls finished, and the slowest.
@@ -230,5 +232,97 @@ impl Ledger {
             ));
         }
         Ok(())
+    }
+}
+
+/// A mixed load on one `Cache`: `writers` tasks each own some keys and
+/// write new versions of them (the "database", [`Ledger::attempt`],
+/// first, then `Cache::set`, as an application does); `readers` tasks
+/// read random keys with `get_or_load`, whose loader reads the database.
+/// Every call is counted in the figures; a read below the version
+/// acknowledged before it started is a stale read.
+pub struct Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    pub fn start(
+        cache: &cachex::Cache<u64>,
+        ledger: &std::sync::Arc<Ledger>,
+        figures: &std::sync::Arc<Figures>,
+        writers: usize,
+        readers: usize,
+    ) -> Load {
+        use std::sync::atomic::AtomicBool;
+        use std::sync::Arc;
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut tasks = Vec::new();
+        for writer in 0..writers {
+            let (cache, ledger, figures, stop) =
+                (cache.clone(), ledger.clone(), figures.clone(), stop.clone());
+            tasks.push(tokio::spawn(async move {
+                let mine: Vec<usize> = (writer..ledger.keys()).step_by(writers).collect();
+                let mut i = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let key = mine[i % mine.len()];
+                    i += 1;
+                    let version = ledger.attempt(key);
+                    let started = Instant::now();
+                    let result = cache
+                        .set(&key.to_string(), version, cachex::Ttl::Default)
+                        .await;
+                    figures.call(started, &result);
+                    match result {
+                        Ok(()) => {
+                            ledger.ack(key, version);
+                            figures.recovered();
+                        }
+                        Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+                    }
+                    tokio::time::sleep(Duration::from_micros(200)).await;
+                }
+            }));
+        }
+        for reader in 0..readers {
+            let (cache, ledger, figures, stop) =
+                (cache.clone(), ledger.clone(), figures.clone(), stop.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut random = 0x9E37_79B9_7F4A_7C15u64 ^ reader as u64;
+                while !stop.load(Ordering::Relaxed) {
+                    random ^= random << 13;
+                    random ^= random >> 7;
+                    random ^= random << 17;
+                    let key = (random % ledger.keys() as u64) as usize;
+                    let floor = ledger.floor(key);
+                    let started = Instant::now();
+                    let (ledger2, figures2) = (ledger.clone(), figures.clone());
+                    let result = cache
+                        .get_or_load(&key.to_string(), move || async move {
+                            figures2.load();
+                            Ok::<_, std::io::Error>(ledger2.attempted(key))
+                        })
+                        .await;
+                    figures.call(started, &result);
+                    match result {
+                        Ok(found) if found < floor => figures.stale_read(),
+                        Ok(_) => {}
+                        Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+                    }
+                    tokio::time::sleep(Duration::from_micros(200)).await;
+                }
+            }));
+        }
+        Load { stop, tasks }
+    }
+
+    /// Stops every task and waits for them (a hung call fails the test).
+    pub async fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for task in self.tasks {
+            guarded("a load task", task)
+                .await
+                .expect("a load task panicked");
+        }
     }
 }
