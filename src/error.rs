@@ -294,10 +294,9 @@ impl fmt::Display for Error {
             Error::InvalidKeyInBatch { index, cause } => {
                 write!(f, "key #{index} of the batch: {cause}")
             }
-            Error::BatchTooLarge { len, max } => write!(
-                f,
-                "the batch has {len} keys; the limit is {max} (split it)"
-            ),
+            Error::BatchTooLarge { len, max } => {
+                write!(f, "the batch has {len} keys; the limit is {max} (split it)")
+            }
             Error::Closed => f.write_str("the cache is closed"),
             Error::Loader { key, .. } => write!(f, "loader failed for key `{key}`"),
             Error::LoaderPanicked { key, message } => {

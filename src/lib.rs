@@ -115,8 +115,9 @@ pub mod store;
 mod ttl;
 
 pub use cache::{
-    AsyncCache, AsyncCacheExt, BoxFuture, BoxLoader, Cache, CacheBuilder, Stats,
-    DEFAULT_FAIL_SAFE_THROTTLE, DEFAULT_JITTER, DEFAULT_NEGATIVE_TTL, DEFAULT_TTL, MAX_BATCH, MAX_KEY_LEN,
+    AsyncCache, AsyncCacheExt, BoxFuture, BoxLoader, BulkLoader, Cache, CacheBuilder, Stats,
+    DEFAULT_FAIL_SAFE_THROTTLE, DEFAULT_JITTER, DEFAULT_NEGATIVE_TTL, DEFAULT_TTL, MAX_BATCH,
+    MAX_KEY_LEN,
 };
 pub use error::{BoxError, Error, Result, StoreOp};
 pub use mock::MockCache;

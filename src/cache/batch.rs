@@ -2,8 +2,8 @@
 //! one store call (one round trip to Redis) however many keys. Loading in
 //! batches is in `load_many.rs`.
 
-use std::collections::HashMap;
 use foldhash::fast::FixedState;
+use std::collections::HashMap;
 
 use super::stats::{Counter, Lookup};
 use super::{check_key, Cache, Core, MAX_BATCH};

@@ -32,23 +32,16 @@ use std::time::Duration;
 use futures_util::future::join_all;
 use tokio::time::Instant;
 
+use super::api::{bulk, BulkLoader};
 use super::batch::Keys;
 use super::load::{Miss, Read, Waited};
 use super::stats::{Counter, Lookup};
 use super::{Cache, Core};
+use crate::error::SharedSource;
 use crate::loading::{catch_unwind, Endings, Leader, Outcome, Role};
 use crate::observe::spans::{traced, Op, OpSpan};
 use crate::store::Write;
-use crate::error::SharedSource;
-use crate::{BoxError, BoxFuture, Error, Result};
-
-/// A type-erased bulk loader: keys in, values found out (`None`: known
-/// not to exist).
-pub(crate) type BulkLoader<V> = Arc<
-    dyn Fn(Vec<String>) -> BoxFuture<'static, Result<HashMap<String, Option<V>>, BoxError>>
-        + Send
-        + Sync,
->;
+use crate::{BoxError, Error, Result};
 
 /// A key this batch leads the load of.
 struct Led<V> {
@@ -134,17 +127,8 @@ where
         I: IntoIterator<Item = (String, V)>,
         E: Into<BoxError>,
     {
-        let loader: BulkLoader<V> = Arc::new(move |keys| {
-            let load = loader(keys);
-            Box::pin(async move {
-                let found = load.await.map_err(Into::into)?;
-                Ok(found
-                    .into_iter()
-                    .map(|(key, value)| (key, Some(value)))
-                    .collect())
-            })
-        });
-        self.load_many(keys, loader).await
+        self.load_many(keys, bulk(loader, |value| Some(value)))
+            .await
     }
 
     /// Like [`get_many_or_load`](Self::get_many_or_load), with a loader
@@ -164,14 +148,7 @@ where
         I: IntoIterator<Item = (String, Option<V>)>,
         E: Into<BoxError>,
     {
-        let loader: BulkLoader<V> = Arc::new(move |keys| {
-            let load = loader(keys);
-            Box::pin(async move {
-                let found = load.await.map_err(Into::into)?;
-                Ok(found.into_iter().collect())
-            })
-        });
-        self.load_many(keys, loader).await
+        self.load_many(keys, bulk(loader, |value| value)).await
     }
 
     /// Both flavours, with the loader's type erased.
@@ -242,7 +219,10 @@ where
             let mut led = Vec::new();
             let mut waiting = Vec::new();
             for (index, miss) in missing.drain(..) {
-                match core.flights.join_or_lead(unique[index], endings[index], None) {
+                match core
+                    .flights
+                    .join_or_lead(unique[index], endings[index], None)
+                {
                     Role::Leader(leader) => led.push(Led {
                         index,
                         leader,
@@ -364,7 +344,9 @@ where
         let live = span.live().cloned().unwrap_or_else(tracing::Span::none);
         let task = async move {
             let outcomes = core.lead_many(leaders, &loader, true).await;
-            let failed = outcomes.into_iter().find_map(|(_, outcome, _)| outcome.err());
+            let failed = outcomes
+                .into_iter()
+                .find_map(|(_, outcome, _)| outcome.err());
             span.finish(&failed.map_or(Ok(()), Err));
         };
         #[cfg(feature = "tracing")]

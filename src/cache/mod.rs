@@ -17,12 +17,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use api::{AsyncCache, AsyncCacheExt, BoxFuture, BoxLoader};
+pub use api::{AsyncCache, AsyncCacheExt, BoxFuture, BoxLoader, BulkLoader};
 pub use builder::{
     CacheBuilder, DEFAULT_FAIL_SAFE_THROTTLE, DEFAULT_JITTER, DEFAULT_NEGATIVE_TTL, DEFAULT_TTL,
 };
 pub use stats::Stats;
 
+pub(crate) use api::bulk;
+pub(crate) use batch::Keys;
 pub(crate) use stats::Lookup;
 use stats::{Counter, Counters};
 

@@ -197,7 +197,9 @@ impl Expiry {
 fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |since| u64::try_from(since.as_millis()).unwrap_or(u64::MAX))
+        .map_or(0, |since| {
+            u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+        })
 }
 
 /// A codec plus the header, compression and size limit around it.
@@ -449,7 +451,9 @@ mod tests {
     use crate::codec::MessagePack;
 
     fn framed<V: Serialize>(framing: &Framing<MessagePack>, entry: &Envelope<V>) -> Vec<u8> {
-        framing.encode(entry, Expiry::Never, <[u8]>::to_vec).unwrap()
+        framing
+            .encode(entry, Expiry::Never, <[u8]>::to_vec)
+            .unwrap()
     }
 
     fn decoded(framing: &Framing<MessagePack>, bytes: &[u8]) -> Envelope<String> {
@@ -487,7 +491,10 @@ mod tests {
                 b'i'
             ]
         );
-        assert_eq!(framing.decode::<String>(&bytes).unwrap(), (entry, Expiry::Never));
+        assert_eq!(
+            framing.decode::<String>(&bytes).unwrap(),
+            (entry, Expiry::Never)
+        );
     }
 
     #[test]
@@ -547,9 +554,22 @@ mod tests {
     fn version_2_frames_are_read_with_an_unknown_expiry() {
         let framing = Framing::new(MessagePack, None, 1 << 20);
         // As cachex wrote them before the expiry joined the header.
-        let v2 = [MAGIC, VERSION_2, MessagePack::ID, 0, 0xAC, 0x02, 0xA2, b'h', b'i'];
+        let v2 = [
+            MAGIC,
+            VERSION_2,
+            MessagePack::ID,
+            0,
+            0xAC,
+            0x02,
+            0xA2,
+            b'h',
+            b'i',
+        ];
         let entry = found("hi").with_load_time(Duration::from_nanos(300));
-        assert_eq!(framing.decode::<String>(&v2).unwrap(), (entry, Expiry::Unknown));
+        assert_eq!(
+            framing.decode::<String>(&v2).unwrap(),
+            (entry, Expiry::Unknown)
+        );
         let v2_not_found = [MAGIC, VERSION_2, MessagePack::ID, FLAG_NOT_FOUND, 0];
         assert_eq!(
             framing.decode::<String>(&v2_not_found).unwrap(),
@@ -557,7 +577,10 @@ mod tests {
         );
         // Version 2 had no expiry flag.
         assert_eq!(
-            decode_err(&framing, &[MAGIC, VERSION_2, MessagePack::ID, FLAG_EXPIRES, 0, 0, 0]),
+            decode_err(
+                &framing,
+                &[MAGIC, VERSION_2, MessagePack::ID, FLAG_EXPIRES, 0, 0, 0]
+            ),
             FrameError::UnknownFlags(FLAG_EXPIRES)
         );
     }

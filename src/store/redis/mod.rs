@@ -279,7 +279,11 @@ impl<C> Inner<C> {
         let mut cmd = redis::cmd("PTTL");
         cmd.arg(self.key_arg(key));
         let reply = self
-            .call(StoreOp::RemainingTtl, Some(key), self.connection.query(&cmd))
+            .call(
+                StoreOp::RemainingTtl,
+                Some(key),
+                self.connection.query(&cmd),
+            )
             .await?;
         match reply {
             Value::Int(ms) => Ok(pttl_to_ttl(ms)),
@@ -301,9 +305,12 @@ impl<C> Inner<C> {
         let ttl_ms = ttl.map(ttl_to_ms);
         let mut cmd = redis::cmd("SET");
         cmd.arg(self.key_arg(key));
-        if let Err(e) = self.framing.encode(entry, Expiry::from_now(ttl_ms), |bytes| {
-            cmd.arg(bytes);
-        }) {
+        if let Err(e) = self
+            .framing
+            .encode(entry, Expiry::from_now(ttl_ms), |bytes| {
+                cmd.arg(bytes);
+            })
+        {
             return Err(match e {
                 EncodeError::Codec(why) => {
                     self.counters.incr(Event::CodecError);
