@@ -336,3 +336,53 @@ async fn redis_restarted_empty_no_value_from_before_is_served_once_back() {
     }
     assert!(b.stats().revalidations > 0, "{:?}", b.stats());
 }
+
+/// Write-behind holds writes while Redis is unreachable and sends them
+/// once it is back: a partition shorter than the queue's bound costs no
+/// write. And `flush` during an outage returns (the writes it waits for
+/// fail, counted) instead of waiting for Redis.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_behind_holds_writes_through_a_partition_and_flush_never_hangs() {
+    let server = RedisServer::start();
+    let proxy = FaultProxy::start(&server.addr());
+    let (_, store) = hybrid_cache(&proxy.url(), "hwh", false, WriteMode::WriteBehind).await;
+    proxy.cut();
+    for key in 0..KEYS {
+        store
+            .set(
+                &key.to_string(),
+                cachex::store::Envelope::found(key as u64),
+                None,
+            )
+            .await
+            .unwrap();
+    }
+    eventually("the worker met the outage", || async {
+        store.stats().l2_errors + store.stats().l2_skipped > 0
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    proxy.restore();
+    eventually("every held write reaches Redis", || async {
+        store.stats().write_behind_pending == 0
+    })
+    .await;
+    let stats = store.stats();
+    assert_eq!(
+        stats.write_behind_failures + stats.write_behind_dropped,
+        0,
+        "{stats:?}"
+    );
+    for key in 0..KEYS {
+        assert_eq!(in_redis(&store, key).await, Some(key as u64), "key {key}");
+    }
+
+    // An outage again, and a flush: it returns, and says what failed.
+    proxy.cut();
+    store
+        .set("late", cachex::store::Envelope::found(1), None)
+        .await
+        .unwrap();
+    chaos_support::guarded("flush during an outage", store.flush()).await;
+    assert_eq!(store.stats().write_behind_failures, 1);
+}
