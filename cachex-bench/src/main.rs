@@ -31,6 +31,7 @@ use workloads::memory::MemoryArgs;
 use workloads::outage::OutagePeerArgs;
 use workloads::redis::RedisArgs;
 use workloads::simulate::SimulateArgs;
+use workloads::soak::SoakArgs;
 use workloads::throughput::ThroughputArgs;
 
 #[global_allocator]
@@ -74,6 +75,10 @@ enum Command {
     /// The second process of the `hybrid` outage measurement.
     #[command(hide = true)]
     HybridOutagePeer(OutagePeerArgs),
+    /// Soak: memory and hybrid caches under a mixed load for minutes while
+    /// Redis is killed, frozen, partitioned and made lossy in turn; fails
+    /// on unbounded memory growth, a stale read or a lost acknowledged write.
+    Soak(SoakArgs),
 }
 
 fn main() {
@@ -86,6 +91,7 @@ fn main() {
         Command::Async(args) => args.json,
         Command::Hybrid(args) => args.redis.json,
         Command::Simulate(args) => args.json,
+        Command::Soak(args) => args.json,
         Command::HybridPeer(_) | Command::HybridOutagePeer(_) => false,
     };
     if let Err(e) = report::configure_json(json, cli.json_out.as_deref()) {
@@ -102,6 +108,7 @@ fn main() {
         Command::HybridPeer(args) => workloads::hybrid::peer(args),
         Command::HybridOutagePeer(args) => workloads::outage::peer(args),
         Command::Simulate(args) => workloads::simulate::run(args),
+        Command::Soak(args) => workloads::soak::run(args),
     };
     if let Err(e) = result {
         eprintln!("error: {e}");

@@ -8,4 +8,5 @@ pub mod outage;
 pub mod redis;
 mod redis_bench;
 pub mod simulate;
+pub mod soak;
 pub mod throughput;
