@@ -105,9 +105,11 @@ async fn a_killed_master_is_replaced_and_the_store_follows_it() {
     tokio::time::sleep(Duration::from_millis(200)).await;
 
     figures.fault();
+    let killed = Instant::now();
     let old = tokio::task::block_in_place(|| group.kill_master());
     let new = tokio::task::block_in_place(|| group.wait_for_new_master(&old, FAILOVER));
     assert_ne!(old, new);
+    let promoted = killed.elapsed();
     eventually("a write succeeds on the new master", || async {
         figures.recovered_after().is_some()
     })
@@ -116,6 +118,10 @@ async fn a_killed_master_is_replaced_and_the_store_follows_it() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     guarded("the writer", writing).await.unwrap();
     figures.print();
+    println!(
+        "  the Sentinels promoted the replica {} ms after the kill",
+        promoted.as_millis()
+    );
 
     // Every read is answered by the new master: nothing replicated before
     // the kill is lost, and every acknowledged write after it is there.

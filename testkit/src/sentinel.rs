@@ -29,6 +29,8 @@ const QUORUM: usize = 2;
 /// short, so that a failover takes seconds; the Sentinels run on the same
 /// machine as the servers, so a busy machine delays them all alike.
 const DOWN_AFTER: Duration = Duration::from_millis(1_000);
+// `failover-timeout` is 3 s (Redis's default: 3 minutes): a failover
+// attempt whose election split the votes is retried after twice that.
 
 const SENTINEL_HINT: &str =
     "redis-sentinel was not found on PATH. The Sentinel tests run real Sentinels: install \
@@ -264,7 +266,7 @@ impl Sentinel {
             "port {port}\nbind {HOST}\ndir {dir}\nlogfile {log}\n\
              sentinel monitor {SERVICE} {HOST} {master_port} {QUORUM}\n\
              sentinel down-after-milliseconds {SERVICE} {down}\n\
-             sentinel failover-timeout {SERVICE} 10000\n\
+             sentinel failover-timeout {SERVICE} 3000\n\
              sentinel parallel-syncs {SERVICE} 1\n",
             dir = dir.path().display(),
             log = log.display(),
