@@ -371,3 +371,164 @@ async fn a_batch_write_invalidates_every_key_in_another_process() {
     assert_eq!(child.hear().await, "received 1");
     child.finish();
 }
+
+/// A cache over a fresh Redis store with `prefix`, "not found" kept for
+/// `negative_ttl`.
+async fn redis_cache(server: &RedisServer, prefix: &str, negative_ttl: Duration) -> Cache<String> {
+    let store: RedisStore<String> = redis_support::store(server, prefix).await;
+    Cache::builder()
+        .store(store)
+        .negative_ttl(negative_ttl)
+        .jitter(0.0)
+        .build()
+}
+
+type Rows = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<Vec<(String, String)>, std::io::Error>> + Send>,
+>;
+
+/// A bulk loader over a table where even ids exist, recording the keys of
+/// each call.
+fn even_rows(
+    calls: Arc<Mutex<Vec<Vec<String>>>>,
+    delay: Duration,
+) -> impl Fn(Vec<String>) -> Rows + Send + Sync + Clone + 'static {
+    move |keys: Vec<String>| {
+        calls.lock().unwrap().push(keys.clone());
+        Box::pin(async move {
+            tokio::time::sleep(delay).await;
+            Ok(keys
+                .into_iter()
+                .filter(|key| key[1..].parse::<u64>().unwrap() % 2 == 0)
+                .map(|key| (key.clone(), format!("row {key}")))
+                .collect())
+        })
+    }
+}
+
+#[tokio::test]
+async fn over_redis_not_found_placeholders_expire_and_partial_hits_load_the_rest() {
+    let server = RedisServer::start();
+    let cache = redis_cache(&server, "neg", Duration::from_millis(300)).await;
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let load = even_rows(calls.clone(), Duration::ZERO);
+    let got = cache
+        .get_many_or_load(&keys(0..4), load.clone())
+        .await
+        .unwrap();
+    assert_eq!(
+        got,
+        [Some("row k0".into()), None, Some("row k2".into()), None]
+    );
+    // Partial: k0..k3 cached (k1, k3 as "not found"), k4, k5 loaded.
+    cache
+        .get_many_or_load(&keys(0..6), load.clone())
+        .await
+        .unwrap();
+    assert_eq!(calls.lock().unwrap().clone(), [keys(0..4), keys(4..6)]);
+    // The placeholders are Redis keys with the negative TTL.
+    let mut conn = raw(&server).await;
+    let pttl: i64 = raw_cmd(&mut conn, &[b"PTTL", b"neg:k1"]).await;
+    assert!(pttl > 0 && pttl <= 300, "{pttl}");
+    eventually("the \"not found\" placeholders expire", || async {
+        let exists: i64 =
+            raw_cmd(&mut raw(&server).await, &[b"EXISTS", b"neg:k1", b"neg:k3"]).await;
+        exists == 0
+    })
+    .await;
+    cache.get_many_or_load(&keys(0..4), load).await.unwrap();
+    assert_eq!(calls.lock().unwrap()[2], ["k1", "k3"]);
+}
+
+#[tokio::test]
+async fn over_redis_overlapping_batches_and_single_calls_load_each_key_once() {
+    let server = RedisServer::start();
+    let cache = redis_cache(&server, "overlap", Duration::from_secs(30)).await;
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let singles = Arc::new(Mutex::new(0));
+    let mut tasks = Vec::new();
+    for b in 0..8u64 {
+        let cache = cache.clone();
+        let load = even_rows(calls.clone(), Duration::from_millis(50));
+        tasks.push(tokio::spawn(async move {
+            cache
+                .get_many_or_load(&keys(b * 50..b * 50 + 100), load)
+                .await
+                .unwrap();
+        }));
+    }
+    for i in (0..450).step_by(30) {
+        let (cache, singles) = (cache.clone(), singles.clone());
+        tasks.push(tokio::spawn(async move {
+            cache
+                .get_or_load_optional(&format!("k{i}"), move || async move {
+                    *singles.lock().unwrap() += 1;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    Ok::<_, std::io::Error>((i % 2 == 0).then(|| format!("row k{i}")))
+                })
+                .await
+                .unwrap();
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let mut loaded: Vec<String> = calls.lock().unwrap().concat();
+    let by_batches = loaded.len();
+    loaded.sort();
+    loaded.dedup();
+    assert_eq!(loaded.len(), by_batches, "a key loaded twice by batches");
+    assert_eq!(by_batches + *singles.lock().unwrap(), 450);
+    // And every value is in Redis, read back in order.
+    let got = cache.get_many(&keys(0..450)).await.unwrap();
+    for (i, value) in got.iter().enumerate() {
+        assert_eq!(value.is_some(), i % 2 == 0, "k{i}");
+    }
+}
+
+#[tokio::test]
+async fn over_redis_a_cancelled_or_panicking_batch_strands_no_one() {
+    let server = RedisServer::start();
+    let cache = redis_cache(&server, "cancel", Duration::from_secs(30)).await;
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let stuck = {
+        let cache = cache.clone();
+        let load = even_rows(calls.clone(), Duration::from_secs(3600));
+        tokio::spawn(async move { cache.get_many_or_load(&keys(0..4), load).await })
+    };
+    eventually("the first batch is loading", || async {
+        !calls.lock().unwrap().is_empty()
+    })
+    .await;
+    let waiter = {
+        let cache = cache.clone();
+        let load = even_rows(calls.clone(), Duration::ZERO);
+        tokio::spawn(async move { cache.get_many_or_load(&keys(2..6), load).await })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!waiter.is_finished(), "it waits for k2 and k3");
+    stuck.abort();
+    let got = hybrid_support::guarded("the waiter", waiter)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        got,
+        [Some("row k2".into()), None, Some("row k4".into()), None]
+    );
+
+    // A panicking loader fails its keys, caches nothing.
+    let err = cache
+        .get_many_or_load(&keys(10..12), |_keys: Vec<String>| async move {
+            if true {
+                panic!("bulk loader bug");
+            }
+            Ok::<Vec<(String, String)>, std::io::Error>(Vec::new())
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, cachex::Error::LoaderPanicked { .. }), "{err}");
+    let mut conn = raw(&server).await;
+    let exists: i64 = raw_cmd(&mut conn, &[b"EXISTS", b"cancel:k10", b"cancel:k11"]).await;
+    assert_eq!(exists, 0);
+}

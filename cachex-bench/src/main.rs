@@ -9,6 +9,7 @@
 //! cargo run --release -p cachex-bench -- redis --json
 //! cargo run --release -p cachex-bench -- async --threads 1
 //! cargo run --release -p cachex-bench -- hybrid --json
+//! cargo run --release -p cachex-bench -- batch --json
 //! ```
 
 mod alloc;
@@ -25,6 +26,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use workloads::asyncget::AsyncArgs;
+use workloads::batch::BatchArgs;
 use workloads::hitratio::HitratioArgs;
 use workloads::hybrid::{HybridArgs, PeerArgs};
 use workloads::memory::MemoryArgs;
@@ -63,6 +65,10 @@ enum Command {
     /// The async layer's hit path with metrics on and off, beside the
     /// engine: what counting (and spans, with `--features tracing`) cost.
     Async(AsyncArgs),
+    /// Batches: get_many vs sequential and concurrent gets vs a raw MGET
+    /// (standalone and cluster), cold pages through get_many_or_load, and
+    /// a hybrid batch mostly in L1.
+    Batch(BatchArgs),
     /// Hybrid (memory + Redis): get at 90% L1 hits beside memory-only and
     /// Redis-only; invalidation latency between two processes.
     Hybrid(HybridArgs),
@@ -89,6 +95,7 @@ fn main() {
         Command::Memory(args) => args.json,
         Command::Redis(args) => args.json,
         Command::Async(args) => args.json,
+        Command::Batch(args) => args.json,
         Command::Hybrid(args) => args.redis.json,
         Command::Simulate(args) => args.json,
         Command::Soak(args) => args.json,
@@ -104,6 +111,7 @@ fn main() {
         Command::Memory(args) => workloads::memory::run(args),
         Command::Redis(args) => workloads::redis::run(args),
         Command::Async(args) => workloads::asyncget::run(args),
+        Command::Batch(args) => workloads::batch::run(args),
         Command::Hybrid(args) => workloads::hybrid::run(args),
         Command::HybridPeer(args) => workloads::hybrid::peer(args),
         Command::HybridOutagePeer(args) => workloads::outage::peer(args),

@@ -244,13 +244,23 @@ const CACHE_COUNTERS: &[CacheCounter] = &[
     },
     CacheCounter {
         name: "sets",
-        help: "Successful set calls.",
+        help: "Values stored by successful set and set_many calls.",
         value: |s| s.sets,
     },
     CacheCounter {
         name: "deletes",
-        help: "Successful delete calls, whether or not the key was there.",
+        help: "Keys removed by successful delete and delete_many calls, whether or not they were there.",
         value: |s| s.deletes,
+    },
+    CacheCounter {
+        name: "batch_calls",
+        help: "Batch calls: get_many, set_many, delete_many, get_many_or_load.",
+        value: |s| s.batch_calls,
+    },
+    CacheCounter {
+        name: "batch_keys",
+        help: "Keys passed to batch calls, duplicates included.",
+        value: |s| s.batch_keys,
     },
     CacheCounter {
         name: "store_errors",

@@ -1,6 +1,7 @@
 //! The benchmark commands, one module each.
 
 pub mod asyncget;
+pub mod batch;
 pub mod hitratio;
 pub mod hybrid;
 pub mod memory;

@@ -28,7 +28,10 @@
 //! [`codec`](crate::codec)), which is how a plain `GET` or `MGET` answers
 //! the remaining TTL that refresh decisions and the hybrid store's
 //! promotion need. Values written by a cachex of format version 2 do not
-//! carry it: reading one costs a `PTTL` more.
+//! carry it: reading one costs a `PTTL` more. A key's expiry changed behind
+//! cachex's back (`EXPIRE`, `PEXPIRE`, `PERSIST`) still decides when Redis
+//! drops the key, but readers keep seeing the TTL the value was written
+//! with until it is written again.
 //!
 //! On a Cluster, the `redis` crate splits an `MGET` or `UNLINK` over
 //! several slots into one command per slot, sends them to their masters
