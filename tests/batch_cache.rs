@@ -29,7 +29,7 @@ impl Table {
                 tokio::time::sleep(delay).await;
                 Ok(keys
                     .into_iter()
-                    .filter(|key| id(key) % 2 == 0)
+                    .filter(|key| id(key).is_multiple_of(2))
                     .map(|key| {
                         let value = format!("row {}", id(&key));
                         (key, value)
@@ -69,7 +69,7 @@ fn keys(ids: impl IntoIterator<Item = u64>) -> Vec<String> {
 }
 
 fn row(i: u64) -> Option<String> {
-    (i % 2 == 0).then(|| format!("row {i}"))
+    i.is_multiple_of(2).then(|| format!("row {i}"))
 }
 
 #[tokio::test]

@@ -399,7 +399,7 @@ fn even_rows(
             tokio::time::sleep(delay).await;
             Ok(keys
                 .into_iter()
-                .filter(|key| key[1..].parse::<u64>().unwrap() % 2 == 0)
+                .filter(|key| key[1..].parse::<u64>().unwrap().is_multiple_of(2))
                 .map(|key| (key.clone(), format!("row {key}")))
                 .collect())
         })
@@ -457,14 +457,14 @@ async fn over_redis_overlapping_batches_and_single_calls_load_each_key_once() {
                 .unwrap();
         }));
     }
-    for i in (0..450).step_by(30) {
+    for i in (0..450u64).step_by(30) {
         let (cache, singles) = (cache.clone(), singles.clone());
         tasks.push(tokio::spawn(async move {
             cache
                 .get_or_load_optional(&format!("k{i}"), move || async move {
                     *singles.lock().unwrap() += 1;
                     tokio::time::sleep(Duration::from_millis(50)).await;
-                    Ok::<_, std::io::Error>((i % 2 == 0).then(|| format!("row k{i}")))
+                    Ok::<_, std::io::Error>(i.is_multiple_of(2).then(|| format!("row k{i}")))
                 })
                 .await
                 .unwrap();

@@ -396,3 +396,53 @@ async fn periodic_stats_line() {
         .count();
     assert_eq!(after, 2, "closing the cache stops its log");
 }
+
+#[tokio::test(start_paused = true)]
+async fn batch_calls_have_spans_with_their_key_counts() {
+    let recorder = Recorder::default();
+    let _guard = recorder.install();
+    let cache: Cache<String> = Cache::builder().name("items").build();
+    cache
+        .set_many(
+            [("a", "1".to_string()), ("b", "2".to_string())],
+            Ttl::Default,
+        )
+        .await
+        .unwrap();
+    cache.get_many(&["a", "b", "c", "a"]).await.unwrap();
+    cache
+        .get_many_or_load(&["a", "d"], |keys| async move {
+            Ok::<_, ConnectionRefused>(
+                keys.into_iter()
+                    .map(|k| (k, "x".to_string()))
+                    .collect::<Vec<_>>(),
+            )
+        })
+        .await
+        .unwrap();
+    cache.delete_many(&["a", "b"]).await.unwrap();
+
+    let spans = recorder.spans();
+    let names: Vec<&str> = spans.iter().map(|s| s.name).collect();
+    assert_eq!(
+        names,
+        [
+            "cache.set_many",
+            "cache.get_many",
+            "cache.get_many_or_load",
+            "cache.delete_many"
+        ]
+    );
+    let size = |i: usize| spans[i].field("cache.batch.size");
+    assert_eq!(
+        [size(0), size(1), size(2), size(3)],
+        [Some("2"), Some("4"), Some("2"), Some("2")]
+    );
+    // Distinct keys answered without a load: a and b of a, b, c.
+    assert_eq!(spans[1].field("cache.batch.hits"), Some("2"));
+    assert_eq!(spans[2].field("cache.batch.hits"), Some("1"));
+    assert_eq!(
+        spans[2].field("db.operation.name"),
+        Some("get_many_or_load")
+    );
+}
