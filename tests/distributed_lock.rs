@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use cachex::lock::{DistributedLock, LockToken, LockUnavailable};
 use cachex::store::RedisStore;
-use cachex_testkit::{RedisCluster, RedisSentinel};
+use cachex_testkit::{RedisCluster, SentinelGroup};
 use redis_support::{raw, raw_cmd, source, store, RedisServer};
 
 /// Generous: only a guard against a hang, never a performance claim.
@@ -330,11 +330,10 @@ async fn works_on_a_cluster() {
 
 #[tokio::test]
 async fn works_behind_sentinel() {
-    let master = RedisServer::start();
-    let sentinel = RedisSentinel::start(&master, "cachexmaster");
+    let group = SentinelGroup::start();
     let connect = || async {
         let store: RedisStore<u64> = RedisStore::builder()
-            .sentinel([sentinel.url()], "cachexmaster")
+            .sentinel(group.sentinel_urls(), group.service())
             .prefix("sen")
             .build()
             .await

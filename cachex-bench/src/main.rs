@@ -34,6 +34,7 @@ use workloads::memory::MemoryArgs;
 use workloads::outage::OutagePeerArgs;
 use workloads::redis::RedisArgs;
 use workloads::simulate::SimulateArgs;
+use workloads::soak::SoakArgs;
 use workloads::stampede::{StampedeArgs, StampedePeerArgs};
 use workloads::throughput::ThroughputArgs;
 
@@ -89,6 +90,10 @@ enum Command {
     /// One process of the `stampede` measurement.
     #[command(hide = true)]
     StampedePeer(StampedePeerArgs),
+    /// Soak: memory and hybrid caches under a mixed load for minutes while
+    /// Redis is killed, frozen, partitioned and made lossy in turn; fails
+    /// on unbounded memory growth, a stale read or a lost acknowledged write.
+    Soak(SoakArgs),
 }
 
 fn main() {
@@ -103,6 +108,7 @@ fn main() {
         Command::Hybrid(args) => args.redis.json,
         Command::Simulate(args) => args.json,
         Command::Stampede(args) => args.json,
+        Command::Soak(args) => args.json,
         Command::HybridPeer(_) | Command::HybridOutagePeer(_) | Command::StampedePeer(_) => false,
     };
     if let Err(e) = report::configure_json(json, cli.json_out.as_deref()) {
@@ -122,6 +128,7 @@ fn main() {
         Command::Simulate(args) => workloads::simulate::run(args),
         Command::Stampede(args) => workloads::stampede::run(args),
         Command::StampedePeer(args) => workloads::stampede::peer(args),
+        Command::Soak(args) => workloads::soak::run(args),
     };
     if let Err(e) = result {
         eprintln!("error: {e}");

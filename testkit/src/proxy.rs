@@ -11,6 +11,13 @@
 //! delays every chunk of bytes forwarded, both ways (a slow or distant
 //! network; with jitter, chunks keep their order). It also counts the
 //! Redis commands clients send through it ([`commands`](FaultProxy::commands)).
+//! Two faults model a
+//! lossy network as a TCP client sees it (TCP itself never delivers a
+//! partial or reordered stream): [`set_loss`](FaultProxy::set_loss)
+//! kills a connection at a random forwarded chunk, request or reply (so a
+//! write may have been applied although its reply never arrives), and
+//! [`stall`](FaultProxy::stall) holds every byte for a while, both ways,
+//! as retransmissions after lost packets do.
 //!
 //! Plain threads, no async runtime: the proxy must keep forwarding while
 //! the test's runtime is busy or paused.
@@ -20,7 +27,7 @@ use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::resp::CommandCounter;
 use super::HOST;
@@ -59,6 +66,13 @@ struct Shared {
     jitter_us: AtomicU64,
     /// Commands clients sent through the proxy.
     commands: AtomicU64,
+    /// Chance, in parts per million, that a forwarded chunk kills its
+    /// connection instead of going through.
+    loss_ppm: AtomicU64,
+    /// Connections killed by [`FaultProxy::set_loss`] so far.
+    lost: AtomicU64,
+    /// Until when no byte is forwarded, either way.
+    stall_until: Mutex<Option<Instant>>,
 }
 
 impl FaultProxy {
@@ -81,6 +95,9 @@ impl FaultProxy {
             latency_us: AtomicU64::new(0),
             jitter_us: AtomicU64::new(0),
             commands: AtomicU64::new(0),
+            loss_ppm: AtomicU64::new(0),
+            lost: AtomicU64::new(0),
+            stall_until: Mutex::new(None),
         });
         let accept = {
             let shared = Arc::clone(&shared);
@@ -137,6 +154,28 @@ impl FaultProxy {
         let us = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
         self.shared.latency_us.store(us(latency), Ordering::Relaxed);
         self.shared.jitter_us.store(us(jitter), Ordering::Relaxed);
+    }
+
+    /// Loss: from now on, each chunk of bytes forwarded (either way: a
+    /// request, or a reply) kills its connection instead, with probability
+    /// `fraction` (0 to 1). The chunk is not delivered: a request lost this
+    /// way never ran, a reply lost this way belongs to a command that did.
+    /// `0.0`: no loss.
+    pub fn set_loss(&self, fraction: f64) {
+        let ppm = (fraction.clamp(0.0, 1.0) * 1_000_000.0).round() as u64;
+        self.shared.loss_ppm.store(ppm, Ordering::Relaxed);
+    }
+
+    /// Connections killed by [`set_loss`](Self::set_loss) so far.
+    pub fn connections_lost(&self) -> u64 {
+        self.shared.lost.load(Ordering::Relaxed)
+    }
+
+    /// A stall: no byte is forwarded, either way, for `hold` from now;
+    /// what arrives meanwhile is delivered, in order, when it ends.
+    /// Connections stay open. Returns at once.
+    pub fn stall(&self, hold: Duration) {
+        *lock(&self.shared.stall_until) = Some(Instant::now() + hold);
     }
 
     /// Listens again on the same port after a [`cut`](Self::cut).
@@ -222,6 +261,12 @@ fn pipe(
         match from.read(&mut buf) {
             Ok(0) | Err(_) => break,
             Ok(n) => {
+                shared.wait_out_stall();
+                let loss = shared.loss_ppm.load(Ordering::Relaxed);
+                if loss > 0 && next(&mut random) % 1_000_000 < loss {
+                    shared.lost.fetch_add(1, Ordering::Relaxed);
+                    break;
+                }
                 if let Some(counter) = &mut counter {
                     let commands = counter.feed(&buf[..n]);
                     shared.commands.fetch_add(commands, Ordering::Relaxed);
@@ -242,6 +287,22 @@ fn pipe(
     }
     let _ = from.shutdown(Shutdown::Both);
     let _ = to.shutdown(Shutdown::Both);
+}
+
+impl Shared {
+    /// Sleeps until a [stall](FaultProxy::stall) set now or during the
+    /// wait is over.
+    fn wait_out_stall(&self) {
+        loop {
+            let until = *lock(&self.stall_until);
+            match until {
+                Some(until) if until > Instant::now() => {
+                    thread::sleep(until.saturating_duration_since(Instant::now()));
+                }
+                _ => return,
+            }
+        }
+    }
 }
 
 /// A seed for [`next`], different per pipe.
