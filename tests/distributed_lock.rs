@@ -95,6 +95,25 @@ async fn a_dead_holders_lease_expires_and_its_waiter_takes_over() {
 }
 
 #[tokio::test]
+async fn a_lock_key_without_expiry_is_waited_on_a_lease_at_a_time() {
+    let server = RedisServer::start();
+    let lock = lock_on(&server, "noexp").await;
+    // Not a lock's own doing (no expiry): someone else's key in the way.
+    let mut conn = raw(&server).await;
+    let key = lock.lock_key("k").unwrap();
+    let _: () = raw_cmd(&mut conn, &[b"SET", key.as_bytes(), b"foreign"]).await;
+    let wait = Duration::from_millis(300);
+    let got = lock
+        .try_acquire("k", Duration::from_secs(5), wait)
+        .await
+        .unwrap();
+    assert!(got.is_none());
+    // One attempt, then a wait bounded by the deadline, then one more: no
+    // spinning on a "remaining lease" of -1.
+    assert!(lock.stats().busy <= 3, "{:?}", lock.stats());
+}
+
+#[tokio::test]
 async fn renewal_keeps_a_long_holders_lock() {
     let server = RedisServer::start();
     let holder = lock_on(&server, "renew").await;

@@ -459,8 +459,13 @@ impl DistributedLock {
             }
             Some((0, left)) => {
                 incr(&inner.counters.busy);
-                // -2: expired between the commands (try again at once).
-                let left = Duration::from_millis(u64::try_from(left).unwrap_or(0));
+                let left = match left {
+                    // A key without expiry (not set by a lock): wait a
+                    // lease at a time rather than spin.
+                    -1 => lease,
+                    // -2: expired between the commands: try again at once.
+                    left => Duration::from_millis(u64::try_from(left).unwrap_or(0)),
+                };
                 Ok(Attempt::Busy { interest, left })
             }
             _ => Err(self.unexpected(&names.name, &reply)),
