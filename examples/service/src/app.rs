@@ -143,7 +143,8 @@ impl App {
         metrics.register(&mut registry);
         if let Some(cache) = &cache {
             // One cache in a fresh collector: its name cannot be taken.
-            metrics.add(cache);
+            let added = metrics.add(cache);
+            debug_assert!(added, "the only cache of a new CacheMetrics");
         }
         registry.register(
             "service_db_queries",

@@ -83,9 +83,6 @@ pub struct Database {
     latency: Duration,
 }
 
-/// Rows inserted per statement while seeding.
-const SEED_CHUNK: i64 = 500;
-
 impl Database {
     /// Opens (or creates) the database at `path` with a pool of
     /// `connections`. An empty database gets the schema and `products`

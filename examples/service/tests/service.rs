@@ -116,8 +116,8 @@ async fn answers(service: &ServiceProcess, metric_tiers: &[&str]) {
         assert!(metrics.contains(line), "no {line:?} in\n{metrics}");
     }
     for tier in metric_tiers {
-        let entries = format!("cachex_entries{{cache=\"products\",tier=\"{tier}\"}} ");
-        assert!(metrics.contains(&entries), "no {entries:?} in\n{metrics}");
+        let tier_line = format!("cachex_tier_misses_total{{cache=\"products\",tier=\"{tier}\"}} ");
+        assert!(metrics.contains(&tier_line), "no {tier_line:?} in\n{metrics}");
     }
 }
 

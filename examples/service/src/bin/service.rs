@@ -85,9 +85,9 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let db = {
         let path = path.clone();
         tokio::task::spawn_blocking(move || Database::open(&path, products, connections, latency))
-            .await?
-            .map_err(|e| format!("database {}: {e}", path.display()))?
-    };
+    }
+    .await?
+    .map_err(|e| format!("database {}: {e}", path.display()))?;
     let cache = if args.no_cache {
         None
     } else {
