@@ -81,6 +81,9 @@ struct Args {
     /// One JSON line per run instead of the table.
     #[arg(long)]
     json: bool,
+    /// Also append one JSON line per run to this file.
+    #[arg(long)]
+    json_out: Option<PathBuf>,
 }
 
 /// A service under measurement.
@@ -170,6 +173,16 @@ async fn measure(args: Args) -> Result<(), ClientError> {
         );
         header();
     }
+    let mut json_out = match &args.json_out {
+        Some(path) => Some(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|e| format!("--json-out {}: {e}", path.display()))?,
+        ),
+        None => None,
+    };
     let mut runs = Vec::new();
     for round in 1..=args.rounds {
         for target in &targets {
@@ -178,6 +191,10 @@ async fn measure(args: Args) -> Result<(), ClientError> {
                 println!("{}", run.json());
             } else {
                 println!("{run}");
+            }
+            if let Some(file) = &mut json_out {
+                use std::io::Write;
+                writeln!(file, "{}", run.json())?;
             }
             runs.push(run);
         }
