@@ -188,13 +188,13 @@ async fn measure(args: Args) -> Result<(), ClientError> {
         for target in &targets {
             let run = run(&args, target, round).await?;
             if args.json {
-                println!("{}", run.json());
+                println!("{}", run.json(&args));
             } else {
                 println!("{run}");
             }
             if let Some(file) = &mut json_out {
                 use std::io::Write;
-                writeln!(file, "{}", run.json())?;
+                writeln!(file, "{}", run.json(&args))?;
             }
             runs.push(run);
         }
@@ -341,9 +341,16 @@ impl Run {
         self.db_queries as f64 / self.requests.max(1) as f64
     }
 
-    fn json(&self) -> String {
+    fn json(&self, args: &Args) -> String {
         serde_json::json!({
             "run": self.label,
+            "clients": args.clients,
+            "products": args.products,
+            "zipf": args.zipf,
+            "page_share": args.page_share,
+            "page_size": args.page_size,
+            "write_share": args.write_share,
+            "db_latency_ms": args.db_latency_ms,
             "round": self.round,
             "requests": self.requests,
             "errors": self.errors,
