@@ -205,7 +205,10 @@ impl IntoResponse for Failure {
 }
 
 fn internal(what: &str, error: impl std::fmt::Display) -> Failure {
-    Failure(StatusCode::INTERNAL_SERVER_ERROR, format!("{what}: {error}"))
+    Failure(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        format!("{what}: {error}"),
+    )
 }
 
 async fn product(State(app): State<App>, Path(id): Path<i64>) -> Result<Json<Product>, Failure> {

@@ -102,7 +102,9 @@ impl Database {
                 "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000;",
             )
         });
-        let pool = Pool::builder().max_size(connections.max(1)).build(manager)?;
+        let pool = Pool::builder()
+            .max_size(connections.max(1))
+            .build(manager)?;
         seed(&pool, products)?;
         Ok(Database {
             pool,
@@ -151,11 +153,7 @@ impl Database {
 
     /// Writes `update` to the product `id` and returns the new row, or
     /// `None` if there is no such product: one query.
-    pub async fn update(
-        &self,
-        id: i64,
-        update: ProductUpdate,
-    ) -> Result<Option<Product>, DbError> {
+    pub async fn update(&self, id: i64, update: ProductUpdate) -> Result<Option<Product>, DbError> {
         self.run(move |connection| {
             connection
                 .prepare_cached(
@@ -202,7 +200,8 @@ fn seed(pool: &Pool<SqliteConnectionManager>, products: u64) -> Result<(), DbErr
              price_cents INTEGER NOT NULL
          )",
     )?;
-    let existing: i64 = connection.query_row("SELECT count(*) FROM products", [], |row| row.get(0))?;
+    let existing: i64 =
+        connection.query_row("SELECT count(*) FROM products", [], |row| row.get(0))?;
     if existing > 0 {
         return Ok(());
     }

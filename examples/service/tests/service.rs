@@ -44,7 +44,10 @@ async fn answers(service: &ServiceProcess, metric_tiers: &[&str]) {
         product(&mut client, 7).await,
         (StatusCode::OK, Some(Product::seeded(7)))
     );
-    assert_eq!(product(&mut client, 1001).await, (StatusCode::NOT_FOUND, None));
+    assert_eq!(
+        product(&mut client, 1001).await,
+        (StatusCode::NOT_FOUND, None)
+    );
 
     // A second read of an item, and of a missing one, does not query again.
     let queries = db_queries(&mut client).await;
@@ -90,7 +93,12 @@ async fn answers(service: &ServiceProcess, metric_tiers: &[&str]) {
     assert_eq!(answer.status, StatusCode::NOT_FOUND);
 
     // Bad input: a clear 4xx, and the service still answers.
-    for path in ["/products/abc", "/products?ids=1,x", "/products?ids=", "/products"] {
+    for path in [
+        "/products/abc",
+        "/products?ids=1,x",
+        "/products?ids=",
+        "/products",
+    ] {
         let answer = client.get(path).await.unwrap();
         assert_eq!(answer.status, StatusCode::BAD_REQUEST, "GET {path}");
     }
@@ -117,7 +125,10 @@ async fn answers(service: &ServiceProcess, metric_tiers: &[&str]) {
     }
     for tier in metric_tiers {
         let tier_line = format!("cachex_tier_misses_total{{cache=\"products\",tier=\"{tier}\"}} ");
-        assert!(metrics.contains(&tier_line), "no {tier_line:?} in\n{metrics}");
+        assert!(
+            metrics.contains(&tier_line),
+            "no {tier_line:?} in\n{metrics}"
+        );
     }
 }
 
@@ -152,7 +163,10 @@ async fn without_the_cache_every_read_queries_the_database() {
         .unwrap()
         .json()
         .unwrap();
-    assert_eq!(page, vec![Some(Product::seeded(9)), None, Some(Product::seeded(9))]);
+    assert_eq!(
+        page,
+        vec![Some(Product::seeded(9)), None, Some(Product::seeded(9))]
+    );
     assert_eq!(db_queries(&mut client).await, before + 4);
     let stats: ServiceStats = client.get("/stats").await.unwrap().json().unwrap();
     assert_eq!(stats.cache, None);

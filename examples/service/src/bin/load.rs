@@ -218,7 +218,9 @@ fn check(args: &Args) -> Result<(), String> {
         return Err("--seconds must be positive".into());
     }
     let share = |s: f64| (0.0..=1.0).contains(&s);
-    if !(share(args.page_share) && share(args.write_share) && args.page_share + args.write_share <= 1.0)
+    if !(share(args.page_share)
+        && share(args.write_share)
+        && args.page_share + args.write_share <= 1.0)
     {
         return Err("--page-share and --write-share are shares: 0 to 1, 1 at most together".into());
     }
@@ -306,10 +308,14 @@ async fn client(
                 name: format!("product {id}, edit {number}.{writes}"),
                 price_cents: 100 + (writes % 1_000) as i64,
             };
-            connection.put_json(&format!("/products/{id}"), &update).await
+            connection
+                .put_json(&format!("/products/{id}"), &update)
+                .await
         } else if kind < args.write_share + args.page_share {
             let ids: Vec<String> = (0..args.page_size).map(|_| id().to_string()).collect();
-            connection.get(&format!("/products?ids={}", ids.join(","))).await
+            connection
+                .get(&format!("/products?ids={}", ids.join(",")))
+                .await
         } else {
             connection.get(&format!("/products/{}", id())).await
         };
@@ -369,8 +375,16 @@ impl Run {
 fn header() {
     println!(
         "{:<10}{:>6}{:>11}{:>10}{:>11}{:>11}{:>12}{:>13}{:>11}{:>8}",
-        "run", "round", "requests", "req/s", "p50", "p99", "db queries", "queries/req",
-        "hit ratio", "errors"
+        "run",
+        "round",
+        "requests",
+        "req/s",
+        "p50",
+        "p99",
+        "db queries",
+        "queries/req",
+        "hit ratio",
+        "errors"
     );
 }
 
@@ -400,7 +414,11 @@ impl fmt::Display for Run {
 /// The first service against the second: medians over the rounds.
 fn compare(runs: &[Run], targets: &[Target]) {
     let median = |label: &str, value: &dyn Fn(&Run) -> f64| {
-        let mut values: Vec<f64> = runs.iter().filter(|r| r.label == label).map(value).collect();
+        let mut values: Vec<f64> = runs
+            .iter()
+            .filter(|r| r.label == label)
+            .map(value)
+            .collect();
         values.sort_by(f64::total_cmp);
         values[values.len() / 2]
     };

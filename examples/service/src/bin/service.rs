@@ -96,7 +96,11 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             ttl: Duration::from_secs_f64(args.ttl),
             redis: args.redis.clone(),
         };
-        Some(build_cache(&config).await.map_err(|e| format!("cache: {e}"))?)
+        Some(
+            build_cache(&config)
+                .await
+                .map_err(|e| format!("cache: {e}"))?,
+        )
     };
     let app = App::new(db, cache);
     let listener = tokio::net::TcpListener::bind(args.addr)
@@ -111,7 +115,8 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         match (&args.no_cache, &args.redis) {
             (true, _) => "none".to_string(),
             (false, None) => format!("memory, {} entries", args.capacity),
-            (false, Some(url)) => format!("hybrid, {} entries in memory, Redis {url}", args.capacity),
+            (false, Some(url)) =>
+                format!("hybrid, {} entries in memory, Redis {url}", args.capacity),
         }
     );
     // The one line on stdout: what a parent process waits for.
