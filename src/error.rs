@@ -140,6 +140,9 @@ pub enum StoreOp {
     /// Connecting to the store (or setting up the connection: a bad URL or
     /// configuration).
     Connect,
+    /// Acquiring, extending or releasing a distributed lock (see
+    /// [`lock`](crate::lock)); the key is the lock's name.
+    Lock,
 }
 
 impl Error {
@@ -344,6 +347,7 @@ impl fmt::Display for StoreOp {
             StoreOp::Clear => "clear",
             StoreOp::RemainingTtl => "read the time-to-live of",
             StoreOp::Connect => "connect",
+            StoreOp::Lock => "lock",
         })
     }
 }

@@ -10,6 +10,7 @@
 //! cargo run --release -p cachex-bench -- async --threads 1
 //! cargo run --release -p cachex-bench -- hybrid --json
 //! cargo run --release -p cachex-bench -- batch --json
+//! cargo run --release -p cachex-bench -- stampede --json
 //! ```
 
 mod alloc;
@@ -33,6 +34,8 @@ use workloads::memory::MemoryArgs;
 use workloads::outage::OutagePeerArgs;
 use workloads::redis::RedisArgs;
 use workloads::simulate::SimulateArgs;
+use workloads::soak::SoakArgs;
+use workloads::stampede::{StampedeArgs, StampedePeerArgs};
 use workloads::throughput::ThroughputArgs;
 
 #[global_allocator]
@@ -80,6 +83,17 @@ enum Command {
     /// The second process of the `hybrid` outage measurement.
     #[command(hide = true)]
     HybridOutagePeer(OutagePeerArgs),
+    /// Stampede: 1, 2, 4, 8 processes x 100 tasks on a cold key, with
+    /// cachex's distributed singleflight and with a lock-and-poll loop:
+    /// loader calls, time to value, Redis commands per process.
+    Stampede(StampedeArgs),
+    /// One process of the `stampede` measurement.
+    #[command(hide = true)]
+    StampedePeer(StampedePeerArgs),
+    /// Soak: memory and hybrid caches under a mixed load for minutes while
+    /// Redis is killed, frozen, partitioned and made lossy in turn; fails
+    /// on unbounded memory growth, a stale read or a lost acknowledged write.
+    Soak(SoakArgs),
 }
 
 fn main() {
@@ -93,7 +107,9 @@ fn main() {
         Command::Batch(args) => args.json,
         Command::Hybrid(args) => args.redis.json,
         Command::Simulate(args) => args.json,
-        Command::HybridPeer(_) | Command::HybridOutagePeer(_) => false,
+        Command::Stampede(args) => args.json,
+        Command::Soak(args) => args.json,
+        Command::HybridPeer(_) | Command::HybridOutagePeer(_) | Command::StampedePeer(_) => false,
     };
     if let Err(e) = report::configure_json(json, cli.json_out.as_deref()) {
         eprintln!("error: {e}");
@@ -110,6 +126,9 @@ fn main() {
         Command::HybridPeer(args) => workloads::hybrid::peer(args),
         Command::HybridOutagePeer(args) => workloads::outage::peer(args),
         Command::Simulate(args) => workloads::simulate::run(args),
+        Command::Stampede(args) => workloads::stampede::run(args),
+        Command::StampedePeer(args) => workloads::stampede::peer(args),
+        Command::Soak(args) => workloads::soak::run(args),
     };
     if let Err(e) = result {
         eprintln!("error: {e}");

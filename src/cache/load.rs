@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::distributed::{Claim, Claimed};
 use super::stats::{Counter, Lookup};
 use super::{Cache, Core};
 use crate::loading::{
@@ -44,13 +45,15 @@ impl<V> Miss<V> {
 }
 
 /// How a load is run by [`Core::lead`].
-struct Lead<'a, V> {
+pub(super) struct Lead<'a, V> {
     /// A background refresh, counted as such.
-    background: bool,
+    pub(super) background: bool,
     /// Whether its result may be stored (see [`Miss::write`]).
-    write: bool,
+    pub(super) write: bool,
     /// The stale value to re-arm if it fails.
-    stale: Option<&'a Stale<V>>,
+    pub(super) stale: Option<&'a Stale<V>>,
+    /// Its key's lock across processes (distributed singleflight).
+    pub(super) claim: Claim,
 }
 
 /// How a wait for a flight ended.
@@ -210,6 +213,14 @@ where
         core.check(key)?;
 
         let read = core.flights.endings(key);
+        // With distributed singleflight, a load of the key under way here
+        // is joined without reading the store (see `distributed.rs`).
+        if let Some(waiter) = core.join_load_first(key) {
+            core.counters.incr(Counter::Misses);
+            span.hit(false);
+            let joined = Some(waiter);
+            return Box::pin(self.load_missing(key, loader, read, Miss::nothing(), joined)).await;
+        }
         let miss = match core.read(key).await {
             Read::Live(Stored {
                 envelope,
@@ -247,18 +258,20 @@ where
         };
         // Boxed: the miss path's state (flights, the loader's own future)
         // would otherwise make every hit build and move a much larger future.
-        Box::pin(self.load_missing(key, loader, read, miss)).await
+        Box::pin(self.load_missing(key, loader, read, miss, None)).await
     }
 
     /// The miss path of [`load`](Self::load): joins or leads the key's
     /// flight, taking over if its leader goes away. `read` is the flights'
-    /// [`endings`](crate::loading::Flights::endings) noted before the miss.
+    /// [`endings`](crate::loading::Flights::endings) noted before the miss;
+    /// `joined`, a flight already joined instead of reading.
     async fn load_missing<A, L, Fut>(
         &self,
         key: &str,
         loader: L,
         mut read: Endings,
         miss: Miss<V>,
+        mut joined: Option<Waiter<V>>,
     ) -> Result<A>
     where
         A: Answer<V> + Send + 'static,
@@ -269,7 +282,11 @@ where
         // A flight whose outcome this caller saw but could not use.
         let mut unusable = None;
         loop {
-            let waiter = match core.flights.join_or_lead(key, read, unusable) {
+            let role = match joined.take() {
+                Some(waiter) => Role::Waiter(waiter),
+                None => core.flights.join_or_lead(key, read, unusable),
+            };
+            let waiter = match role {
                 Role::Leader(leader) => {
                     // The read above may predate the write of a flight that
                     // ended since; if so, that write is the answer.
@@ -339,6 +356,7 @@ where
                     background: false,
                     write: miss.write,
                     stale: stale.as_ref(),
+                    claim: Claim::Wait,
                 };
                 let outcome = core.lead(leader, loader, lead).await;
                 return outcome.or_else(|error| core.fall_back(error, stale));
@@ -354,6 +372,7 @@ where
                 background: false,
                 write,
                 stale: Some(&fallback),
+                claim: Claim::Wait,
             };
             // Counted and published by `lead`; its waiters, this caller
             // among them, apply the fallback themselves.
@@ -397,12 +416,19 @@ where
         #[cfg(feature = "tracing")]
         let live = span.live().cloned().unwrap_or_else(tracing::Span::none);
         let task = async move {
+            // Across processes, one refresh at a time: if another process
+            // holds the key's lock, that one refreshes.
+            let key = Arc::clone(leader.key());
+            let Some(held) = core.try_claim(&key).await else {
+                return;
+            };
             // Counted and published to any waiters by `lead`; on failure the
             // old entry stays until it expires.
             let lead = Lead {
                 background: true,
                 write: true,
                 stale: None,
+                claim: Claim::Done(held),
             };
             let outcome = core.lead(leader, loader, lead).await;
             span.finish(&outcome);
@@ -422,7 +448,7 @@ where
     /// Reads `key` for a load. A store that cannot be read is treated as a
     /// miss: the loader can still answer.
     async fn read(&self, key: &str) -> Read<V> {
-        let found = self.store.get(key).await;
+        let found = self.shared_read(key, self.store.get(key)).await;
         self.judge(found)
     }
 
@@ -454,7 +480,7 @@ where
 
     /// Reads `key` for a caller wanting an `A`: `None` if there is no live
     /// entry, or only one that does not answer this caller.
-    async fn read_answer<A: Answer<V>>(&self, key: &str) -> Option<A> {
+    pub(super) async fn read_answer<A: Answer<V>>(&self, key: &str) -> Option<A> {
         match self.read(key).await {
             Read::Live(entry) => A::from_shared(entry.envelope.into_value()),
             Read::Miss(_) => None,
@@ -515,12 +541,33 @@ where
     /// If this future is dropped midway, the loader future goes first and
     /// the leader after it (locals drop in reverse order), so the key is
     /// never offered to a new loader while the old one still exists.
-    async fn lead<A, L, Fut>(&self, leader: Leader<V>, loader: L, how: Lead<'_, V>) -> Result<A>
+    pub(super) async fn lead<A, L, Fut>(
+        &self,
+        leader: Leader<V>,
+        loader: L,
+        how: Lead<'_, V>,
+    ) -> Result<A>
     where
         A: Answer<V>,
         L: FnOnce() -> Fut,
         Fut: Future<Output = Result<A, BoxError>>,
     {
+        // Across processes: take the key's lock, or wait for the process
+        // holding it and answer with what it stored.
+        let held = match how.claim {
+            Claim::Wait => match self.claim::<A>(leader.key()).await {
+                Claimed::Load(held) => held,
+                Claimed::Answered(answer) => {
+                    leader.publish(Ok(answer.to_shared()));
+                    return Ok(answer);
+                }
+                Claimed::Refused(error) => {
+                    leader.publish(Err(error.clone()));
+                    return Err(error);
+                }
+            },
+            Claim::Done(held) => held,
+        };
         let started = Instant::now();
         let run = catch_unwind(async move { loader().await });
         // `timeout` drops the loader's future when time runs out.
@@ -564,6 +611,8 @@ where
                 }
             }
         }
+        // After the store write: the other processes' waiters read it.
+        held.release().await;
         outcome
     }
 

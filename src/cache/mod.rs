@@ -8,8 +8,10 @@
 mod api;
 mod batch;
 mod builder;
+mod distributed;
 mod load;
 mod load_many;
+mod refresh_ahead;
 mod stats;
 
 use std::fmt;
@@ -21,6 +23,7 @@ pub use api::{AsyncCache, AsyncCacheExt, BoxFuture, BoxLoader, BulkLoader};
 pub use builder::{
     CacheBuilder, DEFAULT_FAIL_SAFE_THROTTLE, DEFAULT_JITTER, DEFAULT_NEGATIVE_TTL, DEFAULT_TTL,
 };
+pub use refresh_ahead::DEFAULT_MAX_REFRESHING_KEYS;
 pub use stats::Stats;
 
 pub(crate) use api::bulk;
@@ -32,7 +35,7 @@ use crate::loading::{
     jittered, Background, FailSafe, Flights, Freshness, LoadTimeouts, Random, RefreshPolicy,
 };
 use crate::observe::spans::{traced, Op, OpSpan};
-use crate::observe::{Observer, StatsSource};
+use crate::observe::{Coordination, Observer, StatsSource};
 use crate::store::{Envelope, Store, Stored};
 use crate::{Error, Result, Ttl};
 
@@ -117,6 +120,10 @@ struct Core<V> {
     counters: Counters,
     observer: Observer,
     closed: AtomicBool,
+    /// Distributed singleflight's lock, if on.
+    distributed: Option<distributed::Distributed<V>>,
+    /// The keys refreshed ahead, if refresh-ahead is on.
+    refresh_ahead: Option<refresh_ahead::RefreshAhead<V>>,
 }
 
 /// The builder's choices, fixed for the cache's life.
@@ -313,11 +320,21 @@ where
     fn stats(&self) -> Stats {
         let mut stats = self.counters.snapshot();
         stats.store = self.store.stats();
+        if let Some(ahead) = &self.refresh_ahead {
+            stats.refresh_ahead_keys = ahead.len() as u64;
+        }
         stats
     }
 
     fn observer(&self) -> &Observer {
         &self.observer
+    }
+
+    fn coordination(&self) -> Coordination {
+        Coordination {
+            distributed: self.distributed.is_some(),
+            refresh_ahead: self.refresh_ahead.is_some(),
+        }
     }
 }
 

@@ -29,6 +29,10 @@ pub(crate) enum Op {
     SetMany,
     DeleteMany,
     GetManyOrLoad,
+    /// A load waiting for another process's load of the key (distributed
+    /// singleflight), inside its `get_or_load` span.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    LockWait,
 }
 
 /// The span of one cache operation: `None` inside when tracing is compiled
@@ -126,6 +130,7 @@ impl OpSpan {
                 Op::GetManyOrLoad => {
                     cache_span!("cache.get_many_or_load", "get_many_or_load", cache)
                 }
+                Op::LockWait => cache_span!("cache.lock_wait", "lock_wait", cache),
                 // A root span: it outlives the call that started it, which
                 // it follows from rather than belongs to.
                 Op::Refresh => {
@@ -315,6 +320,7 @@ impl StoreSpan {
                 StoreOp::Connect => {
                     store_span!("cache.store.connect", "connect", system, tier_name)
                 }
+                StoreOp::Lock => store_span!("cache.store.lock", "lock", system, tier_name),
             };
             if tier == Tier::L2 {
                 span.record("otel.kind", "client");

@@ -9,4 +9,6 @@ pub mod outage;
 pub mod redis;
 mod redis_bench;
 pub mod simulate;
+pub mod soak;
+pub mod stampede;
 pub mod throughput;

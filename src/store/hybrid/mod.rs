@@ -329,12 +329,6 @@ enum L2<T> {
     Failed(Error),
 }
 
-impl<T> L2<T> {
-    fn is_done(&self) -> bool {
-        matches!(self, L2::Done(_))
-    }
-}
-
 impl<V, C> Core<V, C>
 where
     V: Clone + Serialize + DeserializeOwned + Send + Sync + 'static,

@@ -61,6 +61,7 @@ mod builder;
 mod clear;
 mod connection;
 mod errors;
+mod lock_backend;
 mod pubsub;
 mod stats;
 
@@ -77,7 +78,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 pub use builder::{OnCorrupt, RedisStoreBuilder, DEFAULT_MAX_VALUE_SIZE, DEFAULT_TIMEOUT};
-pub use errors::{ConfigError, TimedOut, UnexpectedReply, WrongType};
+pub use errors::{ConfigError, TimedOut, TlsFailed, UnexpectedReply, WrongType};
 pub use stats::RedisStats;
 
 use super::{Envelope, Found, Store, StoreFuture, Stored, Write};
