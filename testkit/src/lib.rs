@@ -6,10 +6,12 @@
 //!   port) let fault tests take it away and bring it back.
 //! - [`RedisCluster::start`] runs a cluster of masters the same way and
 //!   creates it with `redis-cli --cluster create`.
-//! - [`RedisSentinel::start`] runs a `redis-sentinel` watching a server
-//!   as the master of a named service.
+//! - [`SentinelGroup::start`] runs a master, its replica and three
+//!   `redis-sentinel` processes watching them, to fail the master over.
+//! - [`TestCa`] makes certificates at test time for a TLS `redis-server`.
 //! - [`FaultProxy::start`] puts a TCP proxy in front of a server, which a
-//!   test cuts and restores to partition one client from it.
+//!   test cuts, slows, stalls or makes lossy to partition one client from it;
+//!   it counts the commands clients send through it.
 //!
 //! No mocks: the tests exercise the server users run. When `redis-server` is
 //! not installed, starting one fails loudly with the command that installs it
