@@ -18,7 +18,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// One loader failure reaches every caller waiting on that load, so the
 /// source is reference-counted rather than boxed; that is also what makes
 /// [`Error`] `Clone`.
-type SharedSource = Arc<dyn StdError + Send + Sync + 'static>;
+pub(crate) type SharedSource = Arc<dyn StdError + Send + Sync + 'static>;
 
 /// Everything that can go wrong in a [`Cache`](crate::Cache) operation.
 ///
@@ -54,6 +54,23 @@ pub enum Error {
     /// The key was longer than [`MAX_KEY_LEN`](crate::MAX_KEY_LEN) bytes.
     KeyTooLong {
         /// The key's length in bytes.
+        len: usize,
+        /// The limit it broke.
+        max: usize,
+    },
+    /// One key of a batch call (`get_many`, `set_many`, `delete_many`,
+    /// `get_many_or_load`) was refused, as [`EmptyKey`](Error::EmptyKey) or
+    /// [`KeyTooLong`](Error::KeyTooLong); nothing of the batch was done.
+    InvalidKeyInBatch {
+        /// The key's position in the batch, from 0.
+        index: usize,
+        /// Why it was refused: `EmptyKey` or `KeyTooLong`.
+        cause: Box<Error>,
+    },
+    /// A batch call was given more than [`MAX_BATCH`](crate::MAX_BATCH)
+    /// keys; nothing of it was done.
+    BatchTooLarge {
+        /// How many keys it was given.
         len: usize,
         /// The limit it broke.
         max: usize,
@@ -123,6 +140,9 @@ pub enum StoreOp {
     /// Connecting to the store (or setting up the connection: a bad URL or
     /// configuration).
     Connect,
+    /// Acquiring, extending or releasing a distributed lock (see
+    /// [`lock`](crate::lock)); the key is the lock's name.
+    Lock,
 }
 
 impl Error {
@@ -168,9 +188,13 @@ impl Error {
         matches!(self, Error::Closed)
     }
 
-    /// Whether the key itself was refused (empty or too long).
+    /// Whether the key itself was refused (empty or too long), alone or
+    /// in a batch.
     pub fn is_invalid_key(&self) -> bool {
-        matches!(self, Error::EmptyKey | Error::KeyTooLong { .. })
+        matches!(
+            self,
+            Error::EmptyKey | Error::KeyTooLong { .. } | Error::InvalidKeyInBatch { .. }
+        )
     }
 
     /// Whether a load failed: its loader returned an error or panicked, or
@@ -206,7 +230,11 @@ impl Error {
             | Error::LoadTimedOut { key, .. }
             | Error::Codec { key, .. } => Some(key),
             Error::Store { key, .. } => key.as_deref(),
-            Error::EmptyKey | Error::KeyTooLong { .. } | Error::Closed => None,
+            Error::EmptyKey
+            | Error::KeyTooLong { .. }
+            | Error::InvalidKeyInBatch { .. }
+            | Error::BatchTooLarge { .. }
+            | Error::Closed => None,
         }
     }
 
@@ -215,7 +243,10 @@ impl Error {
     #[cfg_attr(not(feature = "tracing"), allow(dead_code))]
     pub(crate) fn type_name(&self) -> &'static str {
         match self {
-            Error::EmptyKey | Error::KeyTooLong { .. } => "invalid_key",
+            Error::EmptyKey | Error::KeyTooLong { .. } | Error::InvalidKeyInBatch { .. } => {
+                "invalid_key"
+            }
+            Error::BatchTooLarge { .. } => "batch_too_large",
             Error::Closed => "closed",
             Error::Loader { .. } => "loader",
             Error::LoaderPanicked { .. } => "loader_panicked",
@@ -237,7 +268,11 @@ impl Error {
             }
             Error::Store { op, .. } => format!("cache store failed to {op}"),
             Error::Codec { .. } => "could not encode or decode a cached value".to_owned(),
-            Error::EmptyKey | Error::KeyTooLong { .. } | Error::Closed => self.to_string(),
+            Error::EmptyKey
+            | Error::KeyTooLong { .. }
+            | Error::InvalidKeyInBatch { .. }
+            | Error::BatchTooLarge { .. }
+            | Error::Closed => self.to_string(),
         }
     }
 
@@ -258,6 +293,12 @@ impl fmt::Display for Error {
             Error::EmptyKey => f.write_str("cache key is empty"),
             Error::KeyTooLong { len, max } => {
                 write!(f, "cache key is {len} bytes long; the limit is {max}")
+            }
+            Error::InvalidKeyInBatch { index, cause } => {
+                write!(f, "key #{index} of the batch: {cause}")
+            }
+            Error::BatchTooLarge { len, max } => {
+                write!(f, "the batch has {len} keys; the limit is {max} (split it)")
             }
             Error::Closed => f.write_str("the cache is closed"),
             Error::Loader { key, .. } => write!(f, "loader failed for key `{key}`"),
@@ -306,6 +347,7 @@ impl fmt::Display for StoreOp {
             StoreOp::Clear => "clear",
             StoreOp::RemainingTtl => "read the time-to-live of",
             StoreOp::Connect => "connect",
+            StoreOp::Lock => "lock",
         })
     }
 }

@@ -6,7 +6,7 @@
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::codec::{Codec, Framing};
+use crate::codec::{Codec, Expiry, Framing};
 use crate::store::Envelope;
 use crate::{BoxError, Result};
 
@@ -18,7 +18,9 @@ pub fn decode_frame<V: DeserializeOwned, C: Codec>(
     codec: C,
     bytes: &[u8],
 ) -> std::result::Result<Envelope<V>, BoxError> {
-    Framing::new(codec, None, MAX_LEN).decode(bytes)
+    Framing::new(codec, None, MAX_LEN)
+        .decode(bytes)
+        .map(|(entry, _expiry)| entry)
 }
 
 /// Encodes `entry` as a Redis store writing it with `codec` does
@@ -30,7 +32,7 @@ pub fn encode_frame<V: Serialize, C: Codec>(
     entry: &Envelope<V>,
 ) -> Option<Vec<u8>> {
     Framing::new(codec, compress_above, MAX_LEN)
-        .encode(entry, <[u8]>::to_vec)
+        .encode(entry, Expiry::Never, <[u8]>::to_vec)
         .ok()
 }
 

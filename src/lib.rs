@@ -68,6 +68,17 @@
 //! process drops the key from its L1; a lost subscription clears L1. When
 //! Redis is down a circuit breaker keeps the service on L1 and the loader.
 //!
+//! # Across processes
+//!
+//! A [`lock::DistributedLock`] (feature `redis`) is a Redis lock with
+//! fencing tokens, lease renewal and waiters woken by the release rather
+//! than polling. Given to a cache with
+//! [`CacheBuilder::distributed_singleflight`], it makes `get_or_load` load
+//! a key once across every process sharing the store; with
+//! [`CacheBuilder::refresh_ahead`], keys read through
+//! [`Cache::get_or_load_refreshed`] are reloaded in the background, by one
+//! process per key and interval.
+//!
 //! # Cargo features
 //!
 //! | feature | default | what |
@@ -108,6 +119,8 @@ mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 mod loading;
+#[cfg(feature = "redis")]
+pub mod lock;
 mod mock;
 pub mod observe;
 mod policy;
@@ -115,8 +128,9 @@ pub mod store;
 mod ttl;
 
 pub use cache::{
-    AsyncCache, AsyncCacheExt, BoxFuture, BoxLoader, Cache, CacheBuilder, Stats,
-    DEFAULT_FAIL_SAFE_THROTTLE, DEFAULT_JITTER, DEFAULT_NEGATIVE_TTL, DEFAULT_TTL, MAX_KEY_LEN,
+    AsyncCache, AsyncCacheExt, BoxFuture, BoxLoader, BulkLoader, Cache, CacheBuilder, Stats,
+    DEFAULT_FAIL_SAFE_THROTTLE, DEFAULT_JITTER, DEFAULT_MAX_REFRESHING_KEYS, DEFAULT_NEGATIVE_TTL,
+    DEFAULT_TTL, MAX_BATCH, MAX_KEY_LEN,
 };
 pub use error::{BoxError, Error, Result, StoreOp};
 pub use mock::MockCache;

@@ -8,9 +8,9 @@ use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
 
-use crate::cache::{check_key, Lookup};
+use crate::cache::{bulk, check_key, Keys, Lookup};
 use crate::loading::{catch_unwind, Answer};
-use crate::{AsyncCache, BoxError, BoxFuture, BoxLoader, Error, Result, Stats, Ttl};
+use crate::{AsyncCache, BoxError, BoxFuture, BoxLoader, BulkLoader, Error, Result, Stats, Ttl};
 
 /// A hook called with the key of a lookup.
 type Hook = Arc<dyn Fn(&str) + Send + Sync>;
@@ -222,6 +222,133 @@ where
         self.load(key, loader).await
     }
 
+    /// See [`Cache::get_many`](crate::Cache::get_many): each key counted
+    /// as a lookup, duplicates once.
+    pub async fn get_many<K: AsRef<str>>(&self, keys: &[K]) -> Result<Vec<Option<V>>> {
+        self.ensure_open()?;
+        let keys = Keys::new(keys)?;
+        let values = keys
+            .unique
+            .iter()
+            .map(|key| self.lookup(key, true).flatten())
+            .collect();
+        Ok(keys.spread(values))
+    }
+
+    /// See [`Cache::set_many`](crate::Cache::set_many); `ttl` is ignored.
+    /// Counted as one set per entry.
+    pub async fn set_many<K, I>(&self, entries: I, _ttl: Ttl) -> Result<()>
+    where
+        K: AsRef<str>,
+        I: IntoIterator<Item = (K, V)>,
+    {
+        self.ensure_open()?;
+        let entries: Vec<(K, V)> = entries.into_iter().collect();
+        let keys: Vec<&str> = entries.iter().map(|(key, _)| key.as_ref()).collect();
+        Keys::new(&keys)?;
+        let mut map = self.inner.entries.lock();
+        for (key, value) in &entries {
+            self.inner.counts.sets.fetch_add(1, Ordering::Relaxed);
+            map.insert(key.as_ref().to_owned(), Some(value.clone()));
+        }
+        Ok(())
+    }
+
+    /// See [`Cache::delete_many`](crate::Cache::delete_many). Counted as
+    /// one delete per distinct key.
+    pub async fn delete_many<K: AsRef<str>>(&self, keys: &[K]) -> Result<usize> {
+        self.ensure_open()?;
+        let keys = Keys::new(keys)?;
+        let mut map = self.inner.entries.lock();
+        let mut deleted = 0;
+        for key in &keys.unique {
+            self.inner.counts.deletes.fetch_add(1, Ordering::Relaxed);
+            deleted += usize::from(map.remove(*key).is_some());
+        }
+        Ok(deleted)
+    }
+
+    /// See [`Cache::get_many_or_load`](crate::Cache::get_many_or_load): one
+    /// loader call with the keys not held, whose answers are kept (keys it
+    /// does not return as "not found"). Without singleflight.
+    pub async fn get_many_or_load<K, F, Fut, I, E>(
+        &self,
+        keys: &[K],
+        loader: F,
+    ) -> Result<Vec<Option<V>>>
+    where
+        K: AsRef<str>,
+        F: Fn(Vec<String>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<I, E>> + Send + 'static,
+        I: IntoIterator<Item = (String, V)>,
+        E: Into<BoxError>,
+    {
+        self.load_many(keys, bulk(loader, |value| Some(value)))
+            .await
+    }
+
+    /// See [`Cache::get_many_or_load_optional`](crate::Cache::get_many_or_load_optional).
+    pub async fn get_many_or_load_optional<K, F, Fut, I, E>(
+        &self,
+        keys: &[K],
+        loader: F,
+    ) -> Result<Vec<Option<V>>>
+    where
+        K: AsRef<str>,
+        F: Fn(Vec<String>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<I, E>> + Send + 'static,
+        I: IntoIterator<Item = (String, Option<V>)>,
+        E: Into<BoxError>,
+    {
+        self.load_many(keys, bulk(loader, |value| value)).await
+    }
+
+    async fn load_many<K: AsRef<str>>(
+        &self,
+        keys: &[K],
+        loader: BulkLoader<V>,
+    ) -> Result<Vec<Option<V>>> {
+        self.ensure_open()?;
+        let keys = Keys::new(keys)?;
+        let mut answers: Vec<Option<Option<V>>> = keys
+            .unique
+            .iter()
+            .map(|key| self.lookup(key, true))
+            .collect();
+        let missing: Vec<String> = keys
+            .unique
+            .iter()
+            .zip(&answers)
+            .filter(|(_, answer)| answer.is_none())
+            .map(|(key, _)| (*key).to_owned())
+            .collect();
+        if !missing.is_empty() {
+            let counts = &self.inner.counts;
+            let result = catch_unwind(loader(missing.clone())).await;
+            counts.loads.fetch_add(1, Ordering::Relaxed);
+            let mut found = match result {
+                Ok(Ok(found)) => found,
+                Ok(Err(source)) => {
+                    counts.load_errors.fetch_add(1, Ordering::Relaxed);
+                    return Err(Error::loader(missing[0].as_str(), source));
+                }
+                Err(message) => {
+                    counts.load_errors.fetch_add(1, Ordering::Relaxed);
+                    return Err(Error::panicked(Arc::from(missing[0].as_str()), message));
+                }
+            };
+            let mut map = self.inner.entries.lock();
+            for (key, answer) in keys.unique.iter().zip(answers.iter_mut()) {
+                if answer.is_none() {
+                    let value = found.remove(*key).flatten();
+                    map.insert((*key).to_owned(), value.clone());
+                    *answer = Some(value);
+                }
+            }
+        }
+        Ok(keys.spread(answers.into_iter().map(Option::flatten).collect()))
+    }
+
     /// The counters, in the shape of [`Cache::stats`](crate::Cache::stats);
     /// the counters the mock does not model stay 0.
     pub fn stats(&self) -> Stats {
@@ -376,6 +503,32 @@ where
         loader: BoxLoader<Option<V>>,
     ) -> BoxFuture<'a, Result<Option<V>>> {
         Box::pin(MockCache::get_or_load_optional(self, key, loader))
+    }
+
+    fn get_many<'a>(&'a self, keys: &'a [&'a str]) -> BoxFuture<'a, Result<Vec<Option<V>>>>
+    where
+        V: Send + 'a,
+    {
+        Box::pin(MockCache::get_many(self, keys))
+    }
+
+    fn set_many(&self, entries: Vec<(String, V)>, ttl: Ttl) -> BoxFuture<'_, Result<()>>
+    where
+        V: Send + 'static,
+    {
+        Box::pin(MockCache::set_many(self, entries, ttl))
+    }
+
+    fn delete_many<'a>(&'a self, keys: &'a [&'a str]) -> BoxFuture<'a, Result<usize>> {
+        Box::pin(MockCache::delete_many(self, keys))
+    }
+
+    fn get_many_or_load_boxed<'a>(
+        &'a self,
+        keys: &'a [&'a str],
+        loader: BulkLoader<V>,
+    ) -> BoxFuture<'a, Result<Vec<Option<V>>>> {
+        Box::pin(MockCache::load_many(self, keys, loader))
     }
 
     fn stats(&self) -> Stats {

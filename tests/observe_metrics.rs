@@ -51,6 +51,7 @@ async fn scrape_after_known_operations_has_exact_counts() {
         .await;
     assert!(failed.is_err()); // miss + failed load
     cache.delete("a").await.unwrap();
+    cache.delete_many(&["q", "q"]).await.unwrap(); // one batch of two keys
 
     let text = scrape(&registry);
     // One name, one number: the metric is the `Stats` field of its name.
@@ -71,7 +72,9 @@ async fn scrape_after_known_operations_has_exact_counts() {
         "cachex_stale_served_on_timeout_total{cache=\"users\"} 0",
         "cachex_undecodable_kept_total{cache=\"users\"} 0",
         "cachex_sets_total{cache=\"users\"} 1",
-        "cachex_deletes_total{cache=\"users\"} 1",
+        "cachex_deletes_total{cache=\"users\"} 2",
+        "cachex_batch_calls_total{cache=\"users\"} 1",
+        "cachex_batch_keys_total{cache=\"users\"} 2",
         "cachex_store_errors_total{cache=\"users\"} 0",
         "cachex_load_duration_seconds_sum{cache=\"users\"} 0.03",
         "cachex_load_duration_seconds_count{cache=\"users\"} 2",

@@ -396,3 +396,103 @@ async fn periodic_stats_line() {
         .count();
     assert_eq!(after, 2, "closing the cache stops its log");
 }
+
+#[tokio::test(start_paused = true)]
+async fn batch_calls_have_spans_with_their_key_counts() {
+    let recorder = Recorder::default();
+    let _guard = recorder.install();
+    let cache: Cache<String> = Cache::builder().name("items").build();
+    cache
+        .set_many(
+            [("a", "1".to_string()), ("b", "2".to_string())],
+            Ttl::Default,
+        )
+        .await
+        .unwrap();
+    cache.get_many(&["a", "b", "c", "a"]).await.unwrap();
+    cache
+        .get_many_or_load(&["a", "d"], |keys| async move {
+            Ok::<_, ConnectionRefused>(
+                keys.into_iter()
+                    .map(|k| (k, "x".to_string()))
+                    .collect::<Vec<_>>(),
+            )
+        })
+        .await
+        .unwrap();
+    cache.delete_many(&["a", "b"]).await.unwrap();
+
+    let spans = recorder.spans();
+    let names: Vec<&str> = spans.iter().map(|s| s.name).collect();
+    assert_eq!(
+        names,
+        [
+            "cache.set_many",
+            "cache.get_many",
+            "cache.get_many_or_load",
+            "cache.delete_many"
+        ]
+    );
+    let size = |i: usize| spans[i].field("cache.batch.size");
+    assert_eq!(
+        [size(0), size(1), size(2), size(3)],
+        [Some("2"), Some("4"), Some("2"), Some("2")]
+    );
+    // Distinct keys answered without a load: a and b of a, b, c.
+    assert_eq!(spans[1].field("cache.batch.hits"), Some("2"));
+    assert_eq!(spans[2].field("cache.batch.hits"), Some("1"));
+    assert_eq!(
+        spans[2].field("db.operation.name"),
+        Some("get_many_or_load")
+    );
+}
+
+#[cfg(feature = "redis")]
+#[tokio::test]
+async fn waiting_for_another_processs_load_is_a_lock_wait_span() {
+    use cachex::lock::DistributedLock;
+    use cachex::store::RedisStore;
+
+    let recorder = Recorder::default();
+    let _guard = recorder.install();
+    let server = cachex_testkit::RedisServer::start();
+    // Two caches with their own locks stand for two processes.
+    let mut caches = Vec::new();
+    for name in ["a", "b"] {
+        let store: RedisStore<String> = RedisStore::builder()
+            .url(server.url())
+            .prefix("spans")
+            .build()
+            .await
+            .unwrap();
+        let lock = DistributedLock::new(&store).unwrap();
+        while !lock.is_subscribed() {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let cache: Cache<String> = Cache::builder()
+            .name(name)
+            .store(store)
+            .distributed_singleflight(lock, Duration::from_secs(5))
+            .build();
+        caches.push(cache);
+    }
+    let (a, b) = (caches[0].clone(), caches[1].clone());
+    let holder = tokio::spawn(async move {
+        a.get_or_load("k", || async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            found("v").await
+        })
+        .await
+    });
+    while caches[0].stats().lock_acquisitions == 0 {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    assert_eq!(b.get_or_load("k", || found("x")).await.unwrap(), "v");
+    assert_eq!(holder.await.unwrap().unwrap(), "v");
+    let waits = recorder.named("cache.lock_wait");
+    assert_eq!(waits.len(), 1, "{waits:?}");
+    assert_eq!(waits[0].parent, Some("cache.get_or_load"));
+    assert_eq!(waits[0].field("cache.name"), Some("b"));
+    assert_eq!(waits[0].field("db.operation.name"), Some("lock_wait"));
+    assert_eq!(b.stats().lock_answered, 1);
+}

@@ -172,12 +172,12 @@ async fn foreign_bytes_are_a_codec_error_naming_the_key() {
 #[tokio::test]
 async fn a_future_format_version_is_refused() {
     let server = RedisServer::start();
-    let err = read_planted(&server, "future", &[0xCA, 3, MessagePack::ID, 0, 0, 0xA0]).await;
+    let err = read_planted(&server, "future", &[0xCA, 4, MessagePack::ID, 0, 0, 0xA0]).await;
     assert_eq!(
         source::<FrameError>(&err),
-        &FrameError::UnsupportedVersion(3)
+        &FrameError::UnsupportedVersion(4)
     );
-    let err = read_planted(&server, "flags", &[0xCA, 2, MessagePack::ID, 0x40, 0, 0xA0]).await;
+    let err = read_planted(&server, "flags", &[0xCA, 3, MessagePack::ID, 0x40, 0, 0xA0]).await;
     assert_eq!(source::<FrameError>(&err), &FrameError::UnknownFlags(0x40));
 }
 

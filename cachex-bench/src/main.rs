@@ -9,6 +9,8 @@
 //! cargo run --release -p cachex-bench -- redis --json
 //! cargo run --release -p cachex-bench -- async --threads 1
 //! cargo run --release -p cachex-bench -- hybrid --json
+//! cargo run --release -p cachex-bench -- batch --json
+//! cargo run --release -p cachex-bench -- stampede --json
 //! ```
 
 mod alloc;
@@ -25,12 +27,15 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use workloads::asyncget::AsyncArgs;
+use workloads::batch::BatchArgs;
 use workloads::hitratio::HitratioArgs;
 use workloads::hybrid::{HybridArgs, PeerArgs};
 use workloads::memory::MemoryArgs;
 use workloads::outage::OutagePeerArgs;
 use workloads::redis::RedisArgs;
 use workloads::simulate::SimulateArgs;
+use workloads::soak::SoakArgs;
+use workloads::stampede::{StampedeArgs, StampedePeerArgs};
 use workloads::throughput::ThroughputArgs;
 
 #[global_allocator]
@@ -62,6 +67,10 @@ enum Command {
     /// The async hit path (`Cache::get`, `get_or_load`, over the memory
     /// and hybrid stores) beside the engine and the peers' async caches.
     Async(AsyncArgs),
+    /// Batches: get_many vs sequential and concurrent gets vs a raw MGET
+    /// (standalone and cluster), cold pages through get_many_or_load, and
+    /// a hybrid batch mostly in L1.
+    Batch(BatchArgs),
     /// Hybrid (memory + Redis): get at 90% L1 hits beside memory-only and
     /// Redis-only; invalidation latency between two processes.
     Hybrid(HybridArgs),
@@ -74,6 +83,17 @@ enum Command {
     /// The second process of the `hybrid` outage measurement.
     #[command(hide = true)]
     HybridOutagePeer(OutagePeerArgs),
+    /// Stampede: 1, 2, 4, 8 processes x 100 tasks on a cold key, with
+    /// cachex's distributed singleflight and with a lock-and-poll loop:
+    /// loader calls, time to value, Redis commands per process.
+    Stampede(StampedeArgs),
+    /// One process of the `stampede` measurement.
+    #[command(hide = true)]
+    StampedePeer(StampedePeerArgs),
+    /// Soak: memory and hybrid caches under a mixed load for minutes while
+    /// Redis is killed, frozen, partitioned and made lossy in turn; fails
+    /// on unbounded memory growth, a stale read or a lost acknowledged write.
+    Soak(SoakArgs),
 }
 
 fn main() {
@@ -84,9 +104,12 @@ fn main() {
         Command::Memory(args) => args.json,
         Command::Redis(args) => args.json,
         Command::Async(args) => args.json,
+        Command::Batch(args) => args.json,
         Command::Hybrid(args) => args.redis.json,
         Command::Simulate(args) => args.json,
-        Command::HybridPeer(_) | Command::HybridOutagePeer(_) => false,
+        Command::Stampede(args) => args.json,
+        Command::Soak(args) => args.json,
+        Command::HybridPeer(_) | Command::HybridOutagePeer(_) | Command::StampedePeer(_) => false,
     };
     if let Err(e) = report::configure_json(json, cli.json_out.as_deref()) {
         eprintln!("error: {e}");
@@ -98,10 +121,14 @@ fn main() {
         Command::Memory(args) => workloads::memory::run(args),
         Command::Redis(args) => workloads::redis::run(args),
         Command::Async(args) => workloads::asyncget::run(args),
+        Command::Batch(args) => workloads::batch::run(args),
         Command::Hybrid(args) => workloads::hybrid::run(args),
         Command::HybridPeer(args) => workloads::hybrid::peer(args),
         Command::HybridOutagePeer(args) => workloads::outage::peer(args),
         Command::Simulate(args) => workloads::simulate::run(args),
+        Command::Stampede(args) => workloads::stampede::run(args),
+        Command::StampedePeer(args) => workloads::stampede::peer(args),
+        Command::Soak(args) => workloads::soak::run(args),
     };
     if let Err(e) = result {
         eprintln!("error: {e}");

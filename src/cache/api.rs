@@ -1,8 +1,10 @@
 //! The object-safe interface shared by [`Cache`] and
 //! [`MockCache`](crate::MockCache), so code can take either.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use super::{Cache, Stats};
 use crate::{BoxError, Result, Ttl};
@@ -13,6 +15,16 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// A type-erased loader: what [`AsyncCache`]'s loading methods take.
 /// [`AsyncCacheExt`] builds one from any closure.
 pub type BoxLoader<T> = Box<dyn FnOnce() -> BoxFuture<'static, Result<T, BoxError>> + Send>;
+
+/// A type-erased bulk loader: what [`AsyncCache::get_many_or_load_boxed`]
+/// takes. Given keys, it answers what it found (`None`: known not to
+/// exist; a key left out counts as not found). [`AsyncCacheExt`] builds one
+/// from any closure.
+pub type BulkLoader<V> = Arc<
+    dyn Fn(Vec<String>) -> BoxFuture<'static, Result<HashMap<String, Option<V>>, BoxError>>
+        + Send
+        + Sync,
+>;
 
 /// The operations of a cache of `V`s, as an object-safe trait: implemented
 /// by [`Cache`] and [`MockCache`](crate::MockCache), so code that uses a
@@ -97,6 +109,58 @@ pub trait AsyncCache<V>: Send + Sync {
         loader: BoxLoader<Option<V>>,
     ) -> BoxFuture<'a, Result<Option<V>>>;
 
+    /// The values under `keys`, in order; see [`Cache::get_many`]. The
+    /// default calls [`get`](Self::get) for each key.
+    fn get_many<'a>(&'a self, keys: &'a [&'a str]) -> BoxFuture<'a, Result<Vec<Option<V>>>>
+    where
+        V: Send + 'a,
+    {
+        Box::pin(async move {
+            let mut values = Vec::with_capacity(keys.len());
+            for key in keys {
+                values.push(self.get(key).await?);
+            }
+            Ok(values)
+        })
+    }
+
+    /// Stores every entry for `ttl`; see [`Cache::set_many`]. The default
+    /// calls [`set`](Self::set) for each entry.
+    fn set_many(&self, entries: Vec<(String, V)>, ttl: Ttl) -> BoxFuture<'_, Result<()>>
+    where
+        V: Send + 'static,
+    {
+        Box::pin(async move {
+            for (key, value) in entries {
+                self.set(&key, value, ttl).await?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Removes the entries under `keys`, answering how many there were;
+    /// see [`Cache::delete_many`]. The default calls
+    /// [`delete`](Self::delete) for each key.
+    fn delete_many<'a>(&'a self, keys: &'a [&'a str]) -> BoxFuture<'a, Result<usize>> {
+        Box::pin(async move {
+            let mut deleted = 0;
+            for key in keys {
+                deleted += usize::from(self.delete(key).await?);
+            }
+            Ok(deleted)
+        })
+    }
+
+    /// [`Cache::get_many_or_load_optional`] with a type-erased loader;
+    /// prefer [`AsyncCacheExt::get_many_or_load`] or
+    /// [`AsyncCacheExt::get_many_or_load_optional`], which erase it for
+    /// you.
+    fn get_many_or_load_boxed<'a>(
+        &'a self,
+        keys: &'a [&'a str],
+        loader: BulkLoader<V>,
+    ) -> BoxFuture<'a, Result<Vec<Option<V>>>>;
+
     /// A snapshot of the counters; see [`Cache::stats`].
     fn stats(&self) -> Stats;
 
@@ -131,6 +195,62 @@ pub trait AsyncCacheExt<V>: AsyncCache<V> {
     {
         self.get_or_load_optional_boxed(key, boxed(loader))
     }
+
+    /// [`Cache::get_many_or_load`] through the object-safe interface.
+    fn get_many_or_load<'a, F, Fut, I, E>(
+        &'a self,
+        keys: &'a [&'a str],
+        loader: F,
+    ) -> BoxFuture<'a, Result<Vec<Option<V>>>>
+    where
+        F: Fn(Vec<String>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<I, E>> + Send + 'static,
+        I: IntoIterator<Item = (String, V)>,
+        E: Into<BoxError>,
+        V: 'static,
+    {
+        self.get_many_or_load_boxed(keys, bulk(loader, |value| Some(value)))
+    }
+
+    /// [`Cache::get_many_or_load_optional`] through the object-safe
+    /// interface.
+    fn get_many_or_load_optional<'a, F, Fut, I, E>(
+        &'a self,
+        keys: &'a [&'a str],
+        loader: F,
+    ) -> BoxFuture<'a, Result<Vec<Option<V>>>>
+    where
+        F: Fn(Vec<String>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<I, E>> + Send + 'static,
+        I: IntoIterator<Item = (String, Option<V>)>,
+        E: Into<BoxError>,
+        V: 'static,
+    {
+        self.get_many_or_load_boxed(keys, bulk(loader, |value| value))
+    }
+}
+
+/// Erases a bulk loader's type; `found` turns each item's value into the
+/// loader's answer for its key.
+pub(crate) fn bulk<V, T, F, Fut, I, E>(loader: F, found: fn(T) -> Option<V>) -> BulkLoader<V>
+where
+    F: Fn(Vec<String>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<I, E>> + Send + 'static,
+    I: IntoIterator<Item = (String, T)>,
+    E: Into<BoxError>,
+    V: 'static,
+    T: 'static,
+{
+    Arc::new(move |keys| -> BoxFuture<'static, _> {
+        let load = loader(keys);
+        Box::pin(async move {
+            let items = load.await.map_err(Into::into)?;
+            Ok(items
+                .into_iter()
+                .map(|(key, value)| (key, found(value)))
+                .collect())
+        })
+    })
 }
 
 impl<V, C: AsyncCache<V> + ?Sized> AsyncCacheExt<V> for C {}
@@ -183,6 +303,32 @@ where
         Box::pin(Cache::get_or_load_optional(self, key, loader))
     }
 
+    fn get_many<'a>(&'a self, keys: &'a [&'a str]) -> BoxFuture<'a, Result<Vec<Option<V>>>>
+    where
+        V: Send + 'a,
+    {
+        Box::pin(Cache::get_many(self, keys))
+    }
+
+    fn set_many(&self, entries: Vec<(String, V)>, ttl: Ttl) -> BoxFuture<'_, Result<()>>
+    where
+        V: Send + 'static,
+    {
+        Box::pin(Cache::set_many(self, entries, ttl))
+    }
+
+    fn delete_many<'a>(&'a self, keys: &'a [&'a str]) -> BoxFuture<'a, Result<usize>> {
+        Box::pin(Cache::delete_many(self, keys))
+    }
+
+    fn get_many_or_load_boxed<'a>(
+        &'a self,
+        keys: &'a [&'a str],
+        loader: BulkLoader<V>,
+    ) -> BoxFuture<'a, Result<Vec<Option<V>>>> {
+        Box::pin(Cache::load_many(self, keys, loader))
+    }
+
     fn stats(&self) -> Stats {
         Cache::stats(self)
     }
@@ -225,6 +371,32 @@ impl<V, C: AsyncCache<V> + ?Sized> AsyncCache<V> for std::sync::Arc<C> {
         loader: BoxLoader<Option<V>>,
     ) -> BoxFuture<'a, Result<Option<V>>> {
         (**self).get_or_load_optional_boxed(key, loader)
+    }
+
+    fn get_many<'a>(&'a self, keys: &'a [&'a str]) -> BoxFuture<'a, Result<Vec<Option<V>>>>
+    where
+        V: Send + 'a,
+    {
+        (**self).get_many(keys)
+    }
+
+    fn set_many(&self, entries: Vec<(String, V)>, ttl: Ttl) -> BoxFuture<'_, Result<()>>
+    where
+        V: Send + 'static,
+    {
+        (**self).set_many(entries, ttl)
+    }
+
+    fn delete_many<'a>(&'a self, keys: &'a [&'a str]) -> BoxFuture<'a, Result<usize>> {
+        (**self).delete_many(keys)
+    }
+
+    fn get_many_or_load_boxed<'a>(
+        &'a self,
+        keys: &'a [&'a str],
+        loader: BulkLoader<V>,
+    ) -> BoxFuture<'a, Result<Vec<Option<V>>>> {
+        (**self).get_many_or_load_boxed(keys, loader)
     }
 
     fn stats(&self) -> Stats {

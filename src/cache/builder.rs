@@ -5,6 +5,8 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::distributed::{self, Distributed};
+use super::refresh_ahead::{self, RefreshAhead};
 use super::stats::Counters;
 use super::{Cache, Core, Settings};
 use crate::loading::{Background, FailSafe, Flights, LoadTimeouts, Random, RefreshPolicy};
@@ -59,6 +61,10 @@ pub struct CacheBuilder<V> {
     key_mode: KeyMode,
     #[cfg(feature = "tracing")]
     log_interval: Option<Duration>,
+    /// See `distributed.rs`.
+    pub(super) distributed: Option<distributed::Settings>,
+    /// See `refresh_ahead.rs`.
+    pub(super) refresh_ahead: refresh_ahead::Settings,
 }
 
 impl<V> Default for CacheBuilder<V> {
@@ -81,6 +87,8 @@ impl<V> Default for CacheBuilder<V> {
             key_mode: KeyMode::default(),
             #[cfg(feature = "tracing")]
             log_interval: None,
+            distributed: None,
+            refresh_ahead: refresh_ahead::Settings::default(),
         }
     }
 }
@@ -334,6 +342,8 @@ where
             counters: Counters::new(self.metrics),
             observer: Observer::new(self.name, self.key_mode, tier),
             closed: AtomicBool::new(false),
+            distributed: self.distributed.map(Distributed::new),
+            refresh_ahead: RefreshAhead::new(self.refresh_ahead),
         };
         let cache = Cache {
             core: Arc::new(core),
@@ -359,6 +369,8 @@ impl<V> fmt::Debug for CacheBuilder<V> {
             .field("seed", &self.seed)
             .field("name", &self.name)
             .field("key_mode", &self.key_mode)
+            .field("distributed", &self.distributed)
+            .field("refresh_ahead", &self.refresh_ahead)
             .finish_non_exhaustive()
     }
 }

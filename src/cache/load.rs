@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::distributed::{Claim, Claimed};
 use super::load_future::LoadFuture;
 use super::stats::{Counter, Lookup};
 use super::{Cache, Core};
@@ -29,14 +30,14 @@ pub(super) enum Read<V> {
 pub(super) struct Miss<V> {
     /// A value past its TTL that fail-safe kept: the answer if the load
     /// fails or passes the soft timeout.
-    stale: Option<Stale<V>>,
+    pub(super) stale: Option<Stale<V>>,
     /// Whether the load may store its result: not when the store holds
     /// bytes under the key that it could not decode (see `OnCorrupt`).
-    write: bool,
+    pub(super) write: bool,
 }
 
 impl<V> Miss<V> {
-    fn nothing() -> Self {
+    pub(super) fn nothing() -> Self {
         Miss {
             stale: None,
             write: true,
@@ -53,17 +54,19 @@ pub(super) enum AfterRead<A, L, V> {
 }
 
 /// How a load is run by [`Core::lead`].
-struct Lead<'a, V> {
+pub(super) struct Lead<'a, V> {
     /// A background refresh, counted as such.
-    background: bool,
+    pub(super) background: bool,
     /// Whether its result may be stored (see [`Miss::write`]).
-    write: bool,
+    pub(super) write: bool,
     /// The stale value to re-arm if it fails.
-    stale: Option<&'a Stale<V>>,
+    pub(super) stale: Option<&'a Stale<V>>,
+    /// Its key's lock across processes (distributed singleflight).
+    pub(super) claim: Claim,
 }
 
 /// How a wait for a flight ended.
-enum Waited<V> {
+pub(super) enum Waited<V> {
     /// With the flight's outcome, or `None` if its leader went away.
     Ended(Option<Outcome<V>>),
     /// At the soft timeout: serve this stale value.
@@ -239,10 +242,22 @@ where
         let core = &self.core;
         core.check(key)?;
         let endings = core.flights.endings(key);
+        // With distributed singleflight, a load of the key under way here
+        // is joined without reading the store (see `distributed.rs`).
+        if let Some(waiter) = core.join_load_first(key) {
+            core.counters.incr(Counter::Misses);
+            span.hit(false);
+            let joined = Some(waiter);
+            return self
+                .load_missing(key, loader, endings, Miss::nothing(), joined)
+                .await;
+        }
         let read = core.read(key).await;
         match self.after_read(key, read, loader, span) {
             AfterRead::Answered(answer) => Ok(answer),
-            AfterRead::Load(loader, miss) => self.load_missing(key, loader, endings, miss).await,
+            AfterRead::Load(loader, miss) => {
+                self.load_missing(key, loader, endings, miss, None).await
+            }
         }
     }
 
@@ -318,13 +333,15 @@ where
 
     /// The miss path of [`load`](Self::load): joins or leads the key's
     /// flight, taking over if its leader goes away. `read` is the flights'
-    /// [`endings`](crate::loading::Flights::endings) noted before the miss.
+    /// [`endings`](crate::loading::Flights::endings) noted before the miss;
+    /// `joined`, a flight already joined instead of reading.
     pub(super) async fn load_missing<A, L, Fut>(
         &self,
         key: &str,
         loader: L,
         mut read: Endings,
         miss: Miss<V>,
+        mut joined: Option<Waiter<V>>,
     ) -> Result<A>
     where
         A: Answer<V> + Send + 'static,
@@ -335,7 +352,11 @@ where
         // A flight whose outcome this caller saw but could not use.
         let mut unusable = None;
         loop {
-            let waiter = match core.flights.join_or_lead(key, read, unusable) {
+            let role = match joined.take() {
+                Some(waiter) => Role::Waiter(waiter),
+                None => core.flights.join_or_lead(key, read, unusable),
+            };
+            let waiter = match role {
                 Role::Leader(leader) => {
                     // The read above may predate the write of a flight that
                     // ended since; if so, that write is the answer.
@@ -405,6 +426,7 @@ where
                     background: false,
                     write: miss.write,
                     stale: stale.as_ref(),
+                    claim: Claim::Wait,
                 };
                 let outcome = core.lead(leader, loader, lead).await;
                 return outcome.or_else(|error| core.fall_back(error, stale));
@@ -420,6 +442,7 @@ where
                 background: false,
                 write,
                 stale: Some(&fallback),
+                claim: Claim::Wait,
             };
             // Counted and published by `lead`; its waiters, this caller
             // among them, apply the fallback themselves.
@@ -463,12 +486,19 @@ where
         #[cfg(feature = "tracing")]
         let live = span.live().cloned().unwrap_or_else(tracing::Span::none);
         let task = async move {
+            // Across processes, one refresh at a time: if another process
+            // holds the key's lock, that one refreshes.
+            let key = Arc::clone(leader.key());
+            let Some(held) = core.try_claim(&key).await else {
+                return;
+            };
             // Counted and published to any waiters by `lead`; on failure the
             // old entry stays until it expires.
             let lead = Lead {
                 background: true,
                 write: true,
                 stale: None,
+                claim: Claim::Done(held),
             };
             let outcome = core.lead(leader, loader, lead).await;
             span.finish(&outcome);
@@ -488,15 +518,15 @@ where
     /// Reads `key` for a load. A store that cannot be read is treated as a
     /// miss: the loader can still answer.
     async fn read(&self, key: &str) -> Read<V> {
-        self.judge_read(self.store.get(key).await)
+        let found = self.shared_read(key, self.store.get(key)).await;
+        self.judge(found)
     }
 
-    /// What a load's read of the store found: a live entry, or a miss (with
-    /// a stale value fail-safe kept, if any). A store that cannot be read
-    /// is treated as a miss.
+    /// What a store read means for a load (see [`read`](Self::read)).
+    /// Always inlined: `get_or_load`'s hit path goes through it.
     #[inline(always)]
-    pub(super) fn judge_read(&self, read: Result<Option<Stored<V>>>) -> Read<V> {
-        match read {
+    pub(super) fn judge(&self, found: Result<Option<Stored<V>>>) -> Read<V> {
+        match found {
             Ok(Some(stored)) => match self.settings.fail_safe {
                 None => Read::Live(stored),
                 Some(fail_safe) => match fail_safe.judge(stored) {
@@ -522,7 +552,7 @@ where
 
     /// Reads `key` for a caller wanting an `A`: `None` if there is no live
     /// entry, or only one that does not answer this caller.
-    async fn read_answer<A: Answer<V>>(&self, key: &str) -> Option<A> {
+    pub(super) async fn read_answer<A: Answer<V>>(&self, key: &str) -> Option<A> {
         match self.read(key).await {
             Read::Live(entry) => A::from_shared(entry.envelope.into_value()),
             Read::Miss(_) => None,
@@ -531,7 +561,7 @@ where
 
     /// Waits for another caller's load; with a stale value to fall back
     /// on, only until the soft timeout, counted from the load's start.
-    async fn wait(&self, waiter: Waiter<V>, stale: Option<&Stale<V>>) -> Waited<V> {
+    pub(super) async fn wait(&self, waiter: Waiter<V>, stale: Option<&Stale<V>>) -> Waited<V> {
         let deadline = match (self.settings.timeouts.soft, stale) {
             (Some(soft), Some(stale)) => waiter
                 .started()
@@ -553,7 +583,11 @@ where
     /// A failed load's answer for one caller: the stale value fail-safe
     /// kept, if any and if the failure is the load's own (error, panic,
     /// hard timeout), else the error.
-    fn fall_back<A: Answer<V>>(&self, error: Error, stale: Option<Stale<V>>) -> Result<A> {
+    pub(super) fn fall_back<A: Answer<V>>(
+        &self,
+        error: Error,
+        stale: Option<Stale<V>>,
+    ) -> Result<A> {
         match stale {
             Some(stale) if error.is_loader() => {
                 self.counters.incr(Counter::StaleServedOnFailure);
@@ -565,7 +599,7 @@ where
 
     /// A stale value as the answer of a caller whose load passed the soft
     /// timeout.
-    fn serve_stale_on_timeout<A: Answer<V>>(&self, stale: V) -> A {
+    pub(super) fn serve_stale_on_timeout<A: Answer<V>>(&self, stale: V) -> A {
         self.counters.incr(Counter::StaleServedOnTimeout);
         A::from_value(stale)
     }
@@ -579,12 +613,33 @@ where
     /// If this future is dropped midway, the loader future goes first and
     /// the leader after it (locals drop in reverse order), so the key is
     /// never offered to a new loader while the old one still exists.
-    async fn lead<A, L, Fut>(&self, leader: Leader<V>, loader: L, how: Lead<'_, V>) -> Result<A>
+    pub(super) async fn lead<A, L, Fut>(
+        &self,
+        leader: Leader<V>,
+        loader: L,
+        how: Lead<'_, V>,
+    ) -> Result<A>
     where
         A: Answer<V>,
         L: FnOnce() -> Fut,
         Fut: Future<Output = Result<A, BoxError>>,
     {
+        // Across processes: take the key's lock, or wait for the process
+        // holding it and answer with what it stored.
+        let held = match how.claim {
+            Claim::Wait => match self.claim::<A>(leader.key()).await {
+                Claimed::Load(held) => held,
+                Claimed::Answered(answer) => {
+                    leader.publish(Ok(answer.to_shared()));
+                    return Ok(answer);
+                }
+                Claimed::Refused(error) => {
+                    leader.publish(Err(error.clone()));
+                    return Err(error);
+                }
+            },
+            Claim::Done(held) => held,
+        };
         let started = Instant::now();
         let run = catch_unwind(async move { loader().await });
         // `timeout` drops the loader's future when time runs out.
@@ -628,6 +683,8 @@ where
                 }
             }
         }
+        // After the store write: the other processes' waiters read it.
+        held.release().await;
         outcome
     }
 
@@ -635,10 +692,26 @@ where
     /// fail-safe's `max_stale`), a "not found" for the negative TTL (not at
     /// all if that is zero), both jittered.
     async fn store_loaded(&self, key: &str, shared: Option<V>, load_time: Duration) {
+        let Some((entry, ttl)) = self.loaded_entry(shared, load_time) else {
+            return;
+        };
+        if self.store.set(key, entry, ttl).await.is_err() {
+            // The callers have their answer; only the caching failed.
+            self.counters.incr(Counter::StoreErrors);
+        }
+    }
+
+    /// What a load's answer is stored as, and for how long (the TTL
+    /// the store sets): `None` if it is not stored at all.
+    pub(super) fn loaded_entry(
+        &self,
+        shared: Option<V>,
+        load_time: Duration,
+    ) -> Option<(Envelope<V>, Option<Duration>)> {
         let found = shared.is_some();
         let ttl = match shared {
             Some(_) => self.settings.default_ttl,
-            None if self.settings.negative_ttl.is_zero() => return,
+            None if self.settings.negative_ttl.is_zero() => return None,
             None => self.settings.negative_ttl,
         };
         let entry = Envelope::from_option(shared).with_load_time(load_time);
@@ -650,16 +723,13 @@ where
         } else {
             Some(ttl)
         };
-        if self.store.set(key, entry, ttl).await.is_err() {
-            // The callers have their answer; only the caching failed.
-            self.counters.incr(Counter::StoreErrors);
-        }
+        Some((entry, ttl))
     }
 
     /// Serves `stale` again for fail-safe's throttle period after its load
     /// failed with `error`, so that the failing source is asked again once
     /// per period, not by every request.
-    async fn rearm(&self, key: &str, stale: &Stale<V>, error: &Error) {
+    pub(super) async fn rearm(&self, key: &str, stale: &Stale<V>, error: &Error) {
         let Some(fail_safe) = self.settings.fail_safe else {
             return;
         };

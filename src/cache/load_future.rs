@@ -13,9 +13,10 @@ use std::mem::ManuallyDrop;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
-use super::load::{AfterRead, Read};
+use super::load::{AfterRead, Miss, Read};
+use super::stats::Counter;
 use super::{BoxFuture, Cache};
-use crate::loading::{Answer, Endings};
+use crate::loading::{Answer, Endings, Waiter};
 use crate::observe::spans::{Op, OpSpan};
 use crate::store::Stored;
 use crate::{BoxError, Result};
@@ -90,6 +91,9 @@ where
             Some(local) => {
                 let hash = local.hash(key);
                 let endings = core.flights.endings_of_hash(hash);
+                if let Some(waiter) = core.join_load_first(key) {
+                    return self.join(waiter, endings, cx);
+                }
                 match local.get_hashed(hash, key) {
                     // Without fail-safe, anything found is live.
                     Some(stored) if core.settings.fail_safe.is_none() => {
@@ -98,26 +102,41 @@ where
                         return self.act(after, endings, cx);
                     }
                     Some(stored) => {
-                        let read = core.judge_read(Ok(Some(stored)));
+                        let read = core.judge(Ok(Some(stored)));
                         return self.decide(read, endings, &span, cx);
                     }
                     None => match local.behind(key) {
-                        Some(read) => (read, endings),
-                        None => return self.decide(core.judge_read(Ok(None)), endings, &span, cx),
+                        Some(read) => (core.shared_read(key, read), endings),
+                        None => return self.decide(core.judge(Ok(None)), endings, &span, cx),
                     },
                 }
             }
             None => {
                 let endings = core.flights.endings(key);
-                (core.store.get(key), endings)
+                if let Some(waiter) = core.join_load_first(key) {
+                    return self.join(waiter, endings, cx);
+                }
+                (core.shared_read(key, core.store.get(key)), endings)
             }
         };
         let (read, endings) = read;
         // Stores without an in-process tier may still answer at once.
         match read.now_or_later() {
-            Ok(stored) => self.decide(core.judge_read(stored), endings, &span, cx),
+            Ok(stored) => self.decide(core.judge(stored), endings, &span, cx),
             Err(read) => self.wait(Pending::Read { read, endings }, cx),
         }
+    }
+
+    /// With distributed singleflight, a load of the key under way in this
+    /// process is joined without reading the store (see `distributed.rs`).
+    #[cold]
+    fn join(&mut self, waiter: Waiter<V>, endings: Endings, cx: &mut Context<'_>) -> Poll<Result<A>> {
+        let (cache, key) = (self.cache, self.key);
+        cache.core.counters.incr(Counter::Misses);
+        let loader = self.take_loader();
+        let joined = Some(waiter);
+        let operation = Box::pin(cache.load_missing(key, loader, endings, Miss::nothing(), joined));
+        self.wait(Pending::Boxed(operation), cx)
     }
 
     /// Acts on the read: a hit is the answer; otherwise the miss path takes
@@ -147,7 +166,7 @@ where
             AfterRead::Answered(answer) => Poll::Ready(Ok(answer)),
             AfterRead::Load(loader, miss) => {
                 let (cache, key) = (self.cache, self.key);
-                let operation = Box::pin(cache.load_missing(key, loader, endings, miss));
+                let operation = Box::pin(cache.load_missing(key, loader, endings, miss, None));
                 self.wait(Pending::Boxed(operation), cx)
             }
         }
@@ -175,7 +194,7 @@ where
                 let stored = ready!(read.as_mut().poll(cx));
                 let endings = *endings;
                 *self.pending = None;
-                let read = self.cache.core.judge_read(stored);
+                let read = self.cache.core.judge(stored);
                 self.decide(read, endings, &OpSpan::quiet(), cx)
             }
             Some(Pending::Boxed(operation)) => operation.as_mut().poll(cx),

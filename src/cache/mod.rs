@@ -8,10 +8,14 @@
 //! (`api.rs`).
 
 mod api;
+mod batch;
 mod builder;
+mod distributed;
 mod get_future;
 mod load;
 mod load_future;
+mod load_many;
+mod refresh_ahead;
 mod stats;
 
 use std::fmt;
@@ -20,12 +24,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use api::{AsyncCache, AsyncCacheExt, BoxFuture, BoxLoader};
+pub use api::{AsyncCache, AsyncCacheExt, BoxFuture, BoxLoader, BulkLoader};
 pub use builder::{
     CacheBuilder, DEFAULT_FAIL_SAFE_THROTTLE, DEFAULT_JITTER, DEFAULT_NEGATIVE_TTL, DEFAULT_TTL,
 };
+pub use refresh_ahead::DEFAULT_MAX_REFRESHING_KEYS;
 pub use stats::Stats;
 
+pub(crate) use api::bulk;
+pub(crate) use batch::Keys;
 pub(crate) use stats::Lookup;
 use stats::{Counter, Counters};
 
@@ -33,7 +40,7 @@ use crate::loading::{
     jittered, Background, FailSafe, Flights, Freshness, LoadTimeouts, Random, RefreshPolicy,
 };
 use crate::observe::spans::{traced, Op, OpSpan};
-use crate::observe::{Observer, StatsSource};
+use crate::observe::{Coordination, Observer, StatsSource};
 use crate::store::{Envelope, LocalTier, Store, Stored};
 use crate::{Error, Result, Ttl};
 use get_future::GetFuture;
@@ -42,6 +49,13 @@ use get_future::GetFuture;
 /// [`Error::KeyTooLong`]: a key that long is almost certainly a bug (a
 /// serialized object used as a key), and remote stores penalise long keys.
 pub const MAX_KEY_LEN: usize = 4096;
+
+/// The most keys one batch call takes (`get_many`, `set_many`,
+/// `delete_many`, `get_many_or_load`); longer batches are refused with
+/// [`Error::BatchTooLarge`] before anything is done. Split larger work into
+/// batches of this size or less. (A remote store splits a batch further,
+/// into commands of at most 1,000 keys, sent together.)
+pub const MAX_BATCH: usize = 10_000;
 
 /// An async cache of `V`s under string keys, over any [`Store`].
 ///
@@ -114,6 +128,10 @@ struct Core<V> {
     counters: Counters,
     observer: Observer,
     closed: AtomicBool,
+    /// Distributed singleflight's lock, if on.
+    distributed: Option<distributed::Distributed<V>>,
+    /// The keys refreshed ahead, if refresh-ahead is on.
+    refresh_ahead: Option<refresh_ahead::RefreshAhead<V>>,
 }
 
 /// The builder's choices, fixed for the cache's life.
@@ -335,11 +353,21 @@ where
     fn stats(&self) -> Stats {
         let mut stats = self.counters.snapshot();
         stats.store = self.store.stats();
+        if let Some(ahead) = &self.refresh_ahead {
+            stats.refresh_ahead_keys = ahead.len() as u64;
+        }
         stats
     }
 
     fn observer(&self) -> &Observer {
         &self.observer
+    }
+
+    fn coordination(&self) -> Coordination {
+        Coordination {
+            distributed: self.distributed.is_some(),
+            refresh_ahead: self.refresh_ahead.is_some(),
+        }
     }
 }
 

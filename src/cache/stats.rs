@@ -89,12 +89,59 @@ pub struct Stats {
     /// program (see [`OnCorrupt`](crate::store::redis::OnCorrupt)). The
     /// read itself is counted in [`store_errors`](Self::store_errors).
     pub undecodable_kept: u64,
-    /// Successful [`set`](crate::Cache::set) calls (values stored by loads
-    /// not included).
+    /// Values stored by successful [`set`](crate::Cache::set) calls, and
+    /// by [`set_many`](crate::Cache::set_many) (one per distinct key);
+    /// values stored by loads not included.
     pub sets: u64,
-    /// Successful [`delete`](crate::Cache::delete) calls, whether or not the
-    /// key was there.
+    /// Keys removed by successful [`delete`](crate::Cache::delete) and
+    /// [`delete_many`](crate::Cache::delete_many) calls (one per distinct
+    /// key), whether or not they were there.
     pub deletes: u64,
+    /// Batch calls: `get_many`, `set_many`, `delete_many`,
+    /// `get_many_or_load` and its `_optional` flavour. Their lookups count
+    /// in [`hits`](Self::hits), [`misses`](Self::misses)... per distinct
+    /// key, and each bulk loader call is one of [`loads`](Self::loads).
+    pub batch_calls: u64,
+    /// Keys passed to batch calls, duplicates included.
+    pub batch_keys: u64,
+    /// Loads (and refreshes) that ran holding the key's distributed lock
+    /// ([`distributed_singleflight`](crate::CacheBuilder::distributed_singleflight)).
+    pub lock_acquisitions: u64,
+    /// Loads that found the key's lock held by another process and waited
+    /// for it.
+    pub lock_waits: u64,
+    /// Time those waits took.
+    pub lock_wait_time: Duration,
+    /// Loads answered by another process's load instead of running the
+    /// loader (after waiting for its lock, or found just after taking the
+    /// lock): the loads the lock saved.
+    pub lock_answered: u64,
+    /// Loads that waited, found no value, and then took the lock and ran
+    /// the loader: the holder's load failed or was dropped, or the holder
+    /// died and its lease ran out.
+    pub lock_takeovers: u64,
+    /// Loads (and refreshes) run without the lock because it could not be
+    /// reached (Redis down, too slow, or refusing).
+    pub lock_fallbacks: u64,
+    /// Loads refused because the lock could not be reached, in strict mode
+    /// ([`distributed_strict`](crate::CacheBuilder::distributed_strict)).
+    pub lock_refusals: u64,
+    /// Refresh-ahead loader calls made by this process
+    /// ([`refresh_ahead`](crate::CacheBuilder::refresh_ahead); also counted
+    /// in [`refreshes`](Self::refreshes)).
+    pub refresh_ahead: u64,
+    /// Refresh-ahead turns left to another process (it refreshed the key
+    /// in this interval, or holds its lock) or to a load under way here.
+    pub refresh_ahead_skipped: u64,
+    /// Keys this process refreshes ahead now.
+    pub refresh_ahead_keys: u64,
+    /// Keys no longer refreshed ahead because they were not read for
+    /// `stop_after`.
+    pub refresh_ahead_idle: u64,
+    /// Calls that could not start refreshing a key ahead because this
+    /// process already refreshes the most keys it may
+    /// ([`max_refreshing_keys`](crate::CacheBuilder::max_refreshing_keys)).
+    pub refresh_ahead_rejected: u64,
     /// What the store reports, per tier.
     pub store: StoreStats,
 }
@@ -190,9 +237,22 @@ pub(crate) enum Counter {
     UndecodableKept,
     Sets,
     Deletes,
+    BatchCalls,
+    BatchKeys,
+    LockAcquisitions,
+    LockWaits,
+    LockWaitNanos,
+    LockAnswered,
+    LockTakeovers,
+    LockFallbacks,
+    LockRefusals,
+    RefreshAhead,
+    RefreshAheadSkipped,
+    RefreshAheadIdle,
+    RefreshAheadRejected,
 }
 
-const COUNTERS: usize = Counter::Deletes as usize + 1;
+const COUNTERS: usize = Counter::RefreshAheadRejected as usize + 1;
 
 /// The live counters behind [`Stats`].
 ///
@@ -227,6 +287,12 @@ impl Counters {
         if let Some(stripes) = &self.stripes {
             stripes.add(thread_id(), counter as usize, n);
         }
+    }
+
+    /// Adds a duration to a nanosecond counter.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn add_time(&self, counter: Counter, took: Duration) {
+        self.add(counter, u64::try_from(took.as_nanos()).unwrap_or(u64::MAX));
     }
 
     /// Records a finished loader call: every call counts as a load (or a
@@ -273,6 +339,20 @@ impl Counters {
             undecodable_kept: get(Counter::UndecodableKept),
             sets: get(Counter::Sets),
             deletes: get(Counter::Deletes),
+            batch_calls: get(Counter::BatchCalls),
+            batch_keys: get(Counter::BatchKeys),
+            lock_acquisitions: get(Counter::LockAcquisitions),
+            lock_waits: get(Counter::LockWaits),
+            lock_wait_time: Duration::from_nanos(get(Counter::LockWaitNanos)),
+            lock_answered: get(Counter::LockAnswered),
+            lock_takeovers: get(Counter::LockTakeovers),
+            lock_fallbacks: get(Counter::LockFallbacks),
+            lock_refusals: get(Counter::LockRefusals),
+            refresh_ahead: get(Counter::RefreshAhead),
+            refresh_ahead_skipped: get(Counter::RefreshAheadSkipped),
+            refresh_ahead_keys: 0,
+            refresh_ahead_idle: get(Counter::RefreshAheadIdle),
+            refresh_ahead_rejected: get(Counter::RefreshAheadRejected),
             store: StoreStats::default(),
         }
     }

@@ -6,7 +6,7 @@
 use std::cell::RefCell;
 use std::fmt;
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -19,13 +19,19 @@ const MAGIC: u8 = 0xCA;
 /// Version 1 encoded the whole envelope with the codec (field names and
 /// all: about a thousand instructions per read with MessagePack); version 2
 /// keeps the envelope's metadata in the frame and hands the codec only the
-/// value.
-const VERSION: u8 = 2;
+/// value; version 3 adds the entry's write time and TTL, so that a plain
+/// `GET` (or `MGET`) tells how long the entry has left without a `PTTL`.
+const VERSION: u8 = 3;
+/// Still read: the same layout, without the expiry.
+const VERSION_2: u8 = 2;
 const HEADER_LEN: usize = 4;
 const FLAG_LZ4: u8 = 1;
 /// A "not found" entry: no value follows the load time.
 const FLAG_NOT_FOUND: u8 = 2;
-const KNOWN_FLAGS: u8 = FLAG_LZ4 | FLAG_NOT_FOUND;
+/// The entry expires: its write time and TTL follow the load time.
+const FLAG_EXPIRES: u8 = 4;
+const KNOWN_FLAGS: u8 = FLAG_LZ4 | FLAG_NOT_FOUND | FLAG_EXPIRES;
+const KNOWN_FLAGS_V2: u8 = FLAG_LZ4 | FLAG_NOT_FOUND;
 /// The longest LEB128 encoding of a `u64`.
 const MAX_VARINT_LEN: usize = 10;
 /// Bytes of the uncompressed length in front of an LZ4 block.
@@ -75,7 +81,7 @@ impl fmt::Display for FrameError {
             }
             FrameError::UnsupportedVersion(v) => write!(
                 f,
-                "the stored value uses format version {v}; this cachex reads version {VERSION}"
+                "the stored value uses format version {v}; this cachex reads versions {VERSION_2} and {VERSION}"
             ),
             FrameError::CodecMismatch { found, expected } => match builtin_name(*found) {
                 Some(name) => write!(
@@ -139,8 +145,61 @@ fn take_varint(bytes: &[u8]) -> Result<(u64, &[u8]), FrameError> {
         }
     }
     Err(FrameError::Corrupt(
-        "the entry's load time is not a valid varint".into(),
+        "the entry's header fields are not valid varints".into(),
     ))
+}
+
+/// When a stored entry expires, as its frame tells.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Expiry {
+    /// Written without a TTL.
+    Never,
+    /// Written at `written_ms` (milliseconds since the Unix epoch, by the
+    /// writer's clock) for `ttl_ms` milliseconds.
+    At { written_ms: u64, ttl_ms: u64 },
+    /// A frame of version 2, which does not say: ask the store.
+    Unknown,
+}
+
+impl Expiry {
+    /// The expiry of an entry written now for `ttl_ms` (`None`: never).
+    pub(crate) fn from_now(ttl_ms: Option<u64>) -> Self {
+        match ttl_ms {
+            None => Expiry::Never,
+            Some(ttl_ms) => Expiry::At {
+                written_ms: unix_ms(),
+                ttl_ms,
+            },
+        }
+    }
+
+    /// How long the entry has left by this machine's clock: `Some(None)`
+    /// for never, `None` when the frame does not say.
+    ///
+    /// Clocks of different machines disagree, so the answer is clamped to
+    /// `0..=ttl`: a writer's clock ahead of the reader's cannot make an
+    /// entry look younger than new, and one behind makes it look due (a
+    /// refresh a little early), never immortal. Redis's own expiry, set
+    /// from the same TTL, is what removes the key.
+    pub(crate) fn remaining(self) -> Option<Option<Duration>> {
+        match self {
+            Expiry::Never => Some(None),
+            Expiry::Unknown => None,
+            Expiry::At { written_ms, ttl_ms } => {
+                let age = unix_ms().saturating_sub(written_ms);
+                Some(Some(Duration::from_millis(ttl_ms.saturating_sub(age))))
+            }
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch (0 if the clock is before it).
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| {
+            u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+        })
 }
 
 /// A codec plus the header, compression and size limit around it.
@@ -179,12 +238,13 @@ impl<C: Codec> Framing<C> {
         }
     }
 
-    /// Encodes `entry` with its header and passes the bytes to `sink`
-    /// (which copies them into a command), all without allocating in the
-    /// steady state.
+    /// Encodes `entry`, expiring as `expiry` says, with its header and
+    /// passes the bytes to `sink` (which copies them into a command), all
+    /// without allocating in the steady state.
     pub(crate) fn encode<V, R>(
         &self,
         entry: &Envelope<V>,
+        expiry: Expiry,
         sink: impl FnOnce(&[u8]) -> R,
     ) -> Result<R, EncodeError>
     where
@@ -192,7 +252,7 @@ impl<C: Codec> Framing<C> {
     {
         SCRATCH.with(|cell| match cell.try_borrow_mut() {
             Ok(mut scratch) => {
-                let result = self.encode_in(&mut scratch, entry, sink);
+                let result = self.encode_in(&mut scratch, entry, expiry, sink);
                 if scratch.encoded.capacity() > SCRATCH_KEEP {
                     *scratch = Scratch::default();
                 }
@@ -200,7 +260,7 @@ impl<C: Codec> Framing<C> {
             }
             // Only if a `Serialize` impl itself stores into cachex on this
             // thread: fall back to fresh buffers.
-            Err(_) => self.encode_in(&mut Scratch::default(), entry, sink),
+            Err(_) => self.encode_in(&mut Scratch::default(), entry, expiry, sink),
         })
     }
 
@@ -208,6 +268,7 @@ impl<C: Codec> Framing<C> {
         &self,
         scratch: &mut Scratch,
         entry: &Envelope<V>,
+        expiry: Expiry,
         sink: impl FnOnce(&[u8]) -> R,
     ) -> Result<R, EncodeError>
     where
@@ -215,14 +276,21 @@ impl<C: Codec> Framing<C> {
     {
         let encoded = &mut scratch.encoded;
         encoded.clear();
-        let flags = if entry.is_not_found() {
+        let mut flags = if entry.is_not_found() {
             FLAG_NOT_FOUND
         } else {
             0
         };
+        if matches!(expiry, Expiry::At { .. }) {
+            flags |= FLAG_EXPIRES;
+        }
         encoded.extend_from_slice(&[MAGIC, VERSION, C::ID, flags]);
         let load_ns = u64::try_from(entry.load_time().as_nanos()).unwrap_or(u64::MAX);
         put_varint(encoded, load_ns);
+        if let Expiry::At { written_ms, ttl_ms } = expiry {
+            put_varint(encoded, written_ms);
+            put_varint(encoded, ttl_ms);
+        }
         if let Some(value) = entry.value() {
             self.codec
                 .encode(value, encoded)
@@ -253,11 +321,13 @@ impl<C: Codec> Framing<C> {
         }
     }
 
-    /// Decodes bytes written by [`encode`](Self::encode).
+    /// Decodes bytes written by [`encode`](Self::encode) (or by a cachex
+    /// writing format version 2, whose expiry is then
+    /// [`Unknown`](Expiry::Unknown)).
     pub(crate) fn decode<V: DeserializeOwned>(
         &self,
         bytes: &[u8],
-    ) -> Result<Envelope<V>, BoxError> {
+    ) -> Result<(Envelope<V>, Expiry), BoxError> {
         let Some((header, payload)) = bytes.split_first_chunk::<HEADER_LEN>() else {
             return Err(FrameError::NotCachex.into());
         };
@@ -265,9 +335,11 @@ impl<C: Codec> Framing<C> {
         if magic != MAGIC {
             return Err(FrameError::NotCachex.into());
         }
-        if version != VERSION {
-            return Err(FrameError::UnsupportedVersion(version).into());
-        }
+        let known_flags = match version {
+            VERSION => KNOWN_FLAGS,
+            VERSION_2 => KNOWN_FLAGS_V2,
+            _ => return Err(FrameError::UnsupportedVersion(version).into()),
+        };
         if codec != C::ID {
             return Err(FrameError::CodecMismatch {
                 found: codec,
@@ -275,28 +347,42 @@ impl<C: Codec> Framing<C> {
             }
             .into());
         }
-        if flags & !KNOWN_FLAGS != 0 {
+        if flags & !known_flags != 0 {
             return Err(FrameError::UnknownFlags(flags).into());
         }
+        // Version 2 frames never set `FLAG_EXPIRES`, so they decode as
+        // version 3 frames without an expiry, which they are but for it.
+        let unknown = version == VERSION_2;
         if flags & FLAG_LZ4 == 0 {
-            return self.decode_payload(flags, payload);
+            return self.decode_payload(flags, unknown, payload);
         }
         #[cfg(feature = "compression")]
         {
             let plain = decompress(payload, self.max_len)?;
-            self.decode_payload(flags, &plain)
+            self.decode_payload(flags, unknown, &plain)
         }
         #[cfg(not(feature = "compression"))]
         Err(FrameError::CompressionUnsupported.into())
     }
 
-    /// The load time, then (unless the flags say "not found") the value.
+    /// The load time, the expiry if the flags say so, then (unless the
+    /// flags say "not found") the value.
     fn decode_payload<V: DeserializeOwned>(
         &self,
         flags: u8,
+        expiry_unknown: bool,
         payload: &[u8],
-    ) -> Result<Envelope<V>, BoxError> {
-        let (load_ns, value) = take_varint(payload)?;
+    ) -> Result<(Envelope<V>, Expiry), BoxError> {
+        let (load_ns, rest) = take_varint(payload)?;
+        let (expiry, value) = if flags & FLAG_EXPIRES != 0 {
+            let (written_ms, rest) = take_varint(rest)?;
+            let (ttl_ms, rest) = take_varint(rest)?;
+            (Expiry::At { written_ms, ttl_ms }, rest)
+        } else if expiry_unknown {
+            (Expiry::Unknown, rest)
+        } else {
+            (Expiry::Never, rest)
+        };
         let entry = if flags & FLAG_NOT_FOUND != 0 {
             if !value.is_empty() {
                 return Err(FrameError::Corrupt(format!(
@@ -309,7 +395,7 @@ impl<C: Codec> Framing<C> {
         } else {
             Envelope::found(self.codec.decode(value)?)
         };
-        Ok(entry.with_load_time(Duration::from_nanos(load_ns)))
+        Ok((entry.with_load_time(Duration::from_nanos(load_ns)), expiry))
     }
 }
 
@@ -365,7 +451,13 @@ mod tests {
     use crate::codec::MessagePack;
 
     fn framed<V: Serialize>(framing: &Framing<MessagePack>, entry: &Envelope<V>) -> Vec<u8> {
-        framing.encode(entry, <[u8]>::to_vec).unwrap()
+        framing
+            .encode(entry, Expiry::Never, <[u8]>::to_vec)
+            .unwrap()
+    }
+
+    fn decoded(framing: &Framing<MessagePack>, bytes: &[u8]) -> Envelope<String> {
+        framing.decode::<String>(bytes).unwrap().0
     }
 
     fn found(value: &str) -> Envelope<String> {
@@ -399,7 +491,98 @@ mod tests {
                 b'i'
             ]
         );
-        assert_eq!(framing.decode::<String>(&bytes).unwrap(), entry);
+        assert_eq!(
+            framing.decode::<String>(&bytes).unwrap(),
+            (entry, Expiry::Never)
+        );
+    }
+
+    #[test]
+    fn an_expiring_entry_carries_its_write_time_and_ttl() {
+        let framing = Framing::new(MessagePack, None, 1 << 20);
+        let entry = found("hi");
+        let expiry = Expiry::At {
+            written_ms: 300,
+            ttl_ms: 5,
+        };
+        let bytes = framing.encode(&entry, expiry, <[u8]>::to_vec).unwrap();
+        assert_eq!(
+            bytes,
+            [
+                MAGIC,
+                VERSION,
+                MessagePack::ID,
+                FLAG_EXPIRES,
+                0,
+                0xAC,
+                0x02,
+                5,
+                0xA2,
+                b'h',
+                b'i'
+            ]
+        );
+        assert_eq!(framing.decode::<String>(&bytes).unwrap(), (entry, expiry));
+    }
+
+    #[test]
+    fn remaining_time_is_clamped_to_the_ttl() {
+        let now = unix_ms();
+        let fresh = Expiry::At {
+            written_ms: now,
+            ttl_ms: 60_000,
+        };
+        let left = fresh.remaining().unwrap().unwrap();
+        assert!(left <= Duration::from_secs(60) && left > Duration::from_secs(50));
+        // A writer whose clock is ahead: never more than the TTL.
+        let ahead = Expiry::At {
+            written_ms: now + 3_600_000,
+            ttl_ms: 1_000,
+        };
+        assert_eq!(ahead.remaining(), Some(Some(Duration::from_secs(1))));
+        // Long past (or a writer far behind): due, not negative.
+        let past = Expiry::At {
+            written_ms: 0,
+            ttl_ms: 1_000,
+        };
+        assert_eq!(past.remaining(), Some(Some(Duration::ZERO)));
+        assert_eq!(Expiry::Never.remaining(), Some(None));
+        assert_eq!(Expiry::Unknown.remaining(), None);
+    }
+
+    #[test]
+    fn version_2_frames_are_read_with_an_unknown_expiry() {
+        let framing = Framing::new(MessagePack, None, 1 << 20);
+        // As cachex wrote them before the expiry joined the header.
+        let v2 = [
+            MAGIC,
+            VERSION_2,
+            MessagePack::ID,
+            0,
+            0xAC,
+            0x02,
+            0xA2,
+            b'h',
+            b'i',
+        ];
+        let entry = found("hi").with_load_time(Duration::from_nanos(300));
+        assert_eq!(
+            framing.decode::<String>(&v2).unwrap(),
+            (entry, Expiry::Unknown)
+        );
+        let v2_not_found = [MAGIC, VERSION_2, MessagePack::ID, FLAG_NOT_FOUND, 0];
+        assert_eq!(
+            framing.decode::<String>(&v2_not_found).unwrap(),
+            (Envelope::not_found(), Expiry::Unknown)
+        );
+        // Version 2 had no expiry flag.
+        assert_eq!(
+            decode_err(
+                &framing,
+                &[MAGIC, VERSION_2, MessagePack::ID, FLAG_EXPIRES, 0, 0, 0]
+            ),
+            FrameError::UnknownFlags(FLAG_EXPIRES)
+        );
     }
 
     #[test]
@@ -408,7 +591,7 @@ mod tests {
         let entry = Envelope::<String>::not_found().with_load_time(Duration::from_millis(3));
         let bytes = framed(&framing, &entry);
         assert_eq!(bytes[3], FLAG_NOT_FOUND);
-        assert_eq!(framing.decode::<String>(&bytes).unwrap(), entry);
+        assert_eq!(decoded(&framing, &bytes), entry);
         let mut trailing = bytes.clone();
         trailing.push(0xA0);
         assert!(matches!(
@@ -479,7 +662,7 @@ mod tests {
     fn too_large_is_refused() {
         let framing = Framing::new(MessagePack, None, 16);
         let err = framing
-            .encode(&found(&"x".repeat(100)), |_| ())
+            .encode(&found(&"x".repeat(100)), Expiry::Never, |_| ())
             .unwrap_err();
         assert!(matches!(
             err,
@@ -497,7 +680,7 @@ mod tests {
         let packed = framed(&framing, &big);
         assert_eq!(packed[3], FLAG_LZ4);
         assert!(packed.len() < 500, "{}", packed.len());
-        assert_eq!(framing.decode::<String>(&packed).unwrap(), big);
+        assert_eq!(decoded(&framing, &packed), big);
     }
 
     proptest::proptest! {
@@ -510,11 +693,19 @@ mod tests {
             )),
             load_ns in proptest::num::u64::ANY,
             threshold in proptest::option::of(0usize..512),
+            expiry in proptest::option::of((proptest::num::u64::ANY, proptest::num::u64::ANY)),
         ) {
             let framing = Framing::new(MessagePack, threshold, 1 << 20);
             let entry = Envelope::from_option(value).with_load_time(Duration::from_nanos(load_ns));
-            let framed = framing.encode(&entry, <[u8]>::to_vec).unwrap();
-            proptest::prop_assert_eq!(framing.decode::<(String, Vec<u8>, i64)>(&framed).unwrap(), entry);
+            let expiry = match expiry {
+                Some((written_ms, ttl_ms)) => Expiry::At { written_ms, ttl_ms },
+                None => Expiry::Never,
+            };
+            let framed = framing.encode(&entry, expiry, <[u8]>::to_vec).unwrap();
+            proptest::prop_assert_eq!(
+                framing.decode::<(String, Vec<u8>, i64)>(&framed).unwrap(),
+                (entry, expiry)
+            );
         }
 
         #[test]

@@ -16,15 +16,29 @@
 //! | byte | meaning |
 //! |---|---|
 //! | 0 | magic, `0xCA` |
-//! | 1 | format version, `2` |
+//! | 1 | format version, `3` |
 //! | 2 | the codec's [`Codec::ID`] |
-//! | 3 | flags: bit 0 set = the payload is LZ4-compressed; bit 1 set = a "not found" entry (no value); other bits must be 0 |
+//! | 3 | flags: bit 0 set = the payload is LZ4-compressed; bit 1 set = a "not found" entry (no value); bit 2 set = the entry expires; other bits must be 0 |
 //!
 //! then the payload: the entry's load time in nanoseconds (an unsigned
-//! LEB128 varint), followed, unless the entry is "not found", by the codec's
-//! encoding of the value and nothing else. So a reader in another language
-//! (or `redis-cli` with the `Json` codec) finds the value as plain codec
-//! bytes after the header and one varint. When compressed, the payload is the
+//! LEB128 varint); if it expires, its write time (milliseconds since the
+//! Unix epoch, by the writer's clock) and its TTL in milliseconds (two more
+//! varints); then, unless the entry is "not found", the codec's encoding of
+//! the value and nothing else. So a reader in another language (or
+//! `redis-cli` with the `Json` codec) finds the value as plain codec bytes
+//! after the header and one or three varints.
+//!
+//! The write time and TTL are there so that a plain `GET` or `MGET` tells
+//! a reader how long the entry has left (what refresh decisions and a
+//! two-tier store's promotion need) without a `PTTL` round trip. Redis's
+//! own expiry, set from the same TTL, is still what removes the key; the
+//! header's answer is clamped to the TTL, so writers' clocks that disagree
+//! shift refresh decisions by the skew at most.
+//!
+//! **Versions**: this cachex writes version 3 and reads versions 2 and 3
+//! (a version 2 entry costs a `PTTL` to learn its TTL). Other versions,
+//! version 3 entries read by a cachex that only knows version 2 among them,
+//! are refused with [`FrameError::UnsupportedVersion`]. When compressed, the payload is the
 //! uncompressed length (`u32`, little-endian) followed by an LZ4 block of the
 //! above. Values are compressed (with the `compression` feature) when their
 //! payload is larger than the store's threshold and compression makes them
@@ -54,7 +68,7 @@ use crate::BoxError;
 
 pub use frame::FrameError;
 #[allow(unused_imports)] // used by the Redis store; unused without it
-pub(crate) use frame::{EncodeError, Framing};
+pub(crate) use frame::{EncodeError, Expiry, Framing};
 #[cfg(feature = "json")]
 pub use json::Json;
 #[cfg(feature = "msgpack")]

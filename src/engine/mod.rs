@@ -197,6 +197,7 @@ where
     /// `inspect` applied to the live entry under `key`, without counting a
     /// use or a hit: for callers that look at an entry to decide about it
     /// (the hybrid store's L1 checking an entry's generation), not read it.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn peek<Q, R>(&self, key: &Q, inspect: impl FnOnce(&V) -> R) -> Option<R>
     where
         K: Borrow<Q>,

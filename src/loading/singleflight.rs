@@ -96,6 +96,9 @@ pub(crate) struct Flights<V> {
     shards: Box<[Shard<V>; SHARDS]>,
     hasher: RandomState,
     next_id: AtomicU64,
+    /// Loads (not refreshes) whose leader is still alive: lets
+    /// [`join_load`](Self::join_load) skip the table when there are none.
+    loading: AtomicU64,
 }
 
 /// One cache line each: the index is a shift, and shards do not share
@@ -103,6 +106,9 @@ pub(crate) struct Flights<V> {
 #[repr(align(64))]
 struct Shard<V> {
     table: Mutex<Table<V>>,
+    /// Writes (forgets) of keys of this shard: a store read started before
+    /// one may be outdated (see [`Flights::writes`]).
+    writes: AtomicU64,
     /// Flights that ended in this shard (see "Between the store and the
     /// table"); bumped under the lock, read without it.
     endings: AtomicU64,
@@ -123,6 +129,9 @@ struct Flight<V> {
     started: Instant,
     /// Cloned by each caller that joins.
     progress: watch::Receiver<Progress<V>>,
+    /// A background refresh of a live entry, not a load after a miss.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    refresh: bool,
 }
 
 #[derive(Clone)]
@@ -152,10 +161,12 @@ impl<V: Clone> Flights<V> {
         Arc::new(Flights {
             shards: Box::new(std::array::from_fn(|_| Shard {
                 table: Mutex::default(),
+                writes: AtomicU64::new(0),
                 endings: AtomicU64::new(0),
             })),
             hasher,
             next_id: AtomicU64::new(0),
+            loading: AtomicU64::new(0),
         })
     }
 
@@ -197,31 +208,72 @@ impl<V: Clone> Flights<V> {
             }),
             _ => {
                 let recheck = shard.endings.load(Relaxed) != read.0;
-                Role::Leader(self.register(&mut table, key, recheck))
+                Role::Leader(self.register(&mut table, key, recheck, false))
             }
         }
     }
 
-    /// Starts a flight for `key` unless one is under way.
+    /// Starts a flight for `key` unless one is under way: a background
+    /// refresh.
     pub(crate) fn try_lead(self: &Arc<Self>, key: &str) -> Option<Leader<V>> {
         let mut table = self.shard(key).table.lock();
-        (!table.contains_key(key)).then(|| self.register(&mut table, key, false))
+        (!table.contains_key(key)).then(|| self.register(&mut table, key, false, true))
+    }
+
+    /// How many writes of keys of `key`'s shard there have been: a store
+    /// read shared between callers is joined only by callers that see the
+    /// same count as when it started, so none gets a value read before a
+    /// write it follows.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn writes(&self, key: &str) -> u64 {
+        self.shard(key).writes.load(Acquire)
+    }
+
+    /// Joins the load of `key` under way, if there is one (not a refresh:
+    /// a refresh runs while the entry is live, and its callers are
+    /// answered by the store at once). For a caller that would otherwise
+    /// read the store only to miss: concurrent misses of a key then cost
+    /// one store read, not one each. Takes no lock while no load runs.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn join_load(&self, key: &str) -> Option<Waiter<V>> {
+        if self.loading.load(Acquire) == 0 {
+            return None;
+        }
+        let table = self.shard(key).table.lock();
+        let flight = table.get(key).filter(|flight| !flight.refresh)?;
+        Some(Waiter {
+            id: flight.id,
+            started: flight.started,
+            progress: flight.progress.clone(),
+        })
     }
 
     /// Detaches `key`'s flight, if any: later callers start a new one.
     pub(crate) fn forget(&self, key: &str) {
-        self.shard(key).table.lock().remove(key);
+        let shard = self.shard(key);
+        shard.writes.fetch_add(1, Release);
+        shard.table.lock().remove(key);
     }
 
     /// Detaches every flight.
     pub(crate) fn forget_all(&self) {
         for shard in self.shards.iter() {
+            shard.writes.fetch_add(1, Release);
             shard.table.lock().clear();
         }
     }
 
-    fn register(self: &Arc<Self>, table: &mut Table<V>, key: &str, recheck: bool) -> Leader<V> {
+    fn register(
+        self: &Arc<Self>,
+        table: &mut Table<V>,
+        key: &str,
+        recheck: bool,
+        refresh: bool,
+    ) -> Leader<V> {
         let id = self.next_id.fetch_add(1, Relaxed);
+        if !refresh {
+            self.loading.fetch_add(1, Release);
+        }
         let key: Arc<str> = Arc::from(key);
         let (sender, progress) = watch::channel(Progress::Loading);
         let started = Instant::now();
@@ -231,6 +283,7 @@ impl<V: Clone> Flights<V> {
                 id,
                 started,
                 progress,
+                refresh,
             },
         );
         Leader {
@@ -239,6 +292,7 @@ impl<V: Clone> Flights<V> {
             id,
             started,
             recheck,
+            refresh,
             progress: sender,
         }
     }
@@ -263,6 +317,8 @@ pub(crate) struct Leader<V> {
     id: u64,
     started: Instant,
     recheck: bool,
+    /// Registered by [`Flights::try_lead`].
+    refresh: bool,
     progress: watch::Sender<Progress<V>>,
 }
 
@@ -323,6 +379,9 @@ impl<V> Drop for Leader<V> {
         }
         // Counted even for a forgotten flight: a spurious recheck is cheap.
         shard.endings.fetch_add(1, Release);
+        if !self.refresh {
+            self.flights.loading.fetch_sub(1, Release);
+        }
         // The sender is dropped after this, outside the lock and after the
         // removal: see "Why no wake-up is lost" above.
     }
@@ -451,6 +510,25 @@ mod tests {
         drop(second);
         let fresh = flights.endings("k");
         assert!(!leader(flights.join_or_lead("k", fresh, None)).must_recheck());
+    }
+
+    #[tokio::test]
+    async fn only_loads_are_joined_before_a_read() {
+        let flights = Flights::new();
+        assert!(flights.join_load("k").is_none());
+        let refresh = flights.try_lead("k").unwrap();
+        // A load of another key under way: the table is looked at.
+        let other = leader(flights.join_or_lead("j", flights.endings("j"), None));
+        assert!(flights.join_load("k").is_none(), "a refresh is not joined");
+        drop((refresh, other));
+        let load = leader(flights.join_or_lead("k", flights.endings("k"), None));
+        let joined = flights.join_load("k").expect("a load is joined");
+        assert!(flights.join_load("other").is_none());
+        load.publish(Ok(Some(3)));
+        assert_eq!(joined.outcome().await.unwrap().unwrap(), Some(3));
+        drop(load);
+        assert_eq!(flights.loading.load(Relaxed), 0);
+        assert!(flights.join_load("k").is_none());
     }
 
     #[tokio::test]

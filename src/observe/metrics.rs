@@ -11,7 +11,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
 
-use super::{BreakerState, StatsSource, Tier, TierStats};
+use super::{BreakerState, Coordination, StatsSource, Tier, TierStats};
 use crate::{Cache, Stats};
 
 /// The namespace metric names start with unless another is given.
@@ -167,6 +167,7 @@ struct Snapshot {
     name: Arc<str>,
     stats: Stats,
     load_histogram: Histogram,
+    coordination: Coordination,
 }
 
 /// A counter of the cache as a whole (label `cache`).
@@ -244,18 +245,86 @@ const CACHE_COUNTERS: &[CacheCounter] = &[
     },
     CacheCounter {
         name: "sets",
-        help: "Successful set calls.",
+        help: "Values stored by successful set and set_many calls.",
         value: |s| s.sets,
     },
     CacheCounter {
         name: "deletes",
-        help: "Successful delete calls, whether or not the key was there.",
+        help: "Keys removed by successful delete and delete_many calls, whether or not they were there.",
         value: |s| s.deletes,
+    },
+    CacheCounter {
+        name: "batch_calls",
+        help: "Batch calls: get_many, set_many, delete_many, get_many_or_load.",
+        value: |s| s.batch_calls,
+    },
+    CacheCounter {
+        name: "batch_keys",
+        help: "Keys passed to batch calls, duplicates included.",
+        value: |s| s.batch_keys,
     },
     CacheCounter {
         name: "store_errors",
         help: "Store operations that failed, reported or absorbed.",
         value: |s| s.store_errors,
+    },
+];
+
+/// Counters of distributed singleflight, for the caches that use it.
+const LOCK_COUNTERS: &[CacheCounter] = &[
+    CacheCounter {
+        name: "lock_acquisitions",
+        help: "Loads and refreshes run holding the key's distributed lock.",
+        value: |s| s.lock_acquisitions,
+    },
+    CacheCounter {
+        name: "lock_waits",
+        help: "Loads that waited for another process holding the key's lock.",
+        value: |s| s.lock_waits,
+    },
+    CacheCounter {
+        name: "lock_answered",
+        help: "Loads answered by another process's load instead of the loader.",
+        value: |s| s.lock_answered,
+    },
+    CacheCounter {
+        name: "lock_takeovers",
+        help: "Loads that waited, found no value, and loaded themselves.",
+        value: |s| s.lock_takeovers,
+    },
+    CacheCounter {
+        name: "lock_fallbacks",
+        help: "Loads and refreshes run without the lock, which could not be reached.",
+        value: |s| s.lock_fallbacks,
+    },
+    CacheCounter {
+        name: "lock_refusals",
+        help: "Loads refused because the lock could not be reached (strict mode).",
+        value: |s| s.lock_refusals,
+    },
+];
+
+/// Counters of refresh-ahead, for the caches that use it.
+const REFRESH_AHEAD_COUNTERS: &[CacheCounter] = &[
+    CacheCounter {
+        name: "refresh_ahead",
+        help: "Refresh-ahead loader calls made by this process.",
+        value: |s| s.refresh_ahead,
+    },
+    CacheCounter {
+        name: "refresh_ahead_skipped",
+        help: "Refresh-ahead turns left to another process or to a load under way.",
+        value: |s| s.refresh_ahead_skipped,
+    },
+    CacheCounter {
+        name: "refresh_ahead_idle",
+        help: "Keys no longer refreshed ahead because they went unread.",
+        value: |s| s.refresh_ahead_idle,
+    },
+    CacheCounter {
+        name: "refresh_ahead_rejected",
+        help: "Keys not refreshed ahead because the per-process limit was reached.",
+        value: |s| s.refresh_ahead_rejected,
     },
 ];
 
@@ -309,12 +378,36 @@ impl Scrape {
                     name: Arc::clone(&member.name),
                     stats: source.stats(),
                     load_histogram: member.load_histogram.clone(),
+                    coordination: source.coordination(),
                 })
             })
             .collect();
         // Stable output, whatever the order caches were added in.
         snapshots.sort_by(|a, b| a.name.cmp(&b.name));
         snapshots
+    }
+}
+
+impl Scrape {
+    /// One family per counter, one series per cache.
+    fn counters(
+        &self,
+        encoder: &mut DescriptorEncoder<'_>,
+        counters: &[CacheCounter],
+        caches: &[&Snapshot],
+    ) -> fmt::Result {
+        for counter in counters {
+            let name = self.full_name(counter.name);
+            let mut family =
+                encoder.encode_descriptor(&name, counter.help, None, MetricType::Counter)?;
+            for cache in caches {
+                let labels = [("cache", &*cache.name)];
+                family
+                    .encode_family(&labels)?
+                    .encode_counter::<NoLabelSet, _, u64>(&(counter.value)(&cache.stats), None)?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -334,6 +427,48 @@ impl Collector for Scrape {
                 family
                     .encode_family(&labels)?
                     .encode_counter::<NoLabelSet, _, u64>(&(counter.value)(&cache.stats), None)?;
+            }
+        }
+
+        let locking: Vec<&Snapshot> = caches
+            .iter()
+            .filter(|cache| cache.coordination.distributed)
+            .collect();
+        if !locking.is_empty() {
+            self.counters(&mut encoder, LOCK_COUNTERS, &locking)?;
+            let name = self.full_name("lock_wait");
+            let mut family = encoder.encode_descriptor(
+                &name,
+                "Time loads spent waiting for another process's load of their key.",
+                Some(&Unit::Seconds),
+                MetricType::Counter,
+            )?;
+            for cache in &locking {
+                let labels = [("cache", &*cache.name)];
+                let seconds = cache.stats.lock_wait_time.as_secs_f64();
+                family
+                    .encode_family(&labels)?
+                    .encode_counter::<NoLabelSet, _, f64>(&seconds, None)?;
+            }
+        }
+        let ahead: Vec<&Snapshot> = caches
+            .iter()
+            .filter(|cache| cache.coordination.refresh_ahead)
+            .collect();
+        if !ahead.is_empty() {
+            self.counters(&mut encoder, REFRESH_AHEAD_COUNTERS, &ahead)?;
+            let name = self.full_name("refresh_ahead_keys");
+            let mut family = encoder.encode_descriptor(
+                &name,
+                "Keys this process refreshes ahead now.",
+                None,
+                MetricType::Gauge,
+            )?;
+            for cache in &ahead {
+                let labels = [("cache", &*cache.name)];
+                family
+                    .encode_family(&labels)?
+                    .encode_gauge(&cache.stats.refresh_ahead_keys)?;
             }
         }
 

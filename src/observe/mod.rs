@@ -86,4 +86,19 @@ impl Observer {
 pub(crate) trait StatsSource: Send + Sync {
     fn stats(&self) -> Stats;
     fn observer(&self) -> &Observer;
+    /// Which cross-process features the cache uses: their metrics are
+    /// shown only for the caches that do.
+    fn coordination(&self) -> Coordination {
+        Coordination::default()
+    }
+}
+
+/// The cross-process features a cache uses.
+#[derive(Clone, Copy, Debug, Default)]
+#[cfg_attr(not(feature = "prometheus"), allow(dead_code))]
+pub(crate) struct Coordination {
+    /// Distributed singleflight.
+    pub(crate) distributed: bool,
+    /// Refresh-ahead.
+    pub(crate) refresh_ahead: bool,
 }

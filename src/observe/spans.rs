@@ -22,8 +22,17 @@ pub(crate) enum Op {
     GetOrLoad,
     Delete,
     Clear,
-    /// A background refresh (stale-while-revalidate or XFetch).
+    /// A background refresh (stale-while-revalidate or XFetch), of one
+    /// key or of a batch's due keys.
     Refresh,
+    GetMany,
+    SetMany,
+    DeleteMany,
+    GetManyOrLoad,
+    /// A load waiting for another process's load of the key (distributed
+    /// singleflight), inside its `get_or_load` span.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    LockWait,
 }
 
 /// The span of one cache operation: `None` inside when tracing is compiled
@@ -54,6 +63,8 @@ macro_rules! cache_span {
             "cache.hit" = tracing::field::Empty,
             "cache.tier" = tracing::field::Empty,
             "cache.ttl_ms" = tracing::field::Empty,
+            "cache.batch.size" = tracing::field::Empty,
+            "cache.batch.hits" = tracing::field::Empty,
             "error.type" = tracing::field::Empty,
             "otel.status_code" = tracing::field::Empty,
             "otel.status_description" = tracing::field::Empty,
@@ -124,6 +135,13 @@ impl OpSpan {
                 Op::GetOrLoad => cache_span!("cache.get_or_load", "get_or_load", cache),
                 Op::Delete => cache_span!("cache.delete", "delete", cache),
                 Op::Clear => cache_span!("cache.clear", "clear", cache),
+                Op::GetMany => cache_span!("cache.get_many", "get_many", cache),
+                Op::SetMany => cache_span!("cache.set_many", "set_many", cache),
+                Op::DeleteMany => cache_span!("cache.delete_many", "delete_many", cache),
+                Op::GetManyOrLoad => {
+                    cache_span!("cache.get_many_or_load", "get_many_or_load", cache)
+                }
+                Op::LockWait => cache_span!("cache.lock_wait", "lock_wait", cache),
                 // A root span: it outlives the call that started it, which
                 // it follows from rather than belongs to.
                 Op::Refresh => {
@@ -165,6 +183,27 @@ impl OpSpan {
         #[cfg(feature = "tracing")]
         if let Some(span) = &self.span {
             span.record("cache.hit", hit);
+        }
+    }
+
+    /// Records the number of keys of a batch call.
+    #[inline]
+    #[cfg_attr(not(feature = "tracing"), allow(unused_variables))]
+    pub(crate) fn keys(&self, keys: usize) {
+        #[cfg(feature = "tracing")]
+        if let Some(span) = &self.span {
+            span.record("cache.batch.size", keys as u64);
+        }
+    }
+
+    /// Records how many distinct keys of a batch the cache answered
+    /// without a load.
+    #[inline]
+    #[cfg_attr(not(feature = "tracing"), allow(unused_variables))]
+    pub(crate) fn batch_hits(&self, hits: usize) {
+        #[cfg(feature = "tracing")]
+        if let Some(span) = &self.span {
+            span.record("cache.batch.hits", hits as u64);
         }
     }
 
@@ -292,6 +331,7 @@ impl StoreSpan {
                 StoreOp::Connect => {
                     store_span!("cache.store.connect", "connect", system, tier_name)
                 }
+                StoreOp::Lock => store_span!("cache.store.lock", "lock", system, tier_name),
             };
             if tier == Tier::L2 {
                 span.record("otel.kind", "client");

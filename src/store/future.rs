@@ -58,6 +58,12 @@ impl<'a, T> StoreFuture<'a, T> {
         }
     }
 
+    /// Whether the answer is already here (nothing left to await).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn is_ready(&self) -> bool {
+        matches!(self.0, State::Ready(Some(_)))
+    }
+
     /// Applies `f` to the output. A ready future stays ready (no
     /// allocation); a pending one is wrapped in a new box.
     ///

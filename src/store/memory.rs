@@ -3,7 +3,9 @@
 use std::fmt;
 use std::time::Duration;
 
-use super::{Envelope, LocalTier, Store, StoreFuture, StoreStats, Stored, Tier, TierStats};
+use super::{
+    Envelope, Found, LocalTier, Store, StoreFuture, StoreStats, Stored, Tier, TierStats, Write,
+};
 use crate::{MemoryCache, Result, Ttl};
 
 /// A [`Store`] over the in-memory engine, [`MemoryCache`].
@@ -131,6 +133,47 @@ where
         key: &'a str,
     ) -> StoreFuture<'a, Result<Option<Option<Duration>>>> {
         StoreFuture::ready(Ok(self.engine.remaining_ttl(key)))
+    }
+
+    /// Engine lookups, answered at once: no future per key.
+    fn get_many<'a>(&'a self, keys: &'a [&'a str]) -> StoreFuture<'a, Result<Vec<Found<V>>>>
+    where
+        V: 'a,
+    {
+        let found = keys
+            .iter()
+            .map(|key| {
+                let entry = self.engine.get_with_ttl(*key);
+                Ok(entry.map(|(envelope, remaining_ttl)| Stored {
+                    envelope,
+                    remaining_ttl,
+                }))
+            })
+            .collect();
+        StoreFuture::ready(Ok(found))
+    }
+
+    fn set_many<'a>(&'a self, writes: Vec<Write<'a, V>>) -> StoreFuture<'a, Result<()>>
+    where
+        V: 'a,
+    {
+        for write in writes {
+            let ttl = write.ttl.map_or(Ttl::Never, Ttl::After);
+            self.engine
+                .insert_with_ttl(write.key.to_owned(), write.entry, ttl);
+        }
+        StoreFuture::ready(Ok(()))
+    }
+
+    fn delete_many<'a>(&'a self, keys: &'a [&'a str]) -> StoreFuture<'a, Result<usize>>
+    where
+        V: 'a,
+    {
+        let deleted = keys
+            .iter()
+            .filter(|key| self.engine.remove(**key).is_some())
+            .count();
+        StoreFuture::ready(Ok(deleted))
     }
 
     /// The engine's counters as tier `l1`. The engine counts every read

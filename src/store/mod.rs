@@ -46,6 +46,21 @@ pub struct Stored<V> {
     pub remaining_ttl: Option<Duration>,
 }
 
+/// One write of a batch: see [`Store::set_many`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Write<'a, V> {
+    /// The key, validated as for [`Store::set`].
+    pub key: &'a str,
+    /// What to store under it.
+    pub entry: Envelope<V>,
+    /// When it expires (`None`: never), as for [`Store::set`].
+    pub ttl: Option<Duration>,
+}
+
+/// What a batch read found under one key: as [`Store::get`] answers for
+/// it, so that one undecodable entry does not fail the others.
+pub type Found<V> = Result<Option<Stored<V>>>;
+
 /// An async, fallible key-value store with per-entry expiry: the backend of
 /// a [`Cache`](crate::Cache).
 ///
@@ -68,6 +83,12 @@ pub struct Stored<V> {
 ///   be dropped at any await point. The store must remain usable; a dropped
 ///   write may or may not have happened.
 /// - **Concurrency**: methods are called from many tasks at once.
+/// - **Batches**: [`get_many`](Self::get_many),
+///   [`set_many`](Self::set_many) and [`delete_many`](Self::delete_many)
+///   have default implementations that make one single-key call after
+///   another, so a store need not write them; a remote store overrides them
+///   to make one round trip. Batches arrive non-empty, with distinct keys,
+///   and at most [`MAX_BATCH`](crate::MAX_BATCH) of them.
 /// - **Observability**: [`stats`](Self::stats) reports the store's own
 ///   counters per [`Tier`] (evictions, errors, breaker state); a cache folds
 ///   them into its [`Stats`](crate::Stats) and metrics. Counting must stay
@@ -168,6 +189,59 @@ pub trait Store<V>: Send + Sync {
     /// entry under this store's namespace, not the whole server).
     fn clear(&self) -> StoreFuture<'_, Result<()>>;
 
+    /// The live entries under `keys`, in the same order, each as
+    /// [`get`](Self::get) would answer it. The outer error is for a batch
+    /// that failed as a whole (the store is unreachable).
+    ///
+    /// The default calls [`get`](Self::get) for each key in turn.
+    fn get_many<'a>(&'a self, keys: &'a [&'a str]) -> StoreFuture<'a, Result<Vec<Found<V>>>>
+    where
+        V: Send + 'a,
+    {
+        StoreFuture::new(async move {
+            let mut found = Vec::with_capacity(keys.len());
+            for key in keys {
+                found.push(self.get(key).await);
+            }
+            Ok(found)
+        })
+    }
+
+    /// Stores every entry of `writes`, as [`set`](Self::set) would. On an
+    /// error, some of the writes may have happened.
+    ///
+    /// The default calls [`set`](Self::set) for each write in turn,
+    /// stopping at the first error.
+    fn set_many<'a>(&'a self, writes: Vec<Write<'a, V>>) -> StoreFuture<'a, Result<()>>
+    where
+        V: Send + 'a,
+    {
+        StoreFuture::new(async move {
+            for write in writes {
+                self.set(write.key, write.entry, write.ttl).await?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Removes the entries under `keys`; answers how many were live. On an
+    /// error, some of them may have been removed.
+    ///
+    /// The default calls [`delete`](Self::delete) for each key in turn,
+    /// stopping at the first error.
+    fn delete_many<'a>(&'a self, keys: &'a [&'a str]) -> StoreFuture<'a, Result<usize>>
+    where
+        V: Send + 'a,
+    {
+        StoreFuture::new(async move {
+            let mut deleted = 0;
+            for key in keys {
+                deleted += usize::from(self.delete(key).await?);
+            }
+            Ok(deleted)
+        })
+    }
+
     /// The remaining time-to-live of `key`'s entry: `None` if there is no
     /// live entry, `Some(None)` if it never expires.
     fn remaining_ttl<'a>(
@@ -221,6 +295,27 @@ impl<V, S: Store<V> + ?Sized> Store<V> for std::sync::Arc<S> {
 
     fn clear(&self) -> StoreFuture<'_, Result<()>> {
         (**self).clear()
+    }
+
+    fn get_many<'a>(&'a self, keys: &'a [&'a str]) -> StoreFuture<'a, Result<Vec<Found<V>>>>
+    where
+        V: Send + 'a,
+    {
+        (**self).get_many(keys)
+    }
+
+    fn set_many<'a>(&'a self, writes: Vec<Write<'a, V>>) -> StoreFuture<'a, Result<()>>
+    where
+        V: Send + 'a,
+    {
+        (**self).set_many(writes)
+    }
+
+    fn delete_many<'a>(&'a self, keys: &'a [&'a str]) -> StoreFuture<'a, Result<usize>>
+    where
+        V: Send + 'a,
+    {
+        (**self).delete_many(keys)
     }
 
     fn remaining_ttl<'a>(

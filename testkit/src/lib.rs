@@ -6,8 +6,12 @@
 //!   port) let fault tests take it away and bring it back.
 //! - [`RedisCluster::start`] runs a cluster of masters the same way and
 //!   creates it with `redis-cli --cluster create`.
+//! - [`SentinelGroup::start`] runs a master, its replica and three
+//!   `redis-sentinel` processes watching them, to fail the master over.
+//! - [`TestCa`] makes certificates at test time for a TLS `redis-server`.
 //! - [`FaultProxy::start`] puts a TCP proxy in front of a server, which a
-//!   test cuts and restores to partition one client from it.
+//!   test cuts, slows, stalls or makes lossy to partition one client from it;
+//!   it counts the commands clients send through it.
 //!
 //! No mocks: the tests exercise the server users run. When `redis-server` is
 //! not installed, starting one fails loudly with the command that installs it
@@ -29,7 +33,12 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
 mod proxy;
+mod resp;
+mod sentinel;
+mod tls;
 pub use proxy::FaultProxy;
+pub use sentinel::SentinelGroup;
+pub use tls::{ServerCert, TestCa};
 
 /// The only address servers listen on.
 const HOST: Ipv4Addr = Ipv4Addr::LOCALHOST;
@@ -50,8 +59,12 @@ const INSTALL_HINT: &str =
 #[derive(Debug)]
 pub struct RedisServer {
     port: u16,
+    /// The TLS port, for a server started with [`start_tls`](Self::start_tls).
+    tls_port: Option<u16>,
     extra_args: Vec<String>,
     dir: TempDir,
+    /// Where the certificate files of a TLS server are.
+    tls_files: Option<TempDir>,
     child: Option<Child>,
 }
 
@@ -79,6 +92,57 @@ impl RedisServer {
         Self::start_with(args, false).unwrap_or_else(|e| panic!("{e}"))
     }
 
+    /// Starts a server that also listens with TLS, on a second port
+    /// ([`tls_url`](Self::tls_url)), presenting `cert`. The plain port
+    /// stays open too, for the harness and for tests that look behind the
+    /// client's back. Clients are not asked for certificates.
+    ///
+    /// # Panics
+    /// As [`start`](Self::start), or if the certificate files cannot be
+    /// written, or if this `redis-server` was built without TLS.
+    pub fn start_tls(cert: &ServerCert) -> RedisServer {
+        Self::try_start_tls(cert).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Like [`start_tls`](Self::start_tls), answering why it could not.
+    pub fn try_start_tls(cert: &ServerCert) -> Result<RedisServer, String> {
+        let files = tempfile::tempdir().map_err(|e| format!("cannot create a temp dir: {e}"))?;
+        let write = |name: &str, pem: &str| {
+            let path = files.path().join(name);
+            fs::write(&path, pem).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+            Ok::<_, String>(path.display().to_string())
+        };
+        let args = [
+            "--tls-cert-file".to_string(),
+            write("server.crt", &cert.cert_pem)?,
+            "--tls-key-file".to_string(),
+            write("server.key", &cert.key_pem)?,
+            "--tls-ca-cert-file".to_string(),
+            write("ca.crt", &cert.ca_pem)?,
+            "--tls-auth-clients".to_string(),
+            "no".to_string(),
+        ];
+        let mut last_error = String::new();
+        for _ in 0..PORT_ATTEMPTS {
+            let tls_port = free_port(false)?;
+            let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let tls_port_arg = tls_port.to_string();
+            args.extend(["--tls-port", &tls_port_arg]);
+            match Self::start_with(&args, false) {
+                Ok(mut server) => {
+                    server.tls_port = Some(tls_port);
+                    server.tls_files = Some(files);
+                    return Ok(server);
+                }
+                Err(e) if e.contains("Address already in use") => last_error = e,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(format!(
+            "redis-server with TLS could not get free ports in {PORT_ATTEMPTS} attempts: {last_error}"
+        ))
+    }
+
     /// Starts a server with extra `redis-server` arguments; `cluster` also
     /// requires the cluster bus port to be free.
     fn start_with(extra_args: &[&str], cluster: bool) -> Result<RedisServer, String> {
@@ -87,6 +151,8 @@ impl RedisServer {
             let port = free_port(cluster)?;
             let mut server = RedisServer {
                 port,
+                tls_port: None,
+                tls_files: None,
                 extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
                 dir: tempfile::tempdir().map_err(|e| format!("cannot create a temp dir: {e}"))?,
                 child: None,
@@ -116,6 +182,28 @@ impl RedisServer {
     /// `redis://127.0.0.1:<port>/`.
     pub fn url(&self) -> String {
         format!("redis://{HOST}:{}/", self.port)
+    }
+
+    /// The TLS port, for a server started with [`start_tls`](Self::start_tls).
+    pub fn tls_port(&self) -> Option<u16> {
+        self.tls_port
+    }
+
+    /// `rediss://127.0.0.1:<tls port>/`.
+    ///
+    /// # Panics
+    /// If the server was not started with [`start_tls`](Self::start_tls).
+    pub fn tls_url(&self) -> String {
+        let port = self.tls_port.expect("not a TLS server: use start_tls");
+        format!("rediss://{HOST}:{port}/")
+    }
+
+    /// Sends one command (words separated by spaces, no quoting) on the
+    /// plain port as the default user, and returns the raw reply (RESP),
+    /// or `None` if nothing answered. For setting up a server (`ACL
+    /// SETUSER ...`, `CONFIG SET ...`), not for reading values.
+    pub fn command(&self, line: &str) -> Option<String> {
+        command(self.port, line)
     }
 
     /// Kills the server (SIGKILL: no goodbye to its clients) and waits for
@@ -254,11 +342,21 @@ impl Drop for RedisServer {
     }
 }
 
-/// A Redis Cluster of masters (no replicas) on 127.0.0.1, killed when dropped.
+/// A Redis Cluster on 127.0.0.1, killed when dropped: masters only
+/// ([`start`](Self::start)), or masters with replicas that take over when
+/// their master dies ([`start_with_replicas`](Self::start_with_replicas)).
 #[derive(Debug)]
 pub struct RedisCluster {
     nodes: Vec<RedisServer>,
 }
+
+/// How long a cluster node may be silent before the others call it failed,
+/// for a cluster of masters only: long, so a busy machine never triggers
+/// a failover nobody asked for.
+const NODE_TIMEOUT_MASTERS_ONLY: Duration = Duration::from_secs(5);
+/// The same for a cluster with replicas, whose tests kill masters on
+/// purpose: short, so that a replica takes over within a few seconds.
+const NODE_TIMEOUT_WITH_REPLICAS: Duration = Duration::from_millis(1_500);
 
 impl RedisCluster {
     /// Starts `masters` cluster-enabled servers (at least 3, Redis's minimum),
@@ -274,26 +372,47 @@ impl RedisCluster {
 
     /// Like [`start`](Self::start), answering why the cluster could not form.
     pub fn try_start(masters: usize) -> Result<RedisCluster, String> {
+        Self::try_start_with(masters, 0, NODE_TIMEOUT_MASTERS_ONLY)
+    }
+
+    /// Starts `masters` masters and `replicas` replicas of each (nodes
+    /// `0..masters` are the masters at first), with a short node timeout
+    /// (1.5 s) so that a killed master's replica is promoted within
+    /// seconds; waits until every replica has synchronised.
+    ///
+    /// # Panics
+    /// As [`start`](Self::start).
+    pub fn start_with_replicas(masters: usize, replicas: usize) -> RedisCluster {
+        Self::try_start_with(masters, replicas, NODE_TIMEOUT_WITH_REPLICAS)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn try_start_with(
+        masters: usize,
+        replicas: usize,
+        node_timeout: Duration,
+    ) -> Result<RedisCluster, String> {
         if masters < 3 {
             return Err(format!(
                 "a Redis Cluster needs at least 3 masters, not {masters}"
             ));
         }
+        let node_timeout = node_timeout.as_millis().to_string();
         let args = [
             "--cluster-enabled",
             "yes",
             "--cluster-config-file",
             "nodes.conf",
             "--cluster-node-timeout",
-            "5000",
+            &node_timeout,
         ];
-        let nodes = (0..masters)
+        let nodes = (0..masters * (1 + replicas))
             .map(|_| RedisServer::start_with(&args, true))
             .collect::<Result<Vec<_>, _>>()?;
         let out = Command::new("redis-cli")
             .args(["--cluster", "create"])
             .args(nodes.iter().map(RedisServer::addr))
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
             .output()
             .map_err(|e| {
                 format!("cannot run redis-cli (installed with redis-server): {e}. {INSTALL_HINT}")
@@ -306,7 +425,7 @@ impl RedisCluster {
             ));
         }
         let cluster = RedisCluster { nodes };
-        cluster.wait_ok()?;
+        cluster.try_wait_healthy(START_TIMEOUT)?;
         Ok(cluster)
     }
 
@@ -320,17 +439,92 @@ impl RedisCluster {
         &self.nodes
     }
 
-    fn wait_ok(&self) -> Result<(), String> {
-        let deadline = Instant::now() + START_TIMEOUT;
-        for node in &self.nodes {
+    /// The nodes, to kill, pause or restart one.
+    pub fn nodes_mut(&mut self) -> &mut [RedisServer] {
+        &mut self.nodes
+    }
+
+    /// The index (in [`nodes`](Self::nodes)) of the master that serves
+    /// `key`'s hash slot now, as the running nodes see it.
+    pub fn master_of(&self, key: &str) -> Option<usize> {
+        let node = self.nodes.iter().find(|n| n.is_running())?;
+        let slot: u16 = command(node.port, &format!("CLUSTER KEYSLOT {key}"))?
+            .trim()
+            .strip_prefix(':')?
+            .parse()
+            .ok()?;
+        let reply = command(node.port, "CLUSTER NODES")?;
+        let table = bulk_text(&reply)?;
+        let line = table.lines().find(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            fields.len() > 8
+                && fields[2].contains("master")
+                && !fields[2].contains("fail")
+                && fields[8..].iter().any(|range| serves(range, slot))
+        })?;
+        let port: u16 = line
+            .split_whitespace()
+            .nth(1)?
+            .split(['@', ','])
+            .next()?
+            .rsplit(':')
+            .next()?
+            .parse()
+            .ok()?;
+        self.nodes.iter().position(|n| n.port == port)
+    }
+
+    /// Waits until every running master's replicas have acknowledged all
+    /// of its writes so far (their replication offsets caught up): Redis
+    /// replicates asynchronously, and only what a replica has survives its
+    /// master's death.
+    ///
+    /// # Panics
+    /// If that does not happen within `timeout`.
+    pub fn wait_replicated(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        for node in self.nodes.iter().filter(|n| n.is_running()) {
+            loop {
+                let info = command(node.port, "INFO replication").unwrap_or_default();
+                if !info.contains("role:master") || replicas_caught_up(&info) {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "the replicas of {} did not catch up within {timeout:?}: {info}",
+                    node.addr()
+                );
+                sleep(Duration::from_millis(10));
+            }
+        }
+    }
+
+    /// Waits until every running node reports `cluster_state:ok` and
+    /// every running replica's link to its master is up: after a failover,
+    /// the cluster serves every slot again.
+    ///
+    /// # Panics
+    /// If that does not happen within `timeout`.
+    pub fn wait_healthy(&self, timeout: Duration) {
+        self.try_wait_healthy(timeout)
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    fn try_wait_healthy(&self, timeout: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + timeout;
+        for node in self.nodes.iter().filter(|n| n.is_running()) {
             loop {
                 let info = command(node.port, "CLUSTER INFO").unwrap_or_default();
-                if info.contains("cluster_state:ok") {
+                let replication = command(node.port, "INFO replication").unwrap_or_default();
+                let replica = replication.contains("role:slave");
+                if info.contains("cluster_state:ok")
+                    && (!replica || replication.contains("master_link_status:up"))
+                {
                     break;
                 }
                 if Instant::now() > deadline {
                     return Err(format!(
-                        "cluster node {} not ok within {START_TIMEOUT:?}: {info}",
+                        "cluster node {} not ok within {timeout:?}: {info}{replication}",
                         node.addr()
                     ));
                 }
@@ -339,6 +533,46 @@ impl RedisCluster {
         }
         Ok(())
     }
+}
+
+/// Whether every replica listed in a master's `INFO replication`
+/// (`slave0:ip=..,port=..,state=online,offset=N,lag=0`) has reached the
+/// master's `master_repl_offset`.
+fn replicas_caught_up(info: &str) -> bool {
+    let field = |line: &str, name: &str| -> Option<u64> {
+        line.split([',', ':'])
+            .find_map(|part| part.strip_prefix(name))
+            .and_then(|v| v.trim().parse().ok())
+    };
+    let Some(master) = info
+        .lines()
+        .find_map(|line| line.strip_prefix("master_repl_offset:"))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+    else {
+        return false;
+    };
+    info.lines()
+        .filter(|line| line.starts_with("slave") && line.contains("offset="))
+        .all(|line| {
+            line.contains("state=online") && field(line, "offset=").is_some_and(|o| o >= master)
+        })
+}
+
+/// Whether a slot range of `CLUSTER NODES` (`5461-10922`, or `42`)
+/// includes `slot`. Slots being migrated (`[...]`) do not count.
+fn serves(range: &str, slot: u16) -> bool {
+    let (low, high) = range.split_once('-').unwrap_or((range, range));
+    match (low.parse::<u16>(), high.parse::<u16>()) {
+        (Ok(low), Ok(high)) => (low..=high).contains(&slot),
+        _ => false,
+    }
+}
+
+/// The text of a bulk-string reply (`$<len>\r\n<text>\r\n`).
+fn bulk_text(reply: &str) -> Option<&str> {
+    let body = reply.strip_prefix('$')?;
+    let (len, rest) = body.split_once("\r\n")?;
+    rest.get(..len.parse::<usize>().ok()?)
 }
 
 /// A loopback port nobody is bound to right now (and, for a cluster node,
@@ -399,22 +633,34 @@ fn command(port: u16, line: &str) -> Option<String> {
     (!reply.is_empty()).then(|| String::from_utf8_lossy(&reply).into_owned())
 }
 
-/// Whether `reply` holds a whole simple-string, error or bulk-string reply.
+/// Whether `reply` holds one whole RESP2 reply.
 fn is_complete(reply: &[u8]) -> bool {
-    let Some(end) = reply.windows(2).position(|w| w == b"\r\n") else {
-        return false;
-    };
-    if reply[0] != b'$' {
-        return true;
+    reply_len(reply).is_some()
+}
+
+/// The length of the RESP2 reply at the start of `buf`, or `None` while it
+/// is incomplete (or not RESP: the caller then stops at its read timeout).
+fn reply_len(buf: &[u8]) -> Option<usize> {
+    let end = buf.windows(2).position(|w| w == b"\r\n")?;
+    let header = end + 2;
+    let count = || -> Option<i64> { std::str::from_utf8(buf.get(1..end)?).ok()?.parse().ok() };
+    match buf.first()? {
+        b'$' => match count()? {
+            n if n < 0 => Some(header),
+            n => {
+                let total = header + usize::try_from(n).ok()? + 2;
+                (buf.len() >= total).then_some(total)
+            }
+        },
+        b'*' => {
+            let mut at = header;
+            for _ in 0..count()?.max(0) {
+                at += reply_len(buf.get(at..)?)?;
+            }
+            Some(at)
+        }
+        _ => Some(header),
     }
-    let len: usize = match std::str::from_utf8(&reply[1..end])
-        .ok()
-        .and_then(|s| s.parse().ok())
-    {
-        Some(len) => len,
-        None => return true,
-    };
-    reply.len() >= end + 2 + len + 2
 }
 
 fn read_log(path: &Path) -> String {
@@ -453,6 +699,43 @@ mod tests {
         let a = RedisServer::start();
         let b = RedisServer::start();
         assert_ne!(a.port(), b.port());
+    }
+
+    #[test]
+    fn replies_are_complete_only_when_whole() {
+        assert_eq!(reply_len(b"+PONG\r\n"), Some(7));
+        assert_eq!(reply_len(b"$3\r\nabc\r\n"), Some(9));
+        assert_eq!(reply_len(b"$3\r\nab"), None);
+        assert_eq!(reply_len(b"$-1\r\n"), Some(5));
+        assert_eq!(reply_len(b"*2\r\n$1\r\na\r\n:5\r\n"), Some(15));
+        assert_eq!(reply_len(b"*2\r\n$1\r\na\r\n"), None);
+        assert_eq!(reply_len(b"*0\r\n"), Some(4));
+    }
+
+    #[test]
+    fn cluster_slot_ranges() {
+        assert!(serves("0-5460", 0) && serves("0-5460", 5460));
+        assert!(!serves("0-5460", 5461));
+        assert!(serves("42", 42) && !serves("42", 43));
+        assert!(!serves("[93->-node]", 93));
+    }
+
+    #[test]
+    fn a_stall_holds_replies_and_loss_kills_connections() {
+        let server = RedisServer::start();
+        let proxy = FaultProxy::start(&server.addr());
+        let ping = || command(proxy.port(), "PING");
+        assert_eq!(ping().as_deref(), Some("+PONG\r\n"));
+        // `command` waits 500 ms for a reply: a 2 s stall outlasts it.
+        proxy.stall(Duration::from_secs(2));
+        assert_eq!(ping(), None, "a stalled proxy forwards nothing");
+        sleep(Duration::from_secs(2));
+        assert_eq!(ping().as_deref(), Some("+PONG\r\n"), "the stall ended");
+        proxy.set_loss(1.0);
+        assert_eq!(ping(), None, "every chunk lost");
+        assert!(proxy.connections_lost() >= 1);
+        proxy.set_loss(0.0);
+        assert_eq!(ping().as_deref(), Some("+PONG\r\n"));
     }
 
     #[test]

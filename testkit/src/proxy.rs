@@ -9,7 +9,15 @@
 //! only resets the connections open now, [`restore`](FaultProxy::restore)
 //! listens again on the same port, and [`set_latency`](FaultProxy::set_latency)
 //! delays every chunk of bytes forwarded, both ways (a slow or distant
-//! network; with jitter, chunks keep their order).
+//! network; with jitter, chunks keep their order). It also counts the
+//! Redis commands clients send through it ([`commands`](FaultProxy::commands)).
+//! Two faults model a
+//! lossy network as a TCP client sees it (TCP itself never delivers a
+//! partial or reordered stream): [`set_loss`](FaultProxy::set_loss)
+//! kills a connection at a random forwarded chunk, request or reply (so a
+//! write may have been applied although its reply never arrives), and
+//! [`stall`](FaultProxy::stall) holds every byte for a while, both ways,
+//! as retransmissions after lost packets do.
 //!
 //! Plain threads, no async runtime: the proxy must keep forwarding while
 //! the test's runtime is busy or paused.
@@ -19,8 +27,9 @@ use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use super::resp::CommandCounter;
 use super::HOST;
 
 /// How often the accept loop looks for new connections.
@@ -55,6 +64,15 @@ struct Shared {
     /// in microseconds.
     latency_us: AtomicU64,
     jitter_us: AtomicU64,
+    /// Commands clients sent through the proxy.
+    commands: AtomicU64,
+    /// Chance, in parts per million, that a forwarded chunk kills its
+    /// connection instead of going through.
+    loss_ppm: AtomicU64,
+    /// Connections killed by [`FaultProxy::set_loss`] so far.
+    lost: AtomicU64,
+    /// Until when no byte is forwarded, either way.
+    stall_until: Mutex<Option<Instant>>,
 }
 
 impl FaultProxy {
@@ -76,6 +94,10 @@ impl FaultProxy {
             stop: AtomicBool::new(false),
             latency_us: AtomicU64::new(0),
             jitter_us: AtomicU64::new(0),
+            commands: AtomicU64::new(0),
+            loss_ppm: AtomicU64::new(0),
+            lost: AtomicU64::new(0),
+            stall_until: Mutex::new(None),
         });
         let accept = {
             let shared = Arc::clone(&shared);
@@ -104,6 +126,13 @@ impl FaultProxy {
         format!("redis://{HOST}:{}/", self.port)
     }
 
+    /// The Redis commands clients have sent through the proxy so far, on
+    /// all their connections: each command of a pipeline counts, a script
+    /// (`EVALSHA`) counts once whatever it runs.
+    pub fn commands(&self) -> u64 {
+        self.shared.commands.load(Ordering::Relaxed)
+    }
+
     /// A partition: every proxied connection is shut down, and the port
     /// refuses new connections until [`restore`](Self::restore).
     pub fn cut(&self) {
@@ -125,6 +154,28 @@ impl FaultProxy {
         let us = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
         self.shared.latency_us.store(us(latency), Ordering::Relaxed);
         self.shared.jitter_us.store(us(jitter), Ordering::Relaxed);
+    }
+
+    /// Loss: from now on, each chunk of bytes forwarded (either way: a
+    /// request, or a reply) kills its connection instead, with probability
+    /// `fraction` (0 to 1). The chunk is not delivered: a request lost this
+    /// way never ran, a reply lost this way belongs to a command that did.
+    /// `0.0`: no loss.
+    pub fn set_loss(&self, fraction: f64) {
+        let ppm = (fraction.clamp(0.0, 1.0) * 1_000_000.0).round() as u64;
+        self.shared.loss_ppm.store(ppm, Ordering::Relaxed);
+    }
+
+    /// Connections killed by [`set_loss`](Self::set_loss) so far.
+    pub fn connections_lost(&self) -> u64 {
+        self.shared.lost.load(Ordering::Relaxed)
+    }
+
+    /// A stall: no byte is forwarded, either way, for `hold` from now;
+    /// what arrives meanwhile is delivered, in order, when it ends.
+    /// Connections stay open. Returns at once.
+    pub fn stall(&self, hold: Duration) {
+        *lock(&self.shared.stall_until) = Some(Instant::now() + hold);
     }
 
     /// Listens again on the same port after a [`cut`](Self::cut).
@@ -192,18 +243,34 @@ fn forward(shared: &Arc<Shared>, client: TcpStream) {
         }
     }
     let (up, down) = (Arc::clone(shared), Arc::clone(shared));
-    thread::spawn(move || pipe(&up, client, server2));
-    thread::spawn(move || pipe(&down, server, client2));
+    thread::spawn(move || pipe(&up, client, server2, Some(CommandCounter::default())));
+    thread::spawn(move || pipe(&down, server, client2, None));
 }
 
-/// Copies `from` into `to` until either side closes, then closes both.
-fn pipe(shared: &Shared, mut from: TcpStream, mut to: TcpStream) {
+/// Copies `from` into `to` until either side closes, then closes both;
+/// counts the commands in the bytes if given a counter (the client's side).
+fn pipe(
+    shared: &Shared,
+    mut from: TcpStream,
+    mut to: TcpStream,
+    mut counter: Option<CommandCounter>,
+) {
     let mut buf = [0u8; 16 * 1024];
     let mut random = seed();
     loop {
         match from.read(&mut buf) {
             Ok(0) | Err(_) => break,
             Ok(n) => {
+                shared.wait_out_stall();
+                let loss = shared.loss_ppm.load(Ordering::Relaxed);
+                if loss > 0 && next(&mut random) % 1_000_000 < loss {
+                    shared.lost.fetch_add(1, Ordering::Relaxed);
+                    break;
+                }
+                if let Some(counter) = &mut counter {
+                    let commands = counter.feed(&buf[..n]);
+                    shared.commands.fetch_add(commands, Ordering::Relaxed);
+                }
                 let delay = shared.latency_us.load(Ordering::Relaxed)
                     + match shared.jitter_us.load(Ordering::Relaxed) {
                         0 => 0,
@@ -220,6 +287,22 @@ fn pipe(shared: &Shared, mut from: TcpStream, mut to: TcpStream) {
     }
     let _ = from.shutdown(Shutdown::Both);
     let _ = to.shutdown(Shutdown::Both);
+}
+
+impl Shared {
+    /// Sleeps until a [stall](FaultProxy::stall) set now or during the
+    /// wait is over.
+    fn wait_out_stall(&self) {
+        loop {
+            let until = *lock(&self.stall_until);
+            match until {
+                Some(until) if until > Instant::now() => {
+                    thread::sleep(until.saturating_duration_since(Instant::now()));
+                }
+                _ => return,
+            }
+        }
+    }
 }
 
 /// A seed for [`next`], different per pipe.

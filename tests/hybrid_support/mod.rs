@@ -110,6 +110,13 @@ impl ChildProcess {
         writeln!(self.to_child, "{line}").expect("the child's stdin");
     }
 
+    /// Kills the child at once (SIGKILL: no cleanup, no goodbye), as a
+    /// crash would, and reaps it.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Waits for the child to exit; fails the test unless it passed.
     pub fn finish(mut self) {
         let status = self.child.wait().unwrap();

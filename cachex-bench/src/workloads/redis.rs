@@ -5,8 +5,8 @@
 //! - `raw`: `GET` on a `redis::aio::MultiplexedConnection`;
 //! - `cachex`: `Cache<String>::get` over a `RedisStore` (what services call);
 //! - `cachex-store`: `RedisStore::get` directly (the store alone, without
-//!   the cache's key check and counters, and with the remaining TTL: `GET`
-//!   and `PTTL` in one pipeline);
+//!   the cache's key check and counters, and with the remaining TTL, which
+//!   it reads from the value's header: one `GET`);
 //! - `raw-manager`: `GET` through the `redis` crate's reconnecting
 //!   `ConnectionManager`, which cachex uses: what reconnection costs.
 //!

@@ -72,6 +72,64 @@ impl<V: Clone + Send + Sync + 'static> Flights<V> {
         read
     }
 
+    /// The reads of `keys`: each joins the read of its key under way, and
+    /// the keys with none are read together by the one batch read `start`
+    /// makes (given those keys, in order; it runs under the map's lock as
+    /// for [`join_or_start`](Self::join_or_start)). Each key's read is
+    /// registered on its own, so a later single miss (or batch) of one of
+    /// those keys shares the batch's read.
+    pub(crate) fn join_or_start_many(
+        self: &Arc<Self>,
+        keys: &[&str],
+        start: impl FnOnce(&[&str]) -> BoxFuture<'static, Vec<Result<Option<Stored<V>>>>>,
+    ) -> Vec<Shared<Read<V>>> {
+        let mut map = self.map.lock();
+        let mut reads: Vec<Option<Shared<Read<V>>>> = keys
+            .iter()
+            .map(|key| map.get(*key).and_then(|(_, weak)| weak.upgrade()))
+            .collect();
+        let joined = reads.iter().filter(|read| read.is_some()).count();
+        self.joined.fetch_add(joined as u64, Ordering::Relaxed);
+        let fresh: Vec<&str> = keys
+            .iter()
+            .zip(&reads)
+            .filter(|(_, read)| read.is_none())
+            .map(|(key, _)| *key)
+            .collect();
+        if !fresh.is_empty() {
+            // In an `Arc`: every key's read gets the batch's answers, and
+            // `Shared` hands each poller a clone.
+            let batch = start(&fresh).map(Arc::new).boxed().shared();
+            let mut next = 0;
+            for (key, read) in keys.iter().zip(reads.iter_mut()) {
+                if read.is_some() {
+                    continue;
+                }
+                let index = next;
+                next += 1;
+                let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+                let done = Done {
+                    flights: Arc::clone(self),
+                    key: (*key).to_owned(),
+                    id,
+                };
+                let batch = batch.clone();
+                let one: Read<V> = async move {
+                    let _done = done;
+                    let all = batch.await;
+                    all[index].clone()
+                }
+                .boxed();
+                let one = one.shared();
+                if let Some(weak) = one.downgrade() {
+                    map.insert((*key).to_owned(), (id, weak));
+                }
+                *read = Some(one);
+            }
+        }
+        reads.into_iter().flatten().collect()
+    }
+
     /// Later misses of `key` start a new read instead of joining the one
     /// under way (which may have read what a write just replaced).
     pub(crate) fn forget(&self, key: &str) {

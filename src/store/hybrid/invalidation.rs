@@ -9,7 +9,9 @@
 //! # Message format
 //!
 //! `c1:<instance id, 16 hex digits>:<op>:<key>`, where `op` is `k` (the
-//! key was set or deleted) or `c` (everything was cleared; no key). The
+//! key was set or deleted), `m` (the keys of a batch were set or deleted;
+//! each key as `<length in bytes>:<key>`, one after the other, so that keys
+//! may hold any character) or `c` (everything was cleared; no key). The
 //! instance id is random per store, so a process ignores its own messages
 //! but two stores in one process invalidate each other. A message this
 //! version does not understand (a future format) clears L1: the safe
@@ -53,14 +55,33 @@ const PING_EVERY: Duration = Duration::from_secs(1);
 /// One change, as sent on the channel.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Message<'a> {
-    Key { from: u64, key: &'a str },
-    Clear { from: u64 },
+    Key {
+        from: u64,
+        key: &'a str,
+    },
+    /// The keys of one batch write: one message however many keys.
+    Keys {
+        from: u64,
+        keys: Vec<&'a str>,
+    },
+    Clear {
+        from: u64,
+    },
 }
 
 impl Message<'_> {
     pub(crate) fn encode(&self) -> Vec<u8> {
         match self {
             Message::Key { from, key } => format!("{VERSION}{from:016x}:k:{key}").into_bytes(),
+            Message::Keys { from, keys } => {
+                let mut out = format!("{VERSION}{from:016x}:m:");
+                for key in keys {
+                    out.push_str(&key.len().to_string());
+                    out.push(':');
+                    out.push_str(key);
+                }
+                out.into_bytes()
+            }
             Message::Clear { from } => format!("{VERSION}{from:016x}:c:").into_bytes(),
         }
     }
@@ -75,10 +96,27 @@ impl Message<'_> {
                 from,
                 key: &rest[3..],
             }),
+            ":m:" => Some(Message::Keys {
+                from,
+                keys: decode_keys(&rest[3..])?,
+            }),
             ":c:" => Some(Message::Clear { from }),
             _ => None,
         }
     }
+}
+
+/// The keys of an `m` message: `<len>:<key>` repeated, at least one.
+fn decode_keys(mut rest: &str) -> Option<Vec<&str>> {
+    let mut keys = Vec::new();
+    while !rest.is_empty() {
+        let (len, tail) = rest.split_once(':')?;
+        let len: usize = len.parse().ok()?;
+        let key = tail.get(..len).filter(|key| !key.is_empty())?;
+        keys.push(key);
+        rest = &tail[len..];
+    }
+    (!keys.is_empty()).then_some(keys)
 }
 
 /// The channel of a store with `prefix`.
@@ -190,13 +228,23 @@ where
 {
     let counters = &core.counters;
     match Message::decode(payload) {
-        Some(Message::Key { from, .. } | Message::Clear { from }) if from == core.instance_id => {}
+        Some(Message::Key { from, .. } | Message::Keys { from, .. } | Message::Clear { from })
+            if from == core.instance_id => {}
         Some(Message::Key { key, .. }) => {
             counters
                 .invalidations_received
                 .fetch_add(1, Ordering::Relaxed);
             core.invalidate_local(key);
             core.notify(Invalidated::Key(key));
+        }
+        Some(Message::Keys { keys, .. }) => {
+            counters
+                .invalidations_received
+                .fetch_add(1, Ordering::Relaxed);
+            for key in keys {
+                core.invalidate_local(key);
+                core.notify(Invalidated::Key(key));
+            }
         }
         Some(Message::Clear { .. }) => {
             counters
@@ -227,12 +275,28 @@ mod tests {
                 key: "user:7:with:colons",
             },
             Message::Clear { from: u64::MAX },
+            Message::Keys {
+                from: 7,
+                keys: vec!["a", "user:7:with:colons", "12:3", "é"],
+            },
         ] {
             assert_eq!(Message::decode(&message.encode()), Some(message));
         }
         assert_eq!(Message::decode(b"c1:zz"), None);
         assert_eq!(Message::decode(b"c2:0000000000000001:k:a"), None);
         assert_eq!(Message::decode(b"c1:0000000000000001:k:"), None);
+        // Batches: lengths must match, keys must not be empty.
+        assert_eq!(Message::decode(b"c1:0000000000000001:m:"), None);
+        assert_eq!(Message::decode(b"c1:0000000000000001:m:5:abc"), None);
+        assert_eq!(Message::decode(b"c1:0000000000000001:m:0:"), None);
+        assert_eq!(Message::decode(b"c1:0000000000000001:m:x:a"), None);
+        assert_eq!(
+            Message::decode(b"c1:0000000000000001:m:1:a2:bc"),
+            Some(Message::Keys {
+                from: 1,
+                keys: vec!["a", "bc"]
+            })
+        );
         assert_eq!(channel(Some("app")), "app:__cachex_inv");
     }
 }

@@ -85,6 +85,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::future::join_all;
 use futures_util::FutureExt;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -98,7 +99,7 @@ pub use builder::{
 pub use stats::HybridStats;
 
 use super::redis::TimedOut;
-use super::{Behind, Envelope, LocalTier, RedisStore, Store, StoreFuture, Stored};
+use super::{Behind, Envelope, Found, LocalTier, RedisStore, Store, StoreFuture, Stored, Write};
 use crate::codec::{Codec, MessagePack};
 use crate::observe::{StoreStats, TierStats};
 use crate::{Error, Result, StoreOp};
@@ -329,12 +330,6 @@ enum L2<T> {
     Failed(Error),
 }
 
-impl<T> L2<T> {
-    fn is_done(&self) -> bool {
-        matches!(self, L2::Done(_))
-    }
-}
-
 impl<V, C> Core<V, C>
 where
     V: Clone + Serialize + DeserializeOwned + Send + Sync + 'static,
@@ -414,6 +409,58 @@ where
             }
         }
         self.answer(outcome, || None)
+    }
+
+    /// The shared L2 read of a batch's L1 misses (`keys`, with the ticket
+    /// each took), and their promotions: one `MGET` for the keys this
+    /// process has no write of its own on the way to L2.
+    async fn read_l2_many(
+        &self,
+        keys: Vec<String>,
+        tickets: Vec<local::Ticket>,
+    ) -> Vec<Result<Option<Stored<V>>>> {
+        let mut found: Vec<Option<Result<Option<Stored<V>>>>> =
+            keys.iter().map(|key| self.pending(key).map(Ok)).collect();
+        let remote: Vec<&str> = keys
+            .iter()
+            .zip(&found)
+            .filter(|(_, own)| own.is_none())
+            .map(|(key, _)| key.as_str())
+            .collect();
+        if !remote.is_empty() {
+            let outcome = self
+                .l2_call(StoreOp::Get, None, self.l2.get_many(&remote))
+                .await;
+            let mut answers = match outcome {
+                L2::Done(answers) => answers.into_iter(),
+                L2::Down(error) if self.strict => vec![Err(error); remote.len()].into_iter(),
+                L2::Down(_) => vec![Ok(None); remote.len()].into_iter(),
+                L2::Failed(error) => vec![Err(error); remote.len()].into_iter(),
+            };
+            for ((key, ticket), slot) in keys.iter().zip(&tickets).zip(found.iter_mut()) {
+                if slot.is_some() {
+                    continue;
+                }
+                let answer = answers.next().unwrap_or(Ok(None));
+                match &answer {
+                    Ok(Some(stored)) => {
+                        incr(&self.counters.l2_hits);
+                        if self.local.promote(key, *ticket, stored) {
+                            incr(&self.counters.promotions);
+                        } else {
+                            incr(&self.counters.promotions_skipped);
+                        }
+                    }
+                    Ok(None) => incr(&self.counters.l2_misses),
+                    Err(_) => {}
+                }
+                *slot = Some(answer);
+            }
+        }
+        found
+            .into_iter()
+            .map(|one| one.unwrap_or(Ok(None)))
+            .collect()
     }
 
     /// Writes `key` to L2 and publishes its invalidation.
@@ -509,6 +556,113 @@ where
         self.local.finish_write(key, mine, keep);
         self.flights.forget(key);
         result
+    }
+
+    /// A batch of writes: as [`set`](Self::set) for each, with one L2
+    /// pipeline and one invalidation message for them all.
+    async fn set_many(&self, writes: Vec<Write<'_, V>>) -> Result<()> {
+        self.refuse_if_strict_and_open(StoreOp::Set, writes[0].key)?;
+        if let Some(queue) = &self.queue {
+            for write in writes {
+                self.enqueue(
+                    queue,
+                    Job::Set {
+                        key: write.key.to_owned(),
+                        envelope: write.entry.clone(),
+                        ttl: write.ttl,
+                    },
+                );
+                self.local.write(write.key, write.entry, write.ttl);
+                self.flights.forget(write.key);
+            }
+            return Ok(());
+        }
+        if !self.breaker.allows() {
+            incr(&self.counters.l2_skipped);
+            for write in writes {
+                incr(&self.counters.l1_only_writes);
+                self.local.write(write.key, write.entry, write.ttl);
+                self.flights.forget(write.key);
+            }
+            return Ok(());
+        }
+        let keys: Vec<&str> = writes.iter().map(|write| write.key).collect();
+        let mine: Vec<_> = keys.iter().map(|key| self.local.begin_write(key)).collect();
+        for key in &keys {
+            self.flights.forget(key);
+        }
+        let kept: Vec<_> = writes
+            .iter()
+            .map(|write| (write.entry.clone(), write.ttl))
+            .collect();
+        let outcome = self
+            .l2_call(StoreOp::Set, None, self.l2.set_many(writes))
+            .await;
+        if let L2::Done(()) = outcome {
+            self.publish_keys(StoreOp::Set, &keys).await;
+        }
+        let result = match outcome {
+            L2::Done(()) => Ok(()),
+            L2::Down(_) if !self.strict => {
+                for _ in &keys {
+                    incr(&self.counters.l1_only_writes);
+                }
+                Ok(())
+            }
+            L2::Down(error) | L2::Failed(error) => Err(error),
+        };
+        for ((key, mine), kept) in keys.iter().zip(mine).zip(kept) {
+            self.local
+                .finish_write(key, mine, result.is_ok().then_some(kept));
+            self.flights.forget(key);
+        }
+        result
+    }
+
+    /// A batch of deletes: as [`delete`](Self::delete) for each, with one
+    /// L2 `UNLINK` and one invalidation message for them all.
+    async fn delete_many(&self, keys: &[&str]) -> Result<usize> {
+        if let Some(queue) = &self.queue {
+            self.refuse_if_strict_and_open(StoreOp::Delete, keys[0])?;
+            let mut had = 0;
+            for key in keys {
+                self.enqueue(
+                    queue,
+                    Job::Delete {
+                        key: (*key).to_owned(),
+                    },
+                );
+                had += usize::from(self.invalidate_local(key));
+            }
+            return Ok(had);
+        }
+        let had = keys.iter().filter(|key| self.invalidate_local(key)).count();
+        let outcome = self
+            .l2_call(StoreOp::Delete, None, self.l2.delete_many(keys))
+            .await;
+        if let L2::Done(_) = outcome {
+            self.publish_keys(StoreOp::Delete, keys).await;
+        }
+        // As in `delete`: a read racing the L2 delete may have promoted.
+        for key in keys {
+            self.invalidate_local(key);
+        }
+        self.answer(outcome, || had).map(|existed| existed.max(had))
+    }
+
+    /// Publishes the invalidation of a batch's keys: one message.
+    async fn publish_keys(&self, op: StoreOp, keys: &[&str]) {
+        let message = match keys {
+            [key] => Message::Key {
+                from: self.instance_id,
+                key,
+            },
+            _ => Message::Keys {
+                from: self.instance_id,
+                keys: keys.to_vec(),
+            },
+        };
+        self.publish(op, message).await;
     }
 
     /// Strict mode's refusal of a write while the breaker is open.
@@ -739,6 +893,71 @@ where
 
     fn clear(&self) -> StoreFuture<'_, Result<()>> {
         StoreFuture::new(self.inner.core.clear())
+    }
+
+    /// L1 first; the misses with one L2 `MGET`, each key's read shared
+    /// with concurrent reads of the same key (single or batch).
+    fn get_many<'a>(&'a self, keys: &'a [&'a str]) -> StoreFuture<'a, Result<Vec<Found<V>>>>
+    where
+        V: 'a,
+    {
+        let core = &self.inner.core;
+        let mut found: Vec<Option<Found<V>>> = keys
+            .iter()
+            .map(|key| core.local.get(key).map(|stored| Ok(Some(stored))))
+            .collect();
+        let missing: Vec<&str> = keys
+            .iter()
+            .zip(&found)
+            .filter(|(_, hit)| hit.is_none())
+            .map(|(key, _)| *key)
+            .collect();
+        if missing.is_empty() {
+            return StoreFuture::ready(Ok(found.into_iter().flatten().collect()));
+        }
+        if !core.breaker.allows() {
+            incr(&core.counters.l2_skipped);
+            for (key, slot) in keys.iter().zip(found.iter_mut()) {
+                if slot.is_none() {
+                    *slot = Some(if let Some(own) = core.pending(key) {
+                        Ok(own)
+                    } else if core.strict {
+                        Err(Error::store(StoreOp::Get, Some(key), BreakerOpen))
+                    } else {
+                        Ok(None)
+                    });
+                }
+            }
+            return StoreFuture::ready(Ok(found.into_iter().flatten().collect()));
+        }
+        let reads = core.flights.join_or_start_many(&missing, |fresh| {
+            // Under the flights' lock, as for a single read.
+            let tickets: Vec<_> = fresh.iter().map(|key| core.local.ticket(key)).collect();
+            let keys: Vec<String> = fresh.iter().map(|key| (*key).to_owned()).collect();
+            let core = Arc::clone(core);
+            async move { core.read_l2_many(keys, tickets).await }.boxed()
+        });
+        StoreFuture::new(async move {
+            let mut answers = join_all(reads).await.into_iter();
+            for slot in found.iter_mut().filter(|slot| slot.is_none()) {
+                *slot = answers.next();
+            }
+            Ok(found.into_iter().flatten().collect())
+        })
+    }
+
+    fn set_many<'a>(&'a self, writes: Vec<Write<'a, V>>) -> StoreFuture<'a, Result<()>>
+    where
+        V: 'a,
+    {
+        StoreFuture::new(self.inner.core.set_many(writes))
+    }
+
+    fn delete_many<'a>(&'a self, keys: &'a [&'a str]) -> StoreFuture<'a, Result<usize>>
+    where
+        V: 'a,
+    {
+        StoreFuture::new(self.inner.core.delete_many(keys))
     }
 
     fn remaining_ttl<'a>(

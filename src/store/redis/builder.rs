@@ -5,7 +5,7 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::connection::{Connection, Target};
+use super::connection::{Addr, Connection, Target, Tls};
 use super::errors::ConfigError;
 use super::stats::Counters;
 use super::{Inner, RedisStore};
@@ -72,7 +72,8 @@ pub enum OnCorrupt {
 /// # Ok(()) }
 /// ```
 pub struct RedisStoreBuilder<V, C = MessagePack> {
-    target: Option<Target>,
+    addr: Option<Addr>,
+    tls: Tls,
     prefix: Option<String>,
     codec: C,
     compress_above: Option<usize>,
@@ -86,7 +87,8 @@ pub struct RedisStoreBuilder<V, C = MessagePack> {
 impl<V> Default for RedisStoreBuilder<V> {
     fn default() -> Self {
         RedisStoreBuilder {
-            target: None,
+            addr: None,
+            tls: Tls::default(),
             prefix: None,
             codec: MessagePack,
             compress_above: None,
@@ -103,7 +105,7 @@ impl<V, C: Codec> RedisStoreBuilder<V, C> {
     /// One Redis server: `redis://[user:password@]host[:port][/db]`,
     /// `rediss://...` for TLS (feature `tls`), or `redis+unix:///path`.
     pub fn url(mut self, url: impl Into<String>) -> Self {
-        self.target = Some(Target::Url(url.into()));
+        self.addr = Some(Addr::Url(url.into()));
         self
     }
 
@@ -114,7 +116,7 @@ impl<V, C: Codec> RedisStoreBuilder<V, C> {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        self.target = Some(Target::Cluster(nodes.into_iter().map(Into::into).collect()));
+        self.addr = Some(Addr::Cluster(nodes.into_iter().map(Into::into).collect()));
         self
     }
 
@@ -129,7 +131,7 @@ impl<V, C: Codec> RedisStoreBuilder<V, C> {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        self.target = Some(Target::Sentinel {
+        self.addr = Some(Addr::Sentinel {
             nodes: sentinels.into_iter().map(Into::into).collect(),
             service: service.into(),
         });
@@ -141,7 +143,36 @@ impl<V, C: Codec> RedisStoreBuilder<V, C> {
     /// where the `redis` crate's types appear in cachex's API: code using it
     /// must move with cachex when cachex moves to a new `redis` major version.
     pub fn redis_connection_info(mut self, info: redis::ConnectionInfo) -> Self {
-        self.target = Some(Target::Info(Box::new(info)));
+        self.addr = Some(Addr::Info(Box::new(info)));
+        self
+    }
+
+    /// Trusts the certificate authorities in `pem` (one or more
+    /// `-----BEGIN CERTIFICATE-----` blocks) for `rediss://` connections,
+    /// instead of the bundled web roots: for a server whose certificate
+    /// your own CA signed. The server's certificate must still name the
+    /// host of the URL (DNS name or IP address). Applies to
+    /// [`url`](Self::url), [`cluster`](Self::cluster) (every node) and
+    /// [`redis_connection_info`](Self::redis_connection_info) with TLS, and
+    /// to a hybrid store's subscriber connection; not to Sentinel.
+    /// [`build`](Self::build) refuses a PEM without a certificate, and a
+    /// target that is not TLS. A server the CA did not sign, or whose
+    /// certificate names another host, is refused at once with an error
+    /// that says so.
+    ///
+    /// ```no_run
+    /// # async fn f() -> cachex::Result<()> {
+    /// let ca = std::fs::read("ca.crt").expect("the CA certificate");
+    /// let store: cachex::store::RedisStore<String> = cachex::store::RedisStore::builder()
+    ///     .url("rediss://redis.internal:6380")
+    ///     .tls_ca_pem(ca)
+    ///     .build()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "tls")]
+    pub fn tls_ca_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.tls.ca_pem = Some(pem.into());
         self
     }
 
@@ -158,7 +189,8 @@ impl<V, C: Codec> RedisStoreBuilder<V, C> {
     /// The codec values are stored with. Default: [`MessagePack`].
     pub fn codec<C2: Codec>(self, codec: C2) -> RedisStoreBuilder<V, C2> {
         RedisStoreBuilder {
-            target: self.target,
+            addr: self.addr,
+            tls: self.tls,
             prefix: self.prefix,
             codec,
             compress_above: self.compress_above,
@@ -219,13 +251,18 @@ impl<V, C: Codec> RedisStoreBuilder<V, C> {
     /// [`Connect`](crate::StoreOp::Connect)) when the configuration is bad or
     /// Redis cannot be reached within the timeout. The error's source says
     /// what happened, as soon as it happened: a refused connection, an
-    /// unknown host, a wrong or missing password, or the timeout.
+    /// unknown host, a wrong or missing password, a failed TLS handshake
+    /// ([`TlsFailed`](super::TlsFailed)), or the timeout.
     pub async fn build(self) -> Result<RedisStore<V, C>> {
         let refuse = |why: ConfigError| Error::store(StoreOp::Connect, None, why);
-        let target = self
-            .target
+        let addr = self
+            .addr
             .ok_or_else(|| ConfigError("no Redis address: call url, cluster or sentinel".into()))
             .map_err(refuse)?;
+        let target = Target {
+            addr,
+            tls: self.tls,
+        };
         target.check().map_err(refuse)?;
         if let Some(prefix) = &self.prefix {
             check_prefix(prefix).map_err(refuse)?;
@@ -245,7 +282,13 @@ impl<V, C: Codec> RedisStoreBuilder<V, C> {
         };
         let connection = match tokio::time::timeout(timeout, open).await {
             Ok(Ok(connection)) => connection,
-            Ok(Err(e)) => return Err(Error::store(StoreOp::Connect, None, e)),
+            Ok(Err(e)) => {
+                #[cfg(feature = "tls")]
+                if let Some(tls) = super::TlsFailed::from_redis(&e) {
+                    return Err(Error::store(StoreOp::Connect, None, tls));
+                }
+                return Err(Error::store(StoreOp::Connect, None, e));
+            }
             Err(_) => {
                 return Err(Error::store(
                     StoreOp::Connect,

@@ -7,14 +7,22 @@ use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use redis::sentinel::{SentinelClient, SentinelServerType};
-use redis::{Client, Cmd, ConnectionInfo, Pipeline, RedisResult, Value};
+use redis::{Client, Cmd, ConnectionInfo, IntoConnectionInfo, Pipeline, RedisResult, Value};
 
 use super::errors::ConfigError;
 use super::stats::is_connection_error;
 
-/// What to connect to, as the builder was told.
+/// What to connect to, as the builder was told: where, and whom to trust
+/// for TLS.
 #[derive(Clone, Debug)]
-pub(crate) enum Target {
+pub(crate) struct Target {
+    pub(crate) addr: Addr,
+    pub(crate) tls: Tls,
+}
+
+/// Where Redis is.
+#[derive(Clone, Debug)]
+pub(crate) enum Addr {
     /// `redis://` or `rediss://` URL of one server.
     Url(String),
     /// The redis crate's own connection info (the escape hatch).
@@ -25,16 +33,98 @@ pub(crate) enum Target {
     Sentinel { nodes: Vec<String>, service: String },
 }
 
+/// The certificate authorities a TLS connection trusts: the system's
+/// (the `redis` crate's bundled web roots), or the ones the user gave.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Tls {
+    /// PEM certificates to trust instead of the bundled roots.
+    #[cfg(feature = "tls")]
+    pub(crate) ca_pem: Option<Vec<u8>>,
+}
+
+impl Tls {
+    /// The `redis` crate's form of the trusted CAs, if the user gave any.
+    #[cfg(feature = "tls")]
+    fn certificates(&self) -> Option<redis::TlsCertificates> {
+        self.ca_pem.as_ref().map(|pem| redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(pem.clone()),
+        })
+    }
+
+    /// Whether the user gave CAs to trust.
+    fn given(&self) -> bool {
+        #[cfg(feature = "tls")]
+        return self.ca_pem.is_some();
+        #[cfg(not(feature = "tls"))]
+        false
+    }
+
+    /// A client for one server, trusting the CAs given (if any).
+    fn client(&self, info: impl IntoConnectionInfo) -> RedisResult<Client> {
+        #[cfg(feature = "tls")]
+        if let Some(certificates) = self.certificates() {
+            return Client::build_with_tls(info, certificates);
+        }
+        Client::open(info)
+    }
+
+    /// Refuses CAs that cannot be used: no certificate in the PEM, or a
+    /// target that is not TLS (the CA would silently not apply).
+    fn check(&self, addr: &Addr) -> Result<(), ConfigError> {
+        if !self.given() {
+            return Ok(());
+        }
+        #[cfg(feature = "tls")]
+        if let Some(pem) = &self.ca_pem {
+            use rustls::pki_types::pem::PemObject;
+            let certificates: Vec<_> = rustls::pki_types::CertificateDer::pem_slice_iter(pem)
+                .collect::<Result<_, _>>()
+                .map_err(|e| ConfigError(format!("the trusted CA is not valid PEM: {e}")))?;
+            if certificates.is_empty() {
+                return Err(ConfigError(
+                    "the trusted CA PEM holds no certificate (`-----BEGIN CERTIFICATE-----`)"
+                        .into(),
+                ));
+            }
+        }
+        let plain = |url: &String| !url.starts_with("rediss://");
+        match addr {
+            Addr::Url(url) if plain(url) => Err(ConfigError(format!(
+                "a CA to trust was given, but {url} is not a TLS URL: use rediss://"
+            ))),
+            Addr::Cluster(urls) => match urls.iter().find(|url| plain(url)) {
+                Some(url) => Err(ConfigError(format!(
+                    "a CA to trust was given, but cluster node {url} is not a TLS URL: use rediss://"
+                ))),
+                None => Ok(()),
+            },
+            Addr::Info(info) if !matches!(info.addr(), redis::ConnectionAddr::TcpTls { .. }) => {
+                Err(ConfigError(
+                    "a CA to trust was given, but the connection info is not TLS".into(),
+                ))
+            }
+            Addr::Sentinel { .. } => Err(ConfigError(
+                "a CA to trust is not supported with Sentinel; use redis_connection_info for \
+                 the master, or the system's trusted roots"
+                    .into(),
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
 impl Target {
     /// Refuses `rediss://` when TLS is not compiled in, with a message that
-    /// says which feature to enable (the redis crate's own is less direct).
+    /// says which feature to enable (the redis crate's own is less direct),
+    /// and a CA that cannot apply.
     pub(crate) fn check(&self) -> Result<(), ConfigError> {
-        let urls: &[String] = match self {
-            Target::Url(url) => std::slice::from_ref(url),
-            Target::Cluster(urls) | Target::Sentinel { nodes: urls, .. } => urls,
-            Target::Info(_) => &[],
+        let urls: &[String] = match &self.addr {
+            Addr::Url(url) => std::slice::from_ref(url),
+            Addr::Cluster(urls) | Addr::Sentinel { nodes: urls, .. } => urls,
+            Addr::Info(_) => &[],
         };
-        if urls.is_empty() && !matches!(self, Target::Info(_)) {
+        if urls.is_empty() && !matches!(self.addr, Addr::Info(_)) {
             return Err(ConfigError("no Redis address given".into()));
         }
         if !cfg!(feature = "tls") {
@@ -44,7 +134,30 @@ impl Target {
                 )));
             }
         }
-        Ok(())
+        self.tls.check(&self.addr)
+    }
+
+    /// A client for the server a subscriber connection goes to: the
+    /// server itself, the `attempt`-th cluster node (round robin, so that
+    /// a dead node is not retried for ever), or the master the Sentinels
+    /// name now (which follows a failover).
+    pub(crate) async fn subscriber_client(&self, attempt: usize) -> RedisResult<Client> {
+        match &self.addr {
+            Addr::Url(url) => self.tls.client(url.as_str()),
+            Addr::Info(info) => self.tls.client((**info).clone()),
+            Addr::Cluster(nodes) => self
+                .tls
+                .client(nodes[attempt % nodes.len().max(1)].as_str()),
+            Addr::Sentinel { nodes, service } => {
+                let mut sentinel = SentinelClient::build(
+                    nodes.clone(),
+                    service.clone(),
+                    None,
+                    SentinelServerType::Master,
+                )?;
+                sentinel.async_get_client().await
+            }
+        }
     }
 }
 
@@ -59,23 +172,30 @@ pub(crate) enum Connection {
 impl Connection {
     /// Connects, waiting at most about `timeout` per attempt.
     pub(crate) async fn open(target: Target, timeout: Duration) -> RedisResult<Connection> {
-        match target {
-            Target::Url(url) => {
-                let client = Client::open(url.as_str())?;
+        let Target { addr, tls } = target;
+        match addr {
+            Addr::Url(url) => {
+                let client = tls.client(url.as_str())?;
                 Ok(Connection::Standalone(manager(client, timeout).await?))
             }
-            Target::Info(info) => {
-                let client = Client::open(*info)?;
+            Addr::Info(info) => {
+                let client = tls.client(*info)?;
                 Ok(Connection::Standalone(manager(client, timeout).await?))
             }
-            Target::Cluster(nodes) => {
-                let client = ClusterClient::builder(nodes)
+            Addr::Cluster(nodes) => {
+                let builder = ClusterClient::builder(nodes)
                     .connection_timeout(timeout)
-                    .response_timeout(backstop(timeout))
-                    .build()?;
-                Ok(Connection::Cluster(client.get_async_connection().await?))
+                    .response_timeout(backstop(timeout));
+                #[cfg(feature = "tls")]
+                let builder = match tls.certificates() {
+                    Some(certificates) => builder.certs(certificates),
+                    None => builder,
+                };
+                Ok(Connection::Cluster(
+                    builder.build()?.get_async_connection().await?,
+                ))
             }
-            Target::Sentinel { nodes, service } => {
+            Addr::Sentinel { nodes, service } => {
                 let client =
                     SentinelClient::build(nodes, service, None, SentinelServerType::Master)?;
                 let sentinel = SentinelConnection {
@@ -89,21 +209,32 @@ impl Connection {
         }
     }
 
-    /// Sends one command.
+    /// Sends one command. An error reply (`NOPERM`, `READONLY`, `OOM`...)
+    /// is an `Err`, whatever the connection kind: the `redis` crate hands
+    /// some back as a `Value::ServerError`, which a caller expecting, say,
+    /// an integer from `UNLINK` could otherwise mistake for success.
     pub(crate) async fn query(&self, cmd: &Cmd) -> RedisResult<Value> {
         match self {
             // Cloning is how these connections are shared: an `Arc` or a
             // channel sender, not a new socket.
-            Connection::Standalone(conn) => {
-                once_more_if_stale(|| {
-                    let mut conn = conn.clone();
-                    async move { conn.send_packed_command(cmd).await }
-                })
+            Connection::Standalone(conn) => once_more_if_stale(|| {
+                let mut conn = conn.clone();
+                async move { conn.send_packed_command(cmd).await }
+            })
+            .await
+            .and_then(Value::extract_error),
+            Connection::Cluster(conn) => conn
+                .clone()
+                .req_packed_command(cmd)
                 .await
-            }
-            Connection::Cluster(conn) => conn.clone().req_packed_command(cmd).await,
+                .and_then(Value::extract_error),
             Connection::Sentinel(sentinel) => {
-                let result = sentinel.master().await?.send_packed_command(cmd).await;
+                let result = sentinel
+                    .master()
+                    .await?
+                    .send_packed_command(cmd)
+                    .await
+                    .and_then(Value::extract_error);
                 sentinel.forget_master_on(&result);
                 result
             }
@@ -128,6 +259,9 @@ impl Connection {
                     .send_packed_commands(pipe, 0, count)
                     .await;
                 sentinel.forget_master_on(&result);
+                if let Ok(replies) = &result {
+                    sentinel.forget_master_if_demoted(replies);
+                }
                 result
             }
         }
@@ -224,6 +358,17 @@ impl SentinelConnection {
         let master = manager(client.async_get_client().await?, self.timeout).await?;
         *self.master.write() = Some(master.clone());
         Ok(master)
+    }
+
+    /// A pipeline's replies come back one by one: a `READONLY` among them
+    /// means the master was demoted as surely as a failed command does.
+    fn forget_master_if_demoted(&self, replies: &[Value]) {
+        let demoted = replies
+            .iter()
+            .any(|reply| matches!(reply, Value::ServerError(e) if e.code() == "READONLY"));
+        if demoted {
+            *self.master.write() = None;
+        }
     }
 
     fn forget_master_on<T>(&self, result: &RedisResult<T>) {

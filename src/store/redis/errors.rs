@@ -61,3 +61,60 @@ impl fmt::Display for WrongType {
 }
 
 impl std::error::Error for WrongType {}
+
+/// The TLS handshake with Redis failed: the server's certificate is not
+/// signed by a trusted CA, names another host, or has expired. The source of an [`Error::Store`](crate::Error::Store)
+/// from [`RedisStoreBuilder::build`](super::RedisStoreBuilder::build).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsFailed {
+    /// What the TLS library said, and what it likely means.
+    pub(crate) reason: String,
+}
+
+impl fmt::Display for TlsFailed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TLS handshake with Redis failed: {}", self.reason)
+    }
+}
+
+impl std::error::Error for TlsFailed {}
+
+#[cfg(feature = "tls")]
+impl TlsFailed {
+    /// The TLS failure behind a connection error, if that is what it is.
+    /// The `redis` crate keeps the I/O error (which holds rustls's) in an
+    /// `Arc`; `io::Error::source` would skip it, so it is unwrapped here.
+    pub(crate) fn from_redis(error: &redis::RedisError) -> Option<TlsFailed> {
+        use std::sync::Arc;
+        type Shared = Arc<dyn std::error::Error + Send + Sync>;
+        let inner = std::error::Error::source(error)?.downcast_ref::<Shared>()?;
+        let io = inner.downcast_ref::<std::io::Error>()?;
+        let tls = io.get_ref()?.downcast_ref::<rustls::Error>()?;
+        Some(TlsFailed {
+            reason: describe(tls),
+        })
+    }
+}
+
+/// rustls's words, and what they usually mean for a Redis user.
+#[cfg(feature = "tls")]
+fn describe(error: &rustls::Error) -> String {
+    use rustls::{CertificateError as Cert, Error as Tls};
+    let hint = match error {
+        Tls::InvalidCertificate(Cert::UnknownIssuer | Cert::BadSignature) => {
+            "the server's certificate is not signed by a trusted CA (the one given to \
+             `tls_ca_pem`, or the bundled roots)"
+        }
+        Tls::InvalidCertificate(Cert::NotValidForName | Cert::NotValidForNameContext { .. }) => {
+            "the server's certificate does not name the host of the URL"
+        }
+        Tls::InvalidCertificate(
+            Cert::Expired
+            | Cert::ExpiredContext { .. }
+            | Cert::NotValidYet
+            | Cert::NotValidYetContext { .. },
+        ) => "the server's certificate is outside its validity period",
+        _ => return error.to_string(),
+    };
+    format!("{error}: {hint}")
+}

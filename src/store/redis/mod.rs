@@ -12,14 +12,33 @@
 //!
 //! | operation | Redis |
 //! |---|---|
-//! | `get` | `GET k` + `PTTL k`, pipelined: one round trip |
+//! | `get` | `GET k` (the remaining TTL comes from the value's header) |
 //! | `set` with a TTL | `SET k v PX ms` (TTLs round up to whole milliseconds, at least 1) |
 //! | `set` for ever | `SET k v` |
 //! | `delete` | `UNLINK k` (answers whether the key existed) |
 //! | `remaining_ttl` | `PTTL k` |
 //! | `clear` | `SCAN` + `UNLINK` of `<prefix>:*`, by batches, on every master; `FLUSHDB` only if allowed |
+//! | `get_many` | `MGET k1 k2 ...`, by chunks of 1,000 keys sent together: one round trip |
+//! | `set_many` | a pipeline of `SET k v PX ms`: one round trip (Cluster: the `SET`s sent concurrently) |
+//! | `delete_many` | `UNLINK k1 k2 ...`, by chunks of 1,000 keys sent together |
 //!
 //! where `k` is `<prefix>:<key>`.
+//!
+//! Every value carries its write time and TTL in its header (see
+//! [`codec`](crate::codec)), which is how a plain `GET` or `MGET` answers
+//! the remaining TTL that refresh decisions and the hybrid store's
+//! promotion need. Values written by a cachex of format version 2 do not
+//! carry it: reading one costs a `PTTL` more. A key's expiry changed behind
+//! cachex's back (`EXPIRE`, `PEXPIRE`, `PERSIST`) still decides when Redis
+//! drops the key, but readers keep seeing the TTL the value was written
+//! with until it is written again.
+//!
+//! On a Cluster, the `redis` crate splits an `MGET` or `UNLINK` over
+//! several slots into one command per slot, sends them to their masters
+//! concurrently (each master's commands together on its connection) and
+//! puts the answers back in order: a batch costs one round trip per master
+//! holding its keys. An `MGET` skips keys holding another Redis type (they
+//! read as absent) where a single `GET` reports them.
 //!
 //! # Failures
 //!
@@ -37,16 +56,18 @@
 //!
 //! Each kind is counted in [`RedisStore::stats`].
 
+mod batch;
 mod builder;
 mod clear;
 mod connection;
 mod errors;
+mod lock_backend;
 mod pubsub;
 mod stats;
 
 use std::fmt;
 use std::future::Future;
-use std::io::Write;
+use std::io::Write as _;
 use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
@@ -57,11 +78,11 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 pub use builder::{OnCorrupt, RedisStoreBuilder, DEFAULT_MAX_VALUE_SIZE, DEFAULT_TIMEOUT};
-pub use errors::{ConfigError, TimedOut, UnexpectedReply, WrongType};
+pub use errors::{ConfigError, TimedOut, TlsFailed, UnexpectedReply, WrongType};
 pub use stats::RedisStats;
 
-use super::{Envelope, Store, StoreFuture, Stored};
-use crate::codec::{Codec, EncodeError, Framing, MessagePack};
+use super::{Envelope, Found, Store, StoreFuture, Stored, Write};
+use crate::codec::{Codec, EncodeError, Expiry, Framing, MessagePack};
 use crate::observe::{StoreStats, Tier, TierStats};
 use crate::{BoxError, Error, Result, StoreOp};
 use connection::Connection;
@@ -223,14 +244,14 @@ impl<C> Inner<C> {
             other => return Reply::Failed(unexpected(StoreOp::Get, key, &other)),
         };
         match self.framing.decode::<V>(&bytes) {
-            Ok(envelope) => Reply::Entry(Some(envelope)),
+            Ok(entry) => Reply::Entry(Some(entry)),
             Err(why) => Reply::Corrupt(why),
         }
     }
 
     /// The entry a decoded reply holds, handling corrupt data as
     /// configured.
-    async fn entry<V>(&self, key: &str, reply: Reply<V>) -> Result<Option<Envelope<V>>> {
+    async fn entry<V>(&self, key: &str, reply: Reply<V>) -> Result<Option<(Envelope<V>, Expiry)>> {
         match reply {
             Reply::Entry(entry) => Ok(entry),
             Reply::Failed(e) => Err(e),
@@ -255,6 +276,61 @@ impl<C> Inner<C> {
             }
         }
     }
+
+    /// `PTTL k`: the remaining TTL, `Some(None)` for none, `None` for no
+    /// key.
+    async fn pttl(&self, key: &str) -> Result<Option<Option<Duration>>> {
+        let mut cmd = redis::cmd("PTTL");
+        cmd.arg(self.key_arg(key));
+        let reply = self
+            .call(
+                StoreOp::RemainingTtl,
+                Some(key),
+                self.connection.query(&cmd),
+            )
+            .await?;
+        match reply {
+            Value::Int(ms) => Ok(pttl_to_ttl(ms)),
+            other => Err(unexpected(StoreOp::RemainingTtl, key, &Some(other))),
+        }
+    }
+
+    /// `SET k v [PX ms]`, with the value framed (its header recording the
+    /// same TTL), or why it cannot be stored.
+    fn set_command<V: Serialize>(
+        &self,
+        key: &str,
+        entry: &Envelope<V>,
+        ttl: Option<Duration>,
+    ) -> Result<redis::Cmd>
+    where
+        C: Codec,
+    {
+        let ttl_ms = ttl.map(ttl_to_ms);
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(self.key_arg(key));
+        if let Err(e) = self
+            .framing
+            .encode(entry, Expiry::from_now(ttl_ms), |bytes| {
+                cmd.arg(bytes);
+            })
+        {
+            return Err(match e {
+                EncodeError::Codec(why) => {
+                    self.counters.incr(Event::CodecError);
+                    Error::codec(key, why)
+                }
+                EncodeError::TooLarge(why) => {
+                    self.counters.incr(Event::Oversized);
+                    Error::store(StoreOp::Set, Some(key), why)
+                }
+            });
+        }
+        if let Some(ms) = ttl_ms {
+            cmd.arg("PX").arg(ms);
+        }
+        Ok(cmd)
+    }
 }
 
 impl<V, C> Store<V> for RedisStore<V, C>
@@ -262,44 +338,9 @@ where
     V: Serialize + DeserializeOwned + Send + Sync + 'static,
     C: Codec,
 {
+    /// A plain `GET`: the remaining TTL comes from the value's header
+    /// (from a `PTTL` for a value of format version 2).
     fn get<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Result<Option<Stored<V>>>> {
-        StoreFuture::new(async move {
-            let inner = &*self.inner;
-            let key_arg = inner.key_arg(key);
-            let mut pipe = redis::pipe();
-            pipe.cmd("GET").arg(key_arg).cmd("PTTL").arg(key_arg);
-            let replies = inner
-                .call(StoreOp::Get, Some(key), inner.connection.pipeline(&pipe, 2))
-                .await?;
-            let mut replies = replies.into_iter();
-            let (value, pttl) = (replies.next(), replies.next());
-            let remaining_ttl = match pttl {
-                Some(Value::Int(ms)) => match pttl_to_ttl(ms) {
-                    Some(ttl) => ttl,
-                    // Gone, or expired between the GET and the PTTL.
-                    None => {
-                        inner.counters.lookup(false);
-                        return Ok(None);
-                    }
-                },
-                other => return Err(unexpected(StoreOp::Get, key, &other)),
-            };
-            let reply = inner.decode_reply(key, value);
-            let envelope = inner.entry(key, reply).await?;
-            inner.counters.lookup(envelope.is_some());
-            Ok(envelope.map(|envelope| Stored {
-                envelope,
-                remaining_ttl,
-            }))
-        })
-    }
-
-    /// A plain `GET`: half the commands of [`get`](Self::get), for callers
-    /// that do not need the remaining TTL.
-    fn get_entry<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Result<Option<Envelope<V>>>>
-    where
-        V: 'a,
-    {
         StoreFuture::new(async move {
             let inner = &*self.inner;
             let mut cmd = redis::cmd("GET");
@@ -320,9 +361,28 @@ where
                 Some(reply) => inner.decode_reply(key, Some(reply)),
                 None => Reply::Corrupt(WrongType.into()),
             };
-            let entry = inner.entry(key, reply).await?;
-            inner.counters.lookup(entry.is_some());
-            Ok(entry)
+            let Some((envelope, expiry)) = inner.entry(key, reply).await? else {
+                inner.counters.lookup(false);
+                return Ok(None);
+            };
+            let remaining_ttl = match expiry.remaining() {
+                Some(ttl) => ttl,
+                // Boxed: rare (old entries), and kept out of every read's
+                // future.
+                None => match Box::pin(inner.pttl(key)).await? {
+                    Some(ttl) => ttl,
+                    // Expired since the GET.
+                    None => {
+                        inner.counters.lookup(false);
+                        return Ok(None);
+                    }
+                },
+            };
+            inner.counters.lookup(true);
+            Ok(Some(Stored {
+                envelope,
+                remaining_ttl,
+            }))
         })
     }
 
@@ -334,25 +394,7 @@ where
     ) -> StoreFuture<'a, Result<()>> {
         StoreFuture::new(async move {
             let inner = &*self.inner;
-            let mut cmd = redis::cmd("SET");
-            cmd.arg(inner.key_arg(key));
-            if let Err(e) = inner.framing.encode(&entry, |bytes| {
-                cmd.arg(bytes);
-            }) {
-                return Err(match e {
-                    EncodeError::Codec(why) => {
-                        inner.counters.incr(Event::CodecError);
-                        Error::codec(key, why)
-                    }
-                    EncodeError::TooLarge(why) => {
-                        inner.counters.incr(Event::Oversized);
-                        Error::store(StoreOp::Set, Some(key), why)
-                    }
-                });
-            }
-            if let Some(ttl) = ttl {
-                cmd.arg("PX").arg(ttl_to_ms(ttl));
-            }
+            let cmd = inner.set_command(key, &entry, ttl)?;
             let reply = inner
                 .call(StoreOp::Set, Some(key), inner.connection.query(&cmd))
                 .await?;
@@ -386,22 +428,28 @@ where
         &'a self,
         key: &'a str,
     ) -> StoreFuture<'a, Result<Option<Option<Duration>>>> {
-        StoreFuture::new(async move {
-            let inner = &*self.inner;
-            let mut cmd = redis::cmd("PTTL");
-            cmd.arg(inner.key_arg(key));
-            let reply = inner
-                .call(
-                    StoreOp::RemainingTtl,
-                    Some(key),
-                    inner.connection.query(&cmd),
-                )
-                .await?;
-            match reply {
-                Value::Int(ms) => Ok(pttl_to_ttl(ms)),
-                other => Err(unexpected(StoreOp::RemainingTtl, key, &Some(other))),
-            }
-        })
+        StoreFuture::new(self.inner.pttl(key))
+    }
+
+    fn get_many<'a>(&'a self, keys: &'a [&'a str]) -> StoreFuture<'a, Result<Vec<Found<V>>>>
+    where
+        V: 'a,
+    {
+        StoreFuture::new(self.inner.get_many(keys))
+    }
+
+    fn set_many<'a>(&'a self, writes: Vec<Write<'a, V>>) -> StoreFuture<'a, Result<()>>
+    where
+        V: 'a,
+    {
+        StoreFuture::new(self.inner.set_many(writes))
+    }
+
+    fn delete_many<'a>(&'a self, keys: &'a [&'a str]) -> StoreFuture<'a, Result<usize>>
+    where
+        V: 'a,
+    {
+        StoreFuture::new(self.inner.delete_many(keys))
     }
 
     /// Tier `l2`: this client's reads and failures (no `INFO` round trip).
@@ -440,7 +488,7 @@ impl ToRedisArgs for KeyArg<'_> {
 
 /// A `GET` reply, decoded.
 enum Reply<V> {
-    Entry(Option<Envelope<V>>),
+    Entry(Option<(Envelope<V>, Expiry)>),
     /// Data under the key that is not an entry of ours.
     Corrupt(BoxError),
     Failed(Error),

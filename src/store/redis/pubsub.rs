@@ -7,10 +7,8 @@
 use std::time::Duration;
 
 use redis::aio::PubSub;
-use redis::sentinel::{SentinelClient, SentinelServerType};
-use redis::{Client, RedisResult, Value};
+use redis::{RedisResult, Value};
 
-use super::connection::Target;
 use super::errors::UnexpectedReply;
 use super::RedisStore;
 use crate::{Error, Result, StoreOp};
@@ -40,23 +38,8 @@ impl<V, C> RedisStore<V, C> {
     /// reaches the subscribers of every node). Sentinels are asked for the
     /// current master each time, which follows a failover.
     pub(crate) async fn subscriber(&self, attempt: usize) -> RedisResult<PubSub> {
-        match &self.inner.target {
-            Target::Url(url) => Client::open(url.as_str())?.get_async_pubsub().await,
-            Target::Info(info) => Client::open((**info).clone())?.get_async_pubsub().await,
-            Target::Cluster(nodes) => {
-                let node = &nodes[attempt % nodes.len().max(1)];
-                Client::open(node.as_str())?.get_async_pubsub().await
-            }
-            Target::Sentinel { nodes, service } => {
-                let mut sentinel = SentinelClient::build(
-                    nodes.clone(),
-                    service.clone(),
-                    None,
-                    SentinelServerType::Master,
-                )?;
-                sentinel.async_get_client().await?.get_async_pubsub().await
-            }
-        }
+        let client = self.inner.target.subscriber_client(attempt).await?;
+        client.get_async_pubsub().await
     }
 
     /// The store's timeout for one call.
