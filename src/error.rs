@@ -75,6 +75,24 @@ pub enum Error {
         /// The limit it broke.
         max: usize,
     },
+    /// A tag was refused: empty, longer than
+    /// [`MAX_TAG_LEN`](crate::MAX_TAG_LEN) bytes, or holding an ASCII
+    /// control character. Nothing was written.
+    InvalidTag {
+        /// The tag (cut at `MAX_TAG_LEN` characters).
+        tag: String,
+        /// Why it was refused.
+        why: &'static str,
+    },
+    /// More than [`MAX_TAGS`](crate::MAX_TAGS) distinct tags were given for
+    /// one entry. Nothing was written.
+    TooManyTags {
+        /// The limit.
+        max: usize,
+    },
+    /// The cache's store does not support tags (a [`Store`](crate::Store)
+    /// of your own: only the built-in stores do). Nothing was written.
+    TagsUnsupported,
     /// The cache was [closed](crate::Cache::close).
     Closed,
     /// The loader returned an error. Errors are never cached: the next
@@ -143,6 +161,9 @@ pub enum StoreOp {
     /// Acquiring, extending or releasing a distributed lock (see
     /// [`lock`](crate::lock)); the key is the lock's name.
     Lock,
+    /// Reading or invalidating tags' versions (see [`tag`](crate::tag));
+    /// the key is the first tag concerned.
+    Tags,
 }
 
 impl Error {
@@ -197,6 +218,12 @@ impl Error {
         )
     }
 
+    /// Whether a tag, or a list of tags, was refused (see
+    /// [`Tags::new`](crate::Tags::new)).
+    pub fn is_invalid_tag(&self) -> bool {
+        matches!(self, Error::InvalidTag { .. } | Error::TooManyTags { .. })
+    }
+
     /// Whether a load failed: its loader returned an error or panicked, or
     /// it was abandoned at the [hard timeout](crate::CacheBuilder::hard_timeout).
     pub fn is_loader(&self) -> bool {
@@ -234,6 +261,9 @@ impl Error {
             | Error::KeyTooLong { .. }
             | Error::InvalidKeyInBatch { .. }
             | Error::BatchTooLarge { .. }
+            | Error::InvalidTag { .. }
+            | Error::TooManyTags { .. }
+            | Error::TagsUnsupported
             | Error::Closed => None,
         }
     }
@@ -247,6 +277,8 @@ impl Error {
                 "invalid_key"
             }
             Error::BatchTooLarge { .. } => "batch_too_large",
+            Error::InvalidTag { .. } | Error::TooManyTags { .. } => "invalid_tag",
+            Error::TagsUnsupported => "tags_unsupported",
             Error::Closed => "closed",
             Error::Loader { .. } => "loader",
             Error::LoaderPanicked { .. } => "loader_panicked",
@@ -268,10 +300,14 @@ impl Error {
             }
             Error::Store { op, .. } => format!("cache store failed to {op}"),
             Error::Codec { .. } => "could not encode or decode a cached value".to_owned(),
+            // The tag may name a user, as keys do.
+            Error::InvalidTag { why, .. } => format!("tag refused: {why}"),
             Error::EmptyKey
             | Error::KeyTooLong { .. }
             | Error::InvalidKeyInBatch { .. }
             | Error::BatchTooLarge { .. }
+            | Error::TooManyTags { .. }
+            | Error::TagsUnsupported
             | Error::Closed => self.to_string(),
         }
     }
@@ -299,6 +335,13 @@ impl fmt::Display for Error {
             }
             Error::BatchTooLarge { len, max } => {
                 write!(f, "the batch has {len} keys; the limit is {max} (split it)")
+            }
+            Error::InvalidTag { tag, why } => write!(f, "tag `{tag}` refused: {why}"),
+            Error::TooManyTags { max } => {
+                write!(f, "more than {max} tags for one entry")
+            }
+            Error::TagsUnsupported => {
+                f.write_str("the cache's store does not support tags (only the built-in stores do)")
             }
             Error::Closed => f.write_str("the cache is closed"),
             Error::Loader { key, .. } => write!(f, "loader failed for key `{key}`"),
@@ -348,6 +391,7 @@ impl fmt::Display for StoreOp {
             StoreOp::RemainingTtl => "read the time-to-live of",
             StoreOp::Connect => "connect",
             StoreOp::Lock => "lock",
+            StoreOp::Tags => "read or invalidate tag",
         })
     }
 }

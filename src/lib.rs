@@ -125,12 +125,13 @@ mod mock;
 pub mod observe;
 mod policy;
 pub mod store;
+pub mod tag;
 mod ttl;
 
 pub use cache::{
     AsyncCache, AsyncCacheExt, BoxFuture, BoxLoader, BulkLoader, Cache, CacheBuilder, Stats,
-    DEFAULT_FAIL_SAFE_THROTTLE, DEFAULT_JITTER, DEFAULT_MAX_REFRESHING_KEYS, DEFAULT_NEGATIVE_TTL,
-    DEFAULT_TTL, MAX_BATCH, MAX_KEY_LEN,
+    Tagged, DEFAULT_FAIL_SAFE_THROTTLE, DEFAULT_JITTER, DEFAULT_MAX_REFRESHING_KEYS,
+    DEFAULT_NEGATIVE_TTL, DEFAULT_TTL, MAX_BATCH, MAX_KEY_LEN,
 };
 pub use error::{BoxError, Error, Result, StoreOp};
 pub use mock::MockCache;
@@ -148,6 +149,7 @@ pub use store::{Envelope, MemoryStore, Store};
 pub use engine::{
     CacheStats, Clock, DefaultHashBuilder, MemoryCache, MemoryCacheBuilder, RemovalCause,
 };
+pub use tag::{Tags, MAX_TAGS, MAX_TAG_LEN};
 pub use ttl::Ttl;
 
 /// Compiles every Rust block of the README as a doc test, so that the

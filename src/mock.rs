@@ -10,6 +10,7 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::cache::{bulk, check_key, Keys, Lookup};
 use crate::loading::{catch_unwind, Answer};
+use crate::tag::Tags;
 use crate::{AsyncCache, BoxError, BoxFuture, BoxLoader, BulkLoader, Error, Result, Stats, Ttl};
 
 /// A hook called with the key of a lookup.
@@ -25,7 +26,9 @@ type Hook = Arc<dyn Fn(&str) + Send + Sync>;
 /// loader on a miss and caching the value; a loader's error or panic
 /// reported as [`Error::Loader`] or [`Error::LoaderPanicked`] and not cached;
 /// `get_or_load_optional` caching "not found", which `get` then reports as
-/// `Ok(None)`.
+/// `Ok(None)`; tags ([`set_tagged`](Self::set_tagged),
+/// [`invalidate_tag`](Self::invalidate_tag)), with
+/// [`tags_of`](Self::tags_of) to check what was tagged.
 ///
 /// It counts lookups by the same rule as the cache: a cached "not found"
 /// is a negative hit for `get` and `get_or_load_optional`, and a miss for
@@ -74,6 +77,8 @@ pub struct MockCache<V> {
 struct Inner<V> {
     /// `None` values are cached "not found" answers.
     entries: Mutex<HashMap<String, Option<V>>>,
+    /// The tags of the entries written with some; locked after `entries`.
+    tags: Mutex<HashMap<String, Tags>>,
     counts: Counts,
     closed: AtomicBool,
     on_hit: RwLock<Option<Hook>>,
@@ -100,6 +105,7 @@ where
         MockCache {
             inner: Arc::new(Inner {
                 entries: Mutex::default(),
+                tags: Mutex::default(),
                 counts: Counts::default(),
                 closed: AtomicBool::new(false),
                 on_hit: RwLock::new(None),
@@ -179,24 +185,86 @@ where
     pub async fn set(&self, key: &str, value: V, _ttl: Ttl) -> Result<()> {
         self.check(key)?;
         self.inner.counts.sets.fetch_add(1, Ordering::Relaxed);
-        self.inner
-            .entries
-            .lock()
-            .insert(key.to_owned(), Some(value));
+        self.store(key, Some(value), None);
         Ok(())
+    }
+
+    /// See [`Tagged::set`](crate::Tagged::set); `ttl` is ignored.
+    pub async fn set_tagged(&self, key: &str, value: V, _ttl: Ttl, tags: &Tags) -> Result<()> {
+        self.check(key)?;
+        self.inner.counts.sets.fetch_add(1, Ordering::Relaxed);
+        self.store(key, Some(value), Some(tags));
+        Ok(())
+    }
+
+    /// See [`Tagged::get_or_load`](crate::Tagged::get_or_load): a loaded
+    /// value is kept with `tags`.
+    pub async fn get_or_load_tagged<F, Fut, E>(&self, key: &str, tags: &Tags, loader: F) -> Result<V>
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<V, E>> + Send + 'static,
+        E: Into<BoxError>,
+    {
+        self.load(key, loader, Some(tags)).await
+    }
+
+    /// See [`Cache::invalidate_tag`](crate::Cache::invalidate_tag).
+    pub async fn invalidate_tag(&self, tag: &str) -> Result<()> {
+        self.invalidate_tags(&Tags::new([tag])?).await
+    }
+
+    /// See [`Cache::invalidate_tags`](crate::Cache::invalidate_tags): every
+    /// entry written with one of `tags` is removed.
+    pub async fn invalidate_tags(&self, tags: &Tags) -> Result<()> {
+        self.ensure_open()?;
+        let mut entries = self.inner.entries.lock();
+        let mut tagged = self.inner.tags.lock();
+        tagged.retain(|key, theirs| {
+            let hit = theirs.iter().any(|tag| tags.iter().any(|t| t == tag));
+            if hit {
+                entries.remove(key);
+            }
+            !hit
+        });
+        Ok(())
+    }
+
+    /// The tags `key`'s entry was written with, if it has some: for tests
+    /// checking that the code under test tags what it writes.
+    pub fn tags_of(&self, key: &str) -> Option<Tags> {
+        self.inner.tags.lock().get(key).cloned()
+    }
+
+    /// Keeps `entry` under `key`, with `tags` or none.
+    fn store(&self, key: &str, entry: Option<V>, tags: Option<&Tags>) {
+        let mut entries = self.inner.entries.lock();
+        entries.insert(key.to_owned(), entry);
+        let mut tagged = self.inner.tags.lock();
+        match tags {
+            Some(tags) if !tags.is_empty() => {
+                tagged.insert(key.to_owned(), tags.clone());
+            }
+            _ => {
+                tagged.remove(key);
+            }
+        }
     }
 
     /// See [`Cache::delete`](crate::Cache::delete).
     pub async fn delete(&self, key: &str) -> Result<bool> {
         self.check(key)?;
         self.inner.counts.deletes.fetch_add(1, Ordering::Relaxed);
-        Ok(self.inner.entries.lock().remove(key).is_some())
+        let removed = self.inner.entries.lock().remove(key).is_some();
+        self.inner.tags.lock().remove(key);
+        Ok(removed)
     }
 
     /// See [`Cache::clear`](crate::Cache::clear).
     pub async fn clear(&self) -> Result<()> {
         self.ensure_open()?;
-        self.inner.entries.lock().clear();
+        let mut entries = self.inner.entries.lock();
+        entries.clear();
+        self.inner.tags.lock().clear();
         Ok(())
     }
 
@@ -208,7 +276,7 @@ where
         Fut: Future<Output = Result<V, E>> + Send + 'static,
         E: Into<BoxError>,
     {
-        self.load(key, loader).await
+        self.load(key, loader, None).await
     }
 
     /// See [`Cache::get_or_load_optional`](crate::Cache::get_or_load_optional).
@@ -219,7 +287,7 @@ where
         Fut: Future<Output = Result<Option<V>, E>> + Send + 'static,
         E: Into<BoxError>,
     {
-        self.load(key, loader).await
+        self.load(key, loader, None).await
     }
 
     /// See [`Cache::get_many`](crate::Cache::get_many): each key counted
@@ -246,10 +314,9 @@ where
         let entries: Vec<(K, V)> = entries.into_iter().collect();
         let keys: Vec<&str> = entries.iter().map(|(key, _)| key.as_ref()).collect();
         Keys::new(&keys)?;
-        let mut map = self.inner.entries.lock();
         for (key, value) in &entries {
             self.inner.counts.sets.fetch_add(1, Ordering::Relaxed);
-            map.insert(key.as_ref().to_owned(), Some(value.clone()));
+            self.store(key.as_ref(), Some(value.clone()), None);
         }
         Ok(())
     }
@@ -260,10 +327,12 @@ where
         self.ensure_open()?;
         let keys = Keys::new(keys)?;
         let mut map = self.inner.entries.lock();
+        let mut tagged = self.inner.tags.lock();
         let mut deleted = 0;
         for key in &keys.unique {
             self.inner.counts.deletes.fetch_add(1, Ordering::Relaxed);
             deleted += usize::from(map.remove(*key).is_some());
+            tagged.remove(*key);
         }
         Ok(deleted)
     }
@@ -337,11 +406,10 @@ where
                     return Err(Error::panicked(Arc::from(missing[0].as_str()), message));
                 }
             };
-            let mut map = self.inner.entries.lock();
             for (key, answer) in keys.unique.iter().zip(answers.iter_mut()) {
                 if answer.is_none() {
                     let value = found.remove(*key).flatten();
-                    map.insert((*key).to_owned(), value.clone());
+                    self.store(key, value.clone(), None);
                     *answer = Some(value);
                 }
             }
@@ -370,7 +438,7 @@ where
         self.inner.closed.store(true, Ordering::Release);
     }
 
-    async fn load<A, F, Fut, E>(&self, key: &str, loader: F) -> Result<A>
+    async fn load<A, F, Fut, E>(&self, key: &str, loader: F, tags: Option<&Tags>) -> Result<A>
     where
         A: Answer<V>,
         F: FnOnce() -> Fut,
@@ -389,8 +457,7 @@ where
         counts.loads.fetch_add(1, Ordering::Relaxed);
         match result {
             Ok(Ok(answer)) => {
-                let shared = answer.to_shared();
-                self.inner.entries.lock().insert(key.to_owned(), shared);
+                self.store(key, answer.to_shared(), tags);
                 Ok(answer)
             }
             Ok(Err(source)) => {
@@ -529,6 +596,32 @@ where
         loader: BulkLoader<V>,
     ) -> BoxFuture<'a, Result<Vec<Option<V>>>> {
         Box::pin(MockCache::load_many(self, keys, loader))
+    }
+
+    fn set_tagged<'a>(
+        &'a self,
+        key: &'a str,
+        value: V,
+        ttl: Ttl,
+        tags: &'a Tags,
+    ) -> BoxFuture<'a, Result<()>>
+    where
+        V: 'a,
+    {
+        Box::pin(MockCache::set_tagged(self, key, value, ttl, tags))
+    }
+
+    fn get_or_load_tagged_boxed<'a>(
+        &'a self,
+        key: &'a str,
+        tags: &'a Tags,
+        loader: BoxLoader<V>,
+    ) -> BoxFuture<'a, Result<V>> {
+        Box::pin(MockCache::get_or_load_tagged(self, key, tags, loader))
+    }
+
+    fn invalidate_tags<'a>(&'a self, tags: &'a Tags) -> BoxFuture<'a, Result<()>> {
+        Box::pin(MockCache::invalidate_tags(self, tags))
     }
 
     fn stats(&self) -> Stats {

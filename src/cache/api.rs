@@ -7,7 +7,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use super::{Cache, Stats};
-use crate::{BoxError, Result, Ttl};
+use crate::tag::Tags;
+use crate::{BoxError, Error, Result, Ttl};
 
 /// A boxed, `Send` future: what [`AsyncCache`]'s methods return.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -161,6 +162,43 @@ pub trait AsyncCache<V>: Send + Sync {
         loader: BulkLoader<V>,
     ) -> BoxFuture<'a, Result<Vec<Option<V>>>>;
 
+    /// Stores `value` under `key` for `ttl`, with `tags`; see
+    /// [`Tagged::set`](crate::Tagged::set). The default refuses with
+    /// [`Error::TagsUnsupported`].
+    fn set_tagged<'a>(
+        &'a self,
+        key: &'a str,
+        value: V,
+        ttl: Ttl,
+        tags: &'a Tags,
+    ) -> BoxFuture<'a, Result<()>>
+    where
+        V: 'a,
+    {
+        let _ = (key, value, ttl, tags);
+        Box::pin(std::future::ready(Err(Error::TagsUnsupported)))
+    }
+
+    /// [`Tagged::get_or_load`](crate::Tagged::get_or_load) with a boxed
+    /// loader; prefer [`AsyncCacheExt::get_or_load_tagged`]. The default
+    /// refuses with [`Error::TagsUnsupported`].
+    fn get_or_load_tagged_boxed<'a>(
+        &'a self,
+        key: &'a str,
+        tags: &'a Tags,
+        loader: BoxLoader<V>,
+    ) -> BoxFuture<'a, Result<V>> {
+        let _ = (key, tags, loader);
+        Box::pin(async { Err(Error::TagsUnsupported) })
+    }
+
+    /// Invalidates every tag of `tags`; see [`Cache::invalidate_tags`].
+    /// The default refuses with [`Error::TagsUnsupported`].
+    fn invalidate_tags<'a>(&'a self, tags: &'a Tags) -> BoxFuture<'a, Result<()>> {
+        let _ = tags;
+        Box::pin(std::future::ready(Err(Error::TagsUnsupported)))
+    }
+
     /// A snapshot of the counters; see [`Cache::stats`].
     fn stats(&self) -> Stats;
 
@@ -227,6 +265,30 @@ pub trait AsyncCacheExt<V>: AsyncCache<V> {
         V: 'static,
     {
         self.get_many_or_load_boxed(keys, bulk(loader, |value| value))
+    }
+
+    /// [`Tagged::get_or_load`](crate::Tagged::get_or_load) through the
+    /// object-safe interface.
+    fn get_or_load_tagged<'a, F, Fut, E>(
+        &'a self,
+        key: &'a str,
+        tags: &'a Tags,
+        loader: F,
+    ) -> BoxFuture<'a, Result<V>>
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<V, E>> + Send + 'static,
+        E: Into<BoxError>,
+    {
+        self.get_or_load_tagged_boxed(key, tags, boxed(loader))
+    }
+
+    /// [`Cache::invalidate_tag`] through the object-safe interface.
+    fn invalidate_tag<'a>(&'a self, tag: &'a str) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let tags = Tags::new([tag])?;
+            self.invalidate_tags(&tags).await
+        })
     }
 }
 
@@ -329,6 +391,33 @@ where
         Box::pin(Cache::load_many(self, keys, loader))
     }
 
+    fn set_tagged<'a>(
+        &'a self,
+        key: &'a str,
+        value: V,
+        ttl: Ttl,
+        tags: &'a Tags,
+    ) -> BoxFuture<'a, Result<()>>
+    where
+        V: 'a,
+    {
+        Box::pin(async move { self.with_tags(tags.clone()).set(key, value, ttl).await })
+    }
+
+    fn get_or_load_tagged_boxed<'a>(
+        &'a self,
+        key: &'a str,
+        tags: &'a Tags,
+        loader: BoxLoader<V>,
+    ) -> BoxFuture<'a, Result<V>> {
+        let tagged = self.with_tags(tags.clone());
+        Box::pin(tagged.get_or_load(key, loader))
+    }
+
+    fn invalidate_tags<'a>(&'a self, tags: &'a Tags) -> BoxFuture<'a, Result<()>> {
+        Box::pin(Cache::invalidate_tags(self, tags.iter()))
+    }
+
     fn stats(&self) -> Stats {
         Cache::stats(self)
     }
@@ -397,6 +486,32 @@ impl<V, C: AsyncCache<V> + ?Sized> AsyncCache<V> for std::sync::Arc<C> {
         loader: BulkLoader<V>,
     ) -> BoxFuture<'a, Result<Vec<Option<V>>>> {
         (**self).get_many_or_load_boxed(keys, loader)
+    }
+
+    fn set_tagged<'a>(
+        &'a self,
+        key: &'a str,
+        value: V,
+        ttl: Ttl,
+        tags: &'a Tags,
+    ) -> BoxFuture<'a, Result<()>>
+    where
+        V: 'a,
+    {
+        (**self).set_tagged(key, value, ttl, tags)
+    }
+
+    fn get_or_load_tagged_boxed<'a>(
+        &'a self,
+        key: &'a str,
+        tags: &'a Tags,
+        loader: BoxLoader<V>,
+    ) -> BoxFuture<'a, Result<V>> {
+        (**self).get_or_load_tagged_boxed(key, tags, loader)
+    }
+
+    fn invalidate_tags<'a>(&'a self, tags: &'a Tags) -> BoxFuture<'a, Result<()>> {
+        (**self).invalidate_tags(tags)
     }
 
     fn stats(&self) -> Stats {

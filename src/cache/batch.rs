@@ -9,6 +9,7 @@ use super::stats::{Counter, Lookup};
 use super::{check_key, Cache, Core, MAX_BATCH};
 use crate::observe::spans::{traced, Op, OpSpan};
 use crate::store::{Envelope, Write};
+use crate::tag::Tags;
 use crate::{Error, Result, Ttl};
 
 /// The keys of one batch call, validated, each once.
@@ -143,7 +144,7 @@ where
         let entries: Vec<(K, V)> = entries.into_iter().collect();
         let span = OpSpan::new(&self.core.observer, Op::SetMany, None);
         span.keys(entries.len());
-        let result = traced!(span, self.core.set_many(entries, ttl));
+        let result = traced!(span, self.core.set_many(entries, ttl, None));
         span.finish(&result);
         result
     }
@@ -202,12 +203,21 @@ where
         Ok(keys.spread(values))
     }
 
-    async fn set_many<K: AsRef<str>>(&self, entries: Vec<(K, V)>, ttl: Ttl) -> Result<()> {
+    pub(super) async fn set_many<K: AsRef<str>>(
+        &self,
+        entries: Vec<(K, V)>,
+        ttl: Ttl,
+        tags: Option<&Tags>,
+    ) -> Result<()> {
         self.ensure_open()?;
         let winners = last_writes(&entries)?;
         if winners.is_empty() {
             return Ok(());
         }
+        let stamps = match tags {
+            Some(tags) => Some(self.tag_stamps(tags).await?),
+            None => None,
+        };
         self.count_batch(entries.len());
         let mut writes = Vec::with_capacity(winners.len());
         let mut entries: Vec<Option<(K, V)>> = entries.into_iter().map(Some).collect();
@@ -221,9 +231,11 @@ where
             .map(|(key, value)| {
                 let key = key.as_ref();
                 self.flights.forget(key);
+                let mut entry = Envelope::found(value.clone());
+                entry.set_tags(stamps.clone());
                 Write {
                     key,
-                    entry: Envelope::found(value.clone()),
+                    entry,
                     ttl: self.physical_ttl(self.resolve(ttl)),
                 }
             })

@@ -344,6 +344,7 @@ where
             closed: AtomicBool::new(false),
             distributed: self.distributed.map(Distributed::new),
             refresh_ahead: RefreshAhead::new(self.refresh_ahead),
+            tag_flights: Default::default(),
         };
         let cache = Cache {
             core: Arc::new(core),

@@ -16,6 +16,7 @@ use crate::loading::{
 };
 use crate::observe::spans::{record_loaded_ttl, traced, Op, OpSpan};
 use crate::store::{Envelope, Stored};
+use crate::tag::{TagStamps, Tags};
 use crate::{BoxError, Error, Result};
 
 /// What a load's read of the store found.
@@ -63,6 +64,8 @@ pub(super) struct Lead<'a, V> {
     pub(super) stale: Option<&'a Stale<V>>,
     /// Its key's lock across processes (distributed singleflight).
     pub(super) claim: Claim,
+    /// The tags to write its result with (see [`Cache::tagged`]).
+    pub(super) tags: Option<Tags>,
 }
 
 /// How a wait for a flight ended.
@@ -221,19 +224,26 @@ where
         key: &str,
         loader: L,
         span: OpSpan,
+        tags: Option<Tags>,
     ) -> Result<A>
     where
         A: Answer<V> + Send + 'static,
         L: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = Result<A, BoxError>> + Send + 'static,
     {
-        let result = traced!(span, self.load_in(key, loader, &span));
+        let result = traced!(span, self.load_in(key, loader, &span, tags));
         span.finish(&result);
         result
     }
 
     /// [`load`](Self::load), inside its span.
-    async fn load_in<A, L, Fut>(&self, key: &str, loader: L, span: &OpSpan) -> Result<A>
+    async fn load_in<A, L, Fut>(
+        &self,
+        key: &str,
+        loader: L,
+        span: &OpSpan,
+        tags: Option<Tags>,
+    ) -> Result<A>
     where
         A: Answer<V> + Send + 'static,
         L: FnOnce() -> Fut + Send + 'static,
@@ -249,14 +259,15 @@ where
             span.hit(false);
             let joined = Some(waiter);
             return self
-                .load_missing(key, loader, endings, Miss::nothing(), joined)
+                .load_missing(key, loader, endings, Miss::nothing(), joined, tags)
                 .await;
         }
         let read = core.read(key).await;
-        match self.after_read(key, read, loader, span) {
+        match self.after_read(key, read, loader, span, tags.as_ref()) {
             AfterRead::Answered(answer) => Ok(answer),
             AfterRead::Load(loader, miss) => {
-                self.load_missing(key, loader, endings, miss, None).await
+                self.load_missing(key, loader, endings, miss, None, tags)
+                    .await
             }
         }
     }
@@ -271,6 +282,7 @@ where
         read: Read<V>,
         loader: L,
         span: &OpSpan,
+        tags: Option<&Tags>,
     ) -> AfterRead<A, L, V>
     where
         A: Answer<V> + Send + 'static,
@@ -278,7 +290,7 @@ where
         Fut: Future<Output = Result<A, BoxError>> + Send + 'static,
     {
         match read {
-            Read::Live(stored) => self.after_live(key, stored, loader, span),
+            Read::Live(stored) => self.after_live(key, stored, loader, span, tags),
             Read::Miss(miss) => {
                 self.core.counters.incr(Counter::Misses);
                 span.hit(false);
@@ -295,6 +307,7 @@ where
         stored: Stored<V>,
         loader: L,
         span: &OpSpan,
+        tags: Option<&Tags>,
     ) -> AfterRead<A, L, V>
     where
         A: Answer<V> + Send + 'static,
@@ -322,7 +335,7 @@ where
                         .due(remaining_ttl, load_time, &core.random)
                 {
                     core.counters.incr(Counter::StaleServed);
-                    self.refresh(key, loader);
+                    self.refresh(key, loader, tags.cloned());
                 }
                 AfterRead::Answered(answer)
             }
@@ -342,6 +355,7 @@ where
         mut read: Endings,
         miss: Miss<V>,
         mut joined: Option<Waiter<V>>,
+        tags: Option<Tags>,
     ) -> Result<A>
     where
         A: Answer<V> + Send + 'static,
@@ -366,7 +380,7 @@ where
                             return Ok(answer);
                         }
                     }
-                    return self.run_load(leader, loader, miss).await;
+                    return self.run_load(leader, loader, miss, tags).await;
                 }
                 Role::Waiter(waiter) => waiter,
             };
@@ -407,7 +421,13 @@ where
     /// timeout, the load moves into a background task, so that it can
     /// outlive this caller, who waits for it only until the soft timeout;
     /// otherwise it runs here, bound to this caller, as any load.
-    async fn run_load<A, L, Fut>(&self, leader: Leader<V>, loader: L, miss: Miss<V>) -> Result<A>
+    async fn run_load<A, L, Fut>(
+        &self,
+        leader: Leader<V>,
+        loader: L,
+        miss: Miss<V>,
+        tags: Option<Tags>,
+    ) -> Result<A>
     where
         A: Answer<V> + Send + 'static,
         L: FnOnce() -> Fut + Send + 'static,
@@ -427,6 +447,7 @@ where
                     write: miss.write,
                     stale: stale.as_ref(),
                     claim: Claim::Wait,
+                    tags,
                 };
                 let outcome = core.lead(leader, loader, lead).await;
                 return outcome.or_else(|error| core.fall_back(error, stale));
@@ -443,6 +464,7 @@ where
                 write,
                 stale: Some(&fallback),
                 claim: Claim::Wait,
+                tags,
             };
             // Counted and published by `lead`; its waiters, this caller
             // among them, apply the fallback themselves.
@@ -471,7 +493,7 @@ where
 
     /// Refreshes `key` in the background with `loader`, unless a load of it
     /// is already under way (that one will bring the new value).
-    fn refresh<A, L, Fut>(&self, key: &str, loader: L)
+    fn refresh<A, L, Fut>(&self, key: &str, loader: L, tags: Option<Tags>)
     where
         A: Answer<V> + Send + 'static,
         L: FnOnce() -> Fut + Send + 'static,
@@ -499,6 +521,7 @@ where
                 write: true,
                 stale: None,
                 claim: Claim::Done(held),
+                tags,
             };
             let outcome = core.lead(leader, loader, lead).await;
             span.finish(&outcome);
@@ -640,6 +663,19 @@ where
             },
             Claim::Done(held) => held,
         };
+        // The tags' versions are read before the loader runs: an
+        // invalidation during the load then leaves its result invalid,
+        // never a value read before the invalidation valid. Until the load
+        // ends, invalidating one of its tags also keeps later callers from
+        // joining it (see `TagFlights`).
+        let _tag_flight = how
+            .tags
+            .as_ref()
+            .map(|tags| self.tag_flights.enter(tags, leader.key()));
+        let stamps = match &how.tags {
+            Some(tags) => Some(self.store.tag_stamps(tags).await),
+            None => None,
+        };
         let started = Instant::now();
         let run = catch_unwind(async move { loader().await });
         // `timeout` drops the loader's future when time runs out.
@@ -671,7 +707,17 @@ where
                 if !how.write {
                     self.counters.incr(Counter::UndecodableKept);
                 } else if leader.is_current() {
-                    self.store_loaded(key, shared, load_time).await;
+                    match stamps {
+                        // The tags' versions could not be read: the answer
+                        // stands, but an entry nothing can invalidate is
+                        // not stored.
+                        Some(Err(_)) => self.counters.incr(Counter::StoreErrors),
+                        Some(Ok(stamps)) => {
+                            self.store_loaded(key, shared, load_time, Some(stamps))
+                                .await;
+                        }
+                        None => self.store_loaded(key, shared, load_time, None).await,
+                    }
                 }
             }
             Err(error) => {
@@ -691,10 +737,17 @@ where
     /// Stores a load's answer: a value for the default TTL (plus
     /// fail-safe's `max_stale`), a "not found" for the negative TTL (not at
     /// all if that is zero), both jittered.
-    async fn store_loaded(&self, key: &str, shared: Option<V>, load_time: Duration) {
-        let Some((entry, ttl)) = self.loaded_entry(shared, load_time) else {
+    async fn store_loaded(
+        &self,
+        key: &str,
+        shared: Option<V>,
+        load_time: Duration,
+        tags: Option<TagStamps>,
+    ) {
+        let Some((mut entry, ttl)) = self.loaded_entry(shared, load_time) else {
             return;
         };
+        entry.set_tags(tags);
         if self.store.set(key, entry, ttl).await.is_err() {
             // The callers have their answer; only the caching failed.
             self.counters.incr(Counter::StoreErrors);
@@ -742,7 +795,8 @@ where
         );
         #[cfg(not(feature = "tracing"))]
         let _ = error;
-        let entry = Envelope::found(stale.value.clone()).with_load_time(stale.load_time);
+        let mut entry = Envelope::found(stale.value.clone()).with_load_time(stale.load_time);
+        entry.set_tags(stale.tags.clone());
         let ttl = Some(fail_safe.rearm_ttl());
         if self.store.set(key, entry, ttl).await.is_err() {
             self.counters.incr(Counter::StoreErrors);

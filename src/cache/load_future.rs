@@ -78,7 +78,7 @@ where
         let span = OpSpan::new(&core.observer, Op::GetOrLoad, Some(key));
         if span.live().is_some() {
             let loader = self.take_loader();
-            let operation = Box::pin(cache.load_in_span(key, loader, span));
+            let operation = Box::pin(cache.load_in_span(key, loader, span, None));
             return self.wait(Pending::Boxed(operation), cx);
         }
         if let Err(error) = core.check(key) {
@@ -98,7 +98,7 @@ where
                     // Without fail-safe, anything found is live.
                     Some(stored) if core.settings.fail_safe.is_none() => {
                         let loader = self.take_loader();
-                        let after = cache.after_live(key, stored, loader, &span);
+                        let after = cache.after_live(key, stored, loader, &span, None);
                         return self.act(after, endings, cx);
                     }
                     Some(stored) => {
@@ -130,12 +130,18 @@ where
     /// With distributed singleflight, a load of the key under way in this
     /// process is joined without reading the store (see `distributed.rs`).
     #[cold]
-    fn join(&mut self, waiter: Waiter<V>, endings: Endings, cx: &mut Context<'_>) -> Poll<Result<A>> {
+    fn join(
+        &mut self,
+        waiter: Waiter<V>,
+        endings: Endings,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<A>> {
         let (cache, key) = (self.cache, self.key);
         cache.core.counters.incr(Counter::Misses);
         let loader = self.take_loader();
         let joined = Some(waiter);
-        let operation = Box::pin(cache.load_missing(key, loader, endings, Miss::nothing(), joined));
+        let operation =
+            Box::pin(cache.load_missing(key, loader, endings, Miss::nothing(), joined, None));
         self.wait(Pending::Boxed(operation), cx)
     }
 
@@ -150,7 +156,7 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Result<A>> {
         let loader = self.take_loader();
-        let after = self.cache.after_read(self.key, read, loader, span);
+        let after = self.cache.after_read(self.key, read, loader, span, None);
         self.act(after, endings, cx)
     }
 
@@ -166,7 +172,8 @@ where
             AfterRead::Answered(answer) => Poll::Ready(Ok(answer)),
             AfterRead::Load(loader, miss) => {
                 let (cache, key) = (self.cache, self.key);
-                let operation = Box::pin(cache.load_missing(key, loader, endings, miss, None));
+                let operation =
+                    Box::pin(cache.load_missing(key, loader, endings, miss, None, None));
                 self.wait(Pending::Boxed(operation), cx)
             }
         }

@@ -3,7 +3,8 @@
 //! Module map: [`Cache`] and its plain operations (this file), loading
 //! through it (`load.rs`), the futures of `get` and `get_or_load`, which
 //! answer a hit at their first poll (`get_future.rs`, `load_future.rs`),
-//! building it (`builder.rs`), its counters (`stats.rs`), and the
+//! building it (`builder.rs`), writing with tags and invalidating them
+//! (`tagged.rs`), its counters (`stats.rs`), and the
 //! object-safe interface it shares with [`MockCache`](crate::MockCache)
 //! (`api.rs`).
 
@@ -17,6 +18,7 @@ mod load_future;
 mod load_many;
 mod refresh_ahead;
 mod stats;
+mod tagged;
 
 use std::fmt;
 use std::future::Future;
@@ -30,6 +32,7 @@ pub use builder::{
 };
 pub use refresh_ahead::DEFAULT_MAX_REFRESHING_KEYS;
 pub use stats::Stats;
+pub use tagged::Tagged;
 
 pub(crate) use api::bulk;
 pub(crate) use batch::Keys;
@@ -42,6 +45,7 @@ use crate::loading::{
 use crate::observe::spans::{traced, Op, OpSpan};
 use crate::observe::{Coordination, Observer, StatsSource};
 use crate::store::{Envelope, LocalTier, Store, Stored};
+use crate::tag::Tags;
 use crate::{Error, Result, Ttl};
 use get_future::GetFuture;
 
@@ -132,6 +136,8 @@ struct Core<V> {
     distributed: Option<distributed::Distributed<V>>,
     /// The keys refreshed ahead, if refresh-ahead is on.
     refresh_ahead: Option<refresh_ahead::RefreshAhead<V>>,
+    /// The tagged loads under way, by tag.
+    tag_flights: tagged::TagFlights,
 }
 
 /// The builder's choices, fixed for the cache's life.
@@ -176,7 +182,7 @@ where
     /// answers the callers waiting for it.
     pub async fn set(&self, key: &str, value: V, ttl: Ttl) -> Result<()> {
         let span = OpSpan::new(&self.core.observer, Op::Set, Some(key));
-        let result = traced!(span, self.core.set(key, value, ttl, &span));
+        let result = traced!(span, self.core.set(key, value, ttl, &span, None));
         span.finish(&result);
         result
     }
@@ -310,13 +316,24 @@ where
         Ok(entry.and_then(Envelope::into_value))
     }
 
-    async fn set(&self, key: &str, value: V, ttl: Ttl, span: &OpSpan) -> Result<()> {
+    async fn set(
+        &self,
+        key: &str,
+        value: V,
+        ttl: Ttl,
+        span: &OpSpan,
+        tags: Option<&Tags>,
+    ) -> Result<()> {
         self.check(key)?;
+        let mut entry = Envelope::found(value);
+        if let Some(tags) = tags {
+            entry = entry.with_tags(self.tag_stamps(tags).await?);
+        }
         let ttl = self.resolve(ttl);
         span.ttl(ttl);
         self.flights.forget(key);
         let ttl = self.physical_ttl(ttl);
-        let written = self.store.set(key, Envelope::found(value), ttl).await;
+        let written = self.store.set(key, entry, ttl).await;
         self.count_write(written, Counter::Sets)
     }
 

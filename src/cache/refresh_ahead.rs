@@ -267,6 +267,7 @@ where
             write: true,
             stale: None,
             claim: Claim::Done(held),
+            tags: None,
         };
         // A failed refresh keeps the value until it expires; counted.
         let outcome: Result<V> = traced!(span, self.lead(leader, move || loader(), how));

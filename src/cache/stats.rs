@@ -142,6 +142,11 @@ pub struct Stats {
     /// process already refreshes the most keys it may
     /// ([`max_refreshing_keys`](crate::CacheBuilder::max_refreshing_keys)).
     pub refresh_ahead_rejected: u64,
+    /// Tags invalidated ([`Cache::invalidate_tags`](crate::Cache::invalidate_tags)
+    /// counts each tag).
+    pub tag_invalidations: u64,
+    /// Entries written with tags (by a tagged `set`, `set_many` or load).
+    pub tagged_writes: u64,
     /// What the store reports, per tier.
     pub store: StoreStats,
 }
@@ -250,9 +255,11 @@ pub(crate) enum Counter {
     RefreshAheadSkipped,
     RefreshAheadIdle,
     RefreshAheadRejected,
+    TagInvalidations,
+    TaggedWrites,
 }
 
-const COUNTERS: usize = Counter::RefreshAheadRejected as usize + 1;
+const COUNTERS: usize = Counter::TaggedWrites as usize + 1;
 
 /// The live counters behind [`Stats`].
 ///
@@ -353,6 +360,8 @@ impl Counters {
             refresh_ahead_keys: 0,
             refresh_ahead_idle: get(Counter::RefreshAheadIdle),
             refresh_ahead_rejected: get(Counter::RefreshAheadRejected),
+            tag_invalidations: get(Counter::TagInvalidations),
+            tagged_writes: get(Counter::TaggedWrites),
             store: StoreStats::default(),
         }
     }

@@ -42,6 +42,7 @@
 use std::time::Duration;
 
 use crate::store::{Envelope, Stored};
+use crate::tag::TagStamps;
 
 /// The fail-safe settings of a cache.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -67,6 +68,9 @@ pub(crate) struct Stale<V> {
     pub(crate) value: V,
     /// How long its load took, kept when it is re-armed (XFetch's delta).
     pub(crate) load_time: Duration,
+    /// Its tags, kept when it is re-armed, so that invalidating one of them
+    /// still drops it.
+    pub(crate) tags: Option<TagStamps>,
 }
 
 impl FailSafe {
@@ -86,18 +90,25 @@ impl FailSafe {
     /// they are taken as they are.
     pub(crate) fn judge<V>(&self, stored: Stored<V>) -> Freshness<V> {
         let load_time = stored.envelope.load_time();
-        let rebuilt = |value, remaining_ttl| Stored {
-            envelope: Envelope::from_option(value).with_load_time(load_time),
-            remaining_ttl,
+        let tags = stored.envelope.tags().cloned();
+        let rebuilt = |value, remaining_ttl, tags| {
+            let mut envelope = Envelope::from_option(value).with_load_time(load_time);
+            envelope.set_tags(tags);
+            Stored {
+                envelope,
+                remaining_ttl,
+            }
         };
         match (stored.remaining_ttl, stored.envelope.into_value()) {
-            (Some(left), Some(value)) if left <= self.max_stale => {
-                Freshness::Stale(Stale { value, load_time })
-            }
+            (Some(left), Some(value)) if left <= self.max_stale => Freshness::Stale(Stale {
+                value,
+                load_time,
+                tags,
+            }),
             (Some(left), Some(value)) => {
-                Freshness::Live(rebuilt(Some(value), Some(left - self.max_stale)))
+                Freshness::Live(rebuilt(Some(value), Some(left - self.max_stale), tags))
             }
-            (remaining_ttl, value) => Freshness::Live(rebuilt(value, remaining_ttl)),
+            (remaining_ttl, value) => Freshness::Live(rebuilt(value, remaining_ttl, tags)),
         }
     }
 }

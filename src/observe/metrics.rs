@@ -326,6 +326,16 @@ const REFRESH_AHEAD_COUNTERS: &[CacheCounter] = &[
         help: "Keys not refreshed ahead because the per-process limit was reached.",
         value: |s| s.refresh_ahead_rejected,
     },
+    CacheCounter {
+        name: "tag_invalidations",
+        help: "Tags invalidated by this process.",
+        value: |s| s.tag_invalidations,
+    },
+    CacheCounter {
+        name: "tagged_writes",
+        help: "Entries written with tags by this process.",
+        value: |s| s.tagged_writes,
+    },
 ];
 
 /// A counter of one tier of the store (labels `cache`, `tier`).

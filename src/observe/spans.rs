@@ -29,6 +29,8 @@ pub(crate) enum Op {
     SetMany,
     DeleteMany,
     GetManyOrLoad,
+    /// `invalidate_tags` (and `invalidate_tag`).
+    InvalidateTags,
     /// A load waiting for another process's load of the key (distributed
     /// singleflight), inside its `get_or_load` span.
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
@@ -140,6 +142,9 @@ impl OpSpan {
                 Op::DeleteMany => cache_span!("cache.delete_many", "delete_many", cache),
                 Op::GetManyOrLoad => {
                     cache_span!("cache.get_many_or_load", "get_many_or_load", cache)
+                }
+                Op::InvalidateTags => {
+                    cache_span!("cache.invalidate_tags", "invalidate_tags", cache)
                 }
                 Op::LockWait => cache_span!("cache.lock_wait", "lock_wait", cache),
                 // A root span: it outlives the call that started it, which
@@ -332,6 +337,7 @@ impl StoreSpan {
                     store_span!("cache.store.connect", "connect", system, tier_name)
                 }
                 StoreOp::Lock => store_span!("cache.store.lock", "lock", system, tier_name),
+                StoreOp::Tags => store_span!("cache.store.tags", "tags", system, tier_name),
             };
             if tier == Tier::L2 {
                 span.record("otel.kind", "client");

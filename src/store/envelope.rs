@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::tag::TagStamps;
+
 /// A stored entry: a value, or the cached answer "not found", plus how long
 /// the load that produced it took.
 ///
@@ -37,6 +39,12 @@ pub struct Envelope<V> {
     /// Defaulted so that entries written without it still decode.
     #[serde(default)]
     load_time: Duration,
+    /// The tags it was written with and their versions then (see
+    /// [`tag`](crate::tag)). Not part of the serde encoding: a store that
+    /// serializes envelopes itself does not support tags, and the cache
+    /// refuses tagged writes to it.
+    #[serde(skip)]
+    tags: Option<TagStamps>,
 }
 
 impl<V> Envelope<V> {
@@ -45,6 +53,7 @@ impl<V> Envelope<V> {
         Envelope {
             value: Some(value),
             load_time: Duration::ZERO,
+            tags: None,
         }
     }
 
@@ -53,6 +62,7 @@ impl<V> Envelope<V> {
         Envelope {
             value: None,
             load_time: Duration::ZERO,
+            tags: None,
         }
     }
 
@@ -61,6 +71,7 @@ impl<V> Envelope<V> {
         Envelope {
             value,
             load_time: Duration::ZERO,
+            tags: None,
         }
     }
 
@@ -69,6 +80,36 @@ impl<V> Envelope<V> {
     pub fn with_load_time(mut self, load_time: Duration) -> Self {
         self.load_time = load_time;
         self
+    }
+
+    /// Records the tags the entry is written with, and their versions (see
+    /// [`Store::tag_stamps`](crate::Store::tag_stamps)).
+    #[must_use]
+    pub fn with_tags(mut self, tags: TagStamps) -> Self {
+        self.tags = Some(tags);
+        self
+    }
+
+    /// The tags the entry was written with, and their versions then.
+    pub fn tags(&self) -> Option<&TagStamps> {
+        self.tags.as_ref()
+    }
+
+    /// Whether the entry's tags are all still at the versions it recorded,
+    /// by what this process knows of them (true for an untagged entry):
+    /// what an in-process tier checks on a hit.
+    #[inline(always)]
+    pub(crate) fn tags_current(&self) -> bool {
+        match &self.tags {
+            None => true,
+            Some(tags) => tags.are_current(),
+        }
+    }
+
+    /// Replaces the recorded tags (a copy bound to another registry's
+    /// cells).
+    pub(crate) fn set_tags(&mut self, tags: Option<TagStamps>) {
+        self.tags = tags;
     }
 
     /// The value, or `None` for a "not found" entry.

@@ -82,7 +82,7 @@ where
     pub(crate) fn get_entry(&self, key: &str) -> Option<Envelope<V>> {
         let hash = self.hash(key);
         match &self.tier {
-            Tier::Memory(engine) => engine.get_hashed(hash, key),
+            Tier::Memory(engine) => engine.get_hashed(hash, key).filter(Envelope::tags_current),
             #[cfg(feature = "redis")]
             Tier::Hybrid { l1, .. } => l1.get_envelope_hashed(hash, key),
         }
@@ -113,12 +113,11 @@ where
     pub(crate) fn get_hashed(&self, hash: u64, key: &str) -> Option<Stored<V>> {
         match &self.tier {
             Tier::Memory(engine) => {
-                engine
-                    .get_with_ttl_hashed(hash, key)
-                    .map(|(envelope, remaining_ttl)| Stored {
-                        envelope,
-                        remaining_ttl,
-                    })
+                let (envelope, remaining_ttl) = engine.get_with_ttl_hashed(hash, key)?;
+                envelope.tags_current().then_some(Stored {
+                    envelope,
+                    remaining_ttl,
+                })
             }
             #[cfg(feature = "redis")]
             Tier::Hybrid { l1, .. } => l1.get_hashed(hash, key),

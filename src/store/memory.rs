@@ -1,11 +1,13 @@
 //! The in-memory [`Store`]: the W-TinyLFU engine behind the async handle.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::{
     Envelope, Found, LocalTier, Store, StoreFuture, StoreStats, Stored, Tier, TierStats, Write,
 };
+use crate::tag::{Stamp, TagRegistry, TagStamps, Tags};
 use crate::{MemoryCache, Result, Ttl};
 
 /// A [`Store`] over the in-memory engine, [`MemoryCache`].
@@ -34,6 +36,8 @@ use crate::{MemoryCache, Result, Ttl};
 /// ```
 pub struct MemoryStore<V> {
     engine: MemoryCache<String, Envelope<V>>,
+    /// The versions of the tags its entries carry (see [`tag`](crate::tag)).
+    tags: Arc<TagRegistry>,
 }
 
 impl<V> MemoryStore<V>
@@ -59,7 +63,10 @@ where
     /// `.clock(|| tokio::time::Instant::now().into_std())` if tests should be
     /// able to pause its time.
     pub fn from_engine(engine: MemoryCache<String, Envelope<V>>) -> Self {
-        MemoryStore { engine }
+        MemoryStore {
+            engine,
+            tags: Arc::default(),
+        }
     }
 
     /// The engine underneath, for its statistics and upkeep.
@@ -89,14 +96,7 @@ where
 {
     #[inline]
     fn get<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Result<Option<Stored<V>>>> {
-        let entry = self
-            .engine
-            .get_with_ttl(key)
-            .map(|(envelope, remaining_ttl)| Stored {
-                envelope,
-                remaining_ttl,
-            });
-        StoreFuture::ready(Ok(entry))
+        StoreFuture::ready(Ok(self.read(key)))
     }
 
     /// The engine's plain `get`: no remaining TTL to compute, no mapping.
@@ -105,7 +105,8 @@ where
     where
         V: 'a,
     {
-        StoreFuture::ready(Ok(self.engine.get(key)))
+        let entry = self.engine.get(key).filter(Envelope::tags_current);
+        StoreFuture::ready(Ok(entry))
     }
 
     fn set<'a>(
@@ -120,7 +121,8 @@ where
     }
 
     fn delete<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Result<bool>> {
-        StoreFuture::ready(Ok(self.engine.remove(key).is_some()))
+        let removed = self.engine.remove(key);
+        StoreFuture::ready(Ok(removed.is_some_and(|entry| entry.tags_current())))
     }
 
     fn clear(&self) -> StoreFuture<'_, Result<()>> {
@@ -132,7 +134,8 @@ where
         &'a self,
         key: &'a str,
     ) -> StoreFuture<'a, Result<Option<Option<Duration>>>> {
-        StoreFuture::ready(Ok(self.engine.remaining_ttl(key)))
+        let ttl = self.read(key).map(|stored| stored.remaining_ttl);
+        StoreFuture::ready(Ok(ttl))
     }
 
     /// Engine lookups, answered at once: no future per key.
@@ -140,16 +143,7 @@ where
     where
         V: 'a,
     {
-        let found = keys
-            .iter()
-            .map(|key| {
-                let entry = self.engine.get_with_ttl(*key);
-                Ok(entry.map(|(envelope, remaining_ttl)| Stored {
-                    envelope,
-                    remaining_ttl,
-                }))
-            })
-            .collect();
+        let found = keys.iter().map(|key| Ok(self.read(key))).collect();
         StoreFuture::ready(Ok(found))
     }
 
@@ -171,7 +165,10 @@ where
     {
         let deleted = keys
             .iter()
-            .filter(|key| self.engine.remove(**key).is_some())
+            .filter(|key| {
+                let removed = self.engine.remove(**key);
+                removed.is_some_and(|entry| entry.tags_current())
+            })
             .count();
         StoreFuture::ready(Ok(deleted))
     }
@@ -193,9 +190,48 @@ where
         StoreStats::single(Tier::L1, l1)
     }
 
+    /// Each tag's cell, made at version 1 if no entry holds it yet.
+    fn tag_stamps<'a>(&'a self, tags: &'a Tags) -> StoreFuture<'a, Result<TagStamps>> {
+        let stamps = tags
+            .iter()
+            .map(|tag| {
+                let cell = self.tags.cell(tag, 1);
+                let version = cell.version();
+                Stamp { cell, version }
+            })
+            .collect();
+        StoreFuture::ready(Ok(TagStamps::new(stamps)))
+    }
+
+    /// Moves each tag's version on. A tag no entry (nor load under way)
+    /// holds has no cell, and nothing to invalidate.
+    fn invalidate_tags<'a>(&'a self, tags: &'a Tags) -> StoreFuture<'a, Result<()>> {
+        for tag in tags.iter() {
+            if let Some(cell) = self.tags.find(tag) {
+                cell.bump();
+            }
+        }
+        StoreFuture::ready(Ok(()))
+    }
+
     /// The engine: a cache's hit path reads it directly.
     fn local_tier(&self) -> Option<LocalTier<V>> {
         Some(LocalTier::memory(self.engine.clone()))
+    }
+}
+
+impl<V> MemoryStore<V>
+where
+    V: Clone + Send + Sync + 'static,
+{
+    /// The live entry under `key`, unless one of its tags moved on.
+    #[inline]
+    fn read(&self, key: &str) -> Option<Stored<V>> {
+        let (envelope, remaining_ttl) = self.engine.get_with_ttl(key)?;
+        envelope.tags_current().then_some(Stored {
+            envelope,
+            remaining_ttl,
+        })
     }
 }
 
@@ -203,6 +239,7 @@ impl<V> Clone for MemoryStore<V> {
     fn clone(&self) -> Self {
         MemoryStore {
             engine: self.engine.clone(),
+            tags: Arc::clone(&self.tags),
         }
     }
 }

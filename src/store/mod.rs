@@ -31,7 +31,8 @@ pub use memory::MemoryStore;
 #[cfg(feature = "redis")]
 pub use redis::{RedisStore, RedisStoreBuilder};
 
-use crate::Result;
+use crate::tag::{TagStamps, Tags};
+use crate::{Error, Result};
 
 pub use crate::observe::{StoreSpan, StoreStats, Tier, TierStats};
 
@@ -89,6 +90,13 @@ pub type Found<V> = Result<Option<Stored<V>>>;
 ///   another, so a store need not write them; a remote store overrides them
 ///   to make one round trip. Batches arrive non-empty, with distinct keys,
 ///   and at most [`MAX_BATCH`](crate::MAX_BATCH) of them.
+/// - **Tags**: [`get`](Self::get) never answers an entry one of whose
+///   tags was invalidated after it was written (see [`tag`](crate::tag)).
+///   Only the built-in stores support tags: the defaults of
+///   [`tag_stamps`](Self::tag_stamps) and
+///   [`invalidate_tags`](Self::invalidate_tags) refuse with
+///   [`Error::TagsUnsupported`], so a cache over a store of your own
+///   refuses tagged writes rather than keep entries it cannot invalidate.
 /// - **Observability**: [`stats`](Self::stats) reports the store's own
 ///   counters per [`Tier`] (evictions, errors, breaker state); a cache folds
 ///   them into its [`Stats`](crate::Stats) and metrics. Counting must stay
@@ -249,6 +257,28 @@ pub trait Store<V>: Send + Sync {
         key: &'a str,
     ) -> StoreFuture<'a, Result<Option<Option<Duration>>>>;
 
+    /// The current versions of `tags`, to be recorded with an entry about
+    /// to be written ([`Envelope::with_tags`]); a tag the store has never
+    /// seen is given a version then. A cache reads them *before* it calls
+    /// a loader, so that an invalidation during the load leaves the loaded
+    /// entry invalid rather than a value read before it valid.
+    ///
+    /// The default refuses with [`Error::TagsUnsupported`].
+    fn tag_stamps<'a>(&'a self, tags: &'a Tags) -> StoreFuture<'a, Result<TagStamps>> {
+        let _ = tags;
+        StoreFuture::ready(Err(Error::TagsUnsupported))
+    }
+
+    /// Moves each tag of `tags` to a new version, so that no entry written
+    /// with it before is answered again: one operation per tag, however
+    /// many entries carry it.
+    ///
+    /// The default refuses with [`Error::TagsUnsupported`].
+    fn invalidate_tags<'a>(&'a self, tags: &'a Tags) -> StoreFuture<'a, Result<()>> {
+        let _ = tags;
+        StoreFuture::ready(Err(Error::TagsUnsupported))
+    }
+
     /// The store's counters, per tier. Called on every
     /// [`Cache::stats`](crate::Cache::stats) and metrics scrape, not on the
     /// hot path, so summing stripes here is fine; it must not block on I/O.
@@ -323,6 +353,14 @@ impl<V, S: Store<V> + ?Sized> Store<V> for std::sync::Arc<S> {
         key: &'a str,
     ) -> StoreFuture<'a, Result<Option<Option<Duration>>>> {
         (**self).remaining_ttl(key)
+    }
+
+    fn tag_stamps<'a>(&'a self, tags: &'a Tags) -> StoreFuture<'a, Result<TagStamps>> {
+        (**self).tag_stamps(tags)
+    }
+
+    fn invalidate_tags<'a>(&'a self, tags: &'a Tags) -> StoreFuture<'a, Result<()>> {
+        (**self).invalidate_tags(tags)
     }
 
     fn stats(&self) -> StoreStats {
