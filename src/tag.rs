@@ -172,10 +172,10 @@ fn check_tag(tag: &str) -> Result<()> {
 pub(crate) struct TagCell {
     name: Box<str>,
     version: AtomicU64,
-    /// Bumped by every invalidation this process learns of, so that a fetch
-    /// of the version that started before it does not write the old
-    /// version back (see [`TagCell::learn`]).
-    epoch: Mutex<u64>,
+    /// Held while the version changes, so that a version learnt from a
+    /// read cannot overwrite an invalidation that came in meanwhile (see
+    /// [`TagRegistry::learn`]).
+    changing: Mutex<()>,
 }
 
 impl TagCell {
@@ -183,7 +183,7 @@ impl TagCell {
         TagCell {
             name: name.into(),
             version: AtomicU64::new(version),
-            epoch: Mutex::new(0),
+            changing: Mutex::new(()),
         }
     }
 
@@ -202,36 +202,10 @@ impl TagCell {
         self.version.load(Ordering::Acquire)
     }
 
-    /// The epoch to hand [`learn`](Self::learn) after a fetch of the
-    /// version.
-    pub(crate) fn epoch(&self) -> u64 {
-        *self.epoch.lock()
-    }
-
-    /// Records `version`, fetched after [`epoch`](Self::epoch) answered
-    /// `epoch`, unless an invalidation came in meanwhile. Answers whether
-    /// it did.
-    pub(crate) fn learn(&self, epoch: u64, version: u64) -> bool {
-        let current = self.epoch.lock();
-        if *current != epoch {
-            return false;
-        }
-        self.version.store(version, Ordering::Release);
-        true
-    }
-
-    /// The tag was invalidated elsewhere: its version is unknown until it
-    /// is fetched again, and entries holding this cell no longer match.
-    pub(crate) fn forget(&self) {
-        let mut epoch = self.epoch.lock();
-        *epoch += 1;
-        self.version.store(UNKNOWN, Ordering::Release);
-    }
-
-    /// The tag was invalidated here: its version moves on by one.
+    /// The tag was invalidated here (a memory store): its version moves on
+    /// by one.
     pub(crate) fn bump(&self) {
-        let mut epoch = self.epoch.lock();
-        *epoch += 1;
+        let _changing = self.changing.lock();
         self.version.fetch_add(1, Ordering::AcqRel);
     }
 }
@@ -325,6 +299,10 @@ const REGISTRY_SHARDS: usize = 16;
 pub(crate) struct TagRegistry {
     shards: Box<[Mutex<Shard>]>,
     hasher: foldhash::fast::RandomState,
+    /// Bumped by every invalidation this process learns of (a hybrid
+    /// store's messages, a lost subscription): a version read from Redis
+    /// before it may be out of date, and is not learnt.
+    epoch: AtomicU64,
 }
 
 #[derive(Default)]
@@ -341,6 +319,7 @@ impl Default for TagRegistry {
                 .map(|_| Mutex::new(Shard::default()))
                 .collect(),
             hasher: foldhash::fast::RandomState::default(),
+            epoch: AtomicU64::new(0),
         }
     }
 }
@@ -371,9 +350,40 @@ impl TagRegistry {
         self.shard(name).lock().cells.get(name)?.upgrade()
     }
 
-    /// Every live cell: after a lost subscription, a hybrid store forgets
-    /// them all.
-    pub(crate) fn for_each(&self, mut each: impl FnMut(&TagCell)) {
+    /// The epoch to hand [`learn`](Self::learn), taken before a read of
+    /// tag versions is sent.
+    pub(crate) fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    /// Records `version` as `cell`'s, read after [`epoch`](Self::epoch)
+    /// answered `epoch`, unless an invalidation came in since (then the
+    /// read may predate it). Answers whether the cell now holds `version`.
+    pub(crate) fn learn(&self, cell: &TagCell, epoch: u64, version: u64) -> bool {
+        let _changing = cell.changing.lock();
+        if self.epoch.load(Ordering::Acquire) == epoch {
+            cell.version.store(version, Ordering::Release);
+        }
+        cell.version() == version
+    }
+
+    /// `name` was invalidated elsewhere: its version is unknown until read
+    /// again, and entries holding its cell no longer match.
+    pub(crate) fn forget(&self, name: &str) {
+        let Some(cell) = self.find(name) else {
+            // No entry holds it, but a read of it may be on its way.
+            self.epoch.fetch_add(1, Ordering::AcqRel);
+            return;
+        };
+        let _changing = cell.changing.lock();
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        cell.version.store(UNKNOWN, Ordering::Release);
+    }
+
+    /// Forgets every tag's version (a lost subscription may have missed
+    /// invalidations).
+    pub(crate) fn forget_all(&self) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
         for shard in self.shards.iter() {
             let cells: Vec<Arc<TagCell>> = shard
                 .lock()
@@ -381,7 +391,10 @@ impl TagRegistry {
                 .values()
                 .filter_map(Weak::upgrade)
                 .collect();
-            cells.iter().for_each(|cell| each(cell));
+            for cell in cells {
+                let _changing = cell.changing.lock();
+                cell.version.store(UNKNOWN, Ordering::Release);
+            }
         }
     }
 

@@ -13,6 +13,7 @@ use serde::Serialize;
 
 use super::{builtin_name, Codec};
 use crate::store::Envelope;
+use crate::tag::{Stamp, TagCell, TagStamps};
 use crate::BoxError;
 
 const MAGIC: u8 = 0xCA;
@@ -30,7 +31,10 @@ const FLAG_LZ4: u8 = 1;
 const FLAG_NOT_FOUND: u8 = 2;
 /// The entry expires: its write time and TTL follow the load time.
 const FLAG_EXPIRES: u8 = 4;
-const KNOWN_FLAGS: u8 = FLAG_LZ4 | FLAG_NOT_FOUND | FLAG_EXPIRES;
+/// The entry has tags: their section follows the header, outside the
+/// compressed payload, where the Redis store's read script finds it.
+pub(crate) const FLAG_TAGS: u8 = 8;
+const KNOWN_FLAGS: u8 = FLAG_LZ4 | FLAG_NOT_FOUND | FLAG_EXPIRES | FLAG_TAGS;
 const KNOWN_FLAGS_V2: u8 = FLAG_LZ4 | FLAG_NOT_FOUND;
 /// The longest LEB128 encoding of a `u64`.
 const MAX_VARINT_LEN: usize = 10;
@@ -284,7 +288,16 @@ impl<C: Codec> Framing<C> {
         if matches!(expiry, Expiry::At { .. }) {
             flags |= FLAG_EXPIRES;
         }
+        let tags = entry.tags().filter(|tags| !tags.stamps().is_empty());
+        if tags.is_some() {
+            flags |= FLAG_TAGS;
+        }
         encoded.extend_from_slice(&[MAGIC, VERSION, C::ID, flags]);
+        if let Some(tags) = tags {
+            put_tags(encoded, tags);
+        }
+        // What compression leaves as it is: the header and the tags.
+        let head_len = encoded.len();
         let load_ns = u64::try_from(entry.load_time().as_nanos()).unwrap_or(u64::MAX);
         put_varint(encoded, load_ns);
         if let Expiry::At { written_ms, ttl_ms } = expiry {
@@ -298,9 +311,9 @@ impl<C: Codec> Framing<C> {
         }
         #[cfg(feature = "compression")]
         if let Some(threshold) = self.compress_above {
-            let payload_len = encoded.len() - HEADER_LEN;
+            let payload_len = encoded.len() - head_len;
             if payload_len > threshold {
-                if let Some(packed) = compress(encoded, &mut scratch.packed) {
+                if let Some(packed) = compress(encoded, head_len, &mut scratch.packed) {
                     self.check_len(packed.len())?;
                     return Ok(sink(packed));
                 }
@@ -353,9 +366,29 @@ impl<C: Codec> Framing<C> {
         // Version 2 frames never set `FLAG_EXPIRES`, so they decode as
         // version 3 frames without an expiry, which they are but for it.
         let unknown = version == VERSION_2;
-        if flags & FLAG_LZ4 == 0 {
-            return self.decode_payload(flags, unknown, payload);
-        }
+        let (tags, payload) = if flags & FLAG_TAGS != 0 {
+            let (tags, rest) = take_tags(payload)?;
+            (Some(tags), rest)
+        } else {
+            (None, payload)
+        };
+        let decoded = if flags & FLAG_LZ4 == 0 {
+            self.decode_payload(flags, unknown, payload)
+        } else {
+            self.decode_compressed(flags, unknown, payload)
+        };
+        let (mut entry, expiry) = decoded?;
+        entry.set_tags(tags);
+        Ok((entry, expiry))
+    }
+
+    #[cfg_attr(not(feature = "compression"), allow(unused_variables))]
+    fn decode_compressed<V: DeserializeOwned>(
+        &self,
+        flags: u8,
+        unknown: bool,
+        payload: &[u8],
+    ) -> Result<(Envelope<V>, Expiry), BoxError> {
         #[cfg(feature = "compression")]
         {
             let plain = decompress(payload, self.max_len)?;
@@ -399,16 +432,55 @@ impl<C: Codec> Framing<C> {
     }
 }
 
-/// Compresses the payload of `encoded` (header included) into `packed`,
-/// returning it when that saves space.
+/// The tag section: the number of tags (one byte), then for each its name's
+/// length (one byte), its name, and the version recorded (8 bytes, big
+/// endian). Tags are at most 128 bytes and 16 per entry
+/// ([`MAX_TAG_LEN`](crate::MAX_TAG_LEN), [`MAX_TAGS`](crate::MAX_TAGS)).
+fn put_tags(out: &mut Vec<u8>, tags: &TagStamps) {
+    let stamps = tags.stamps();
+    out.push(stamps.len() as u8);
+    for stamp in stamps {
+        let name = stamp.cell.name().as_bytes();
+        out.push(name.len() as u8);
+        out.extend_from_slice(name);
+        out.extend_from_slice(&stamp.version.to_be_bytes());
+    }
+}
+
+/// Reads the tag section off the front of `bytes` (see [`put_tags`]): the
+/// stamps, on cells that only name their tags, and the rest.
+fn take_tags(bytes: &[u8]) -> Result<(TagStamps, &[u8]), FrameError> {
+    let corrupt = || FrameError::Corrupt("the entry's tag section is truncated".into());
+    let (&count, mut rest) = bytes.split_first().ok_or_else(corrupt)?;
+    let mut stamps = Vec::with_capacity(usize::from(count));
+    for _ in 0..count {
+        let (&len, tail) = rest.split_first().ok_or_else(corrupt)?;
+        let len = usize::from(len);
+        let name = tail.get(..len).ok_or_else(corrupt)?;
+        let name = std::str::from_utf8(name)
+            .map_err(|_| FrameError::Corrupt("a tag name is not UTF-8".into()))?;
+        let version = tail.get(len..len + 8).ok_or_else(corrupt)?;
+        let version = u64::from_be_bytes(version.try_into().map_err(|_| corrupt())?);
+        stamps.push(Stamp {
+            cell: TagCell::detached(name),
+            version,
+        });
+        rest = &tail[len + 8..];
+    }
+    Ok((TagStamps::new(stamps), rest))
+}
+
+/// Compresses what follows the first `head_len` bytes of `encoded` (the
+/// header and any tags) into `packed`, returning it when that saves space.
 #[cfg(feature = "compression")]
-fn compress<'a>(encoded: &[u8], packed: &'a mut Vec<u8>) -> Option<&'a [u8]> {
-    let (header, payload) = encoded.split_at(HEADER_LEN);
+fn compress<'a>(encoded: &[u8], head_len: usize, packed: &'a mut Vec<u8>) -> Option<&'a [u8]> {
+    let (head, payload) = encoded.split_at(head_len);
     let plain_len = u32::try_from(payload.len()).ok()?;
-    let start = HEADER_LEN + LEN_PREFIX;
+    let start = head_len + LEN_PREFIX;
     packed.clear();
-    packed.extend_from_slice(&header[..3]);
-    packed.push(header[3] | FLAG_LZ4);
+    packed.extend_from_slice(&head[..3]);
+    packed.push(head[3] | FLAG_LZ4);
+    packed.extend_from_slice(&head[HEADER_LEN..]);
     packed.extend_from_slice(&plain_len.to_le_bytes());
     packed.resize(
         start + lz4_flex::block::get_maximum_output_size(payload.len()),

@@ -32,7 +32,7 @@ impl Random {
         Self::new(RandomState::new().hash_one(GAMMA))
     }
 
-    fn next_u64(&self) -> u64 {
+    pub(crate) fn next_u64(&self) -> u64 {
         let mut z = self.state.fetch_add(GAMMA, Relaxed).wrapping_add(GAMMA);
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);

@@ -103,7 +103,7 @@
 mod backend;
 mod guard;
 mod names;
-mod scripts;
+pub(crate) mod scripts;
 mod stats;
 mod wakeup;
 

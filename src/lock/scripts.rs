@@ -10,7 +10,8 @@
 //! first use, a restart, a failover, `SCRIPT FLUSH`). They use `TIME`, so
 //! they need Redis 5 or later (scripts replicated by their effects).
 
-use std::sync::LazyLock;
+use std::future::Future;
+use std::sync::OnceLock;
 
 use redis::{Cmd, RedisResult, Value};
 
@@ -100,33 +101,31 @@ redis.call('SET', KEYS[3], string.format('%.0f', window), 'PX', 2 * interval)
 return {1, tonumber(now[1]) * 1000000 + tonumber(now[2])}
 ";
 
-/// A script: its source, and its SHA-1 (computed once).
+/// A script: its source, and its SHA-1 (computed on first use).
 pub(crate) struct Script {
     source: &'static str,
-    sha: LazyLock<String>,
+    sha: OnceLock<String>,
 }
 
-/// The SHA-1 Redis knows a script by.
-fn sha(source: &str) -> String {
-    redis::Script::new(source).get_hash().to_owned()
+impl Script {
+    pub(crate) const fn new(source: &'static str) -> Self {
+        Script {
+            source,
+            sha: OnceLock::new(),
+        }
+    }
+
+    /// The SHA-1 Redis knows the script by.
+    fn sha(&self) -> &str {
+        self.sha
+            .get_or_init(|| redis::Script::new(self.source).get_hash().to_owned())
+    }
 }
 
-pub(crate) static ACQUIRE_SCRIPT: Script = Script {
-    source: ACQUIRE,
-    sha: LazyLock::new(|| sha(ACQUIRE)),
-};
-pub(crate) static RELEASE_SCRIPT: Script = Script {
-    source: RELEASE,
-    sha: LazyLock::new(|| sha(RELEASE)),
-};
-pub(crate) static EXTEND_SCRIPT: Script = Script {
-    source: EXTEND,
-    sha: LazyLock::new(|| sha(EXTEND)),
-};
-pub(crate) static CLAIM_WINDOW_SCRIPT: Script = Script {
-    source: CLAIM_WINDOW,
-    sha: LazyLock::new(|| sha(CLAIM_WINDOW)),
-};
+pub(crate) static ACQUIRE_SCRIPT: Script = Script::new(ACQUIRE);
+pub(crate) static RELEASE_SCRIPT: Script = Script::new(RELEASE);
+pub(crate) static EXTEND_SCRIPT: Script = Script::new(EXTEND);
+pub(crate) static CLAIM_WINDOW_SCRIPT: Script = Script::new(CLAIM_WINDOW);
 
 /// One argument of a script call.
 pub(crate) enum Arg<'a> {
@@ -142,6 +141,26 @@ pub(crate) async fn run(
     keys: &[&str],
     args: &[Arg<'_>],
 ) -> RedisResult<Value> {
+    run_with(
+        |cmd| async move { backend.query(&cmd).await },
+        script,
+        keys,
+        args,
+    )
+    .await
+}
+
+/// [`run`] over any connection: `query` sends one command.
+pub(crate) async fn run_with<Q, Fut>(
+    query: Q,
+    script: &Script,
+    keys: &[&str],
+    args: &[Arg<'_>],
+) -> RedisResult<Value>
+where
+    Q: Fn(Cmd) -> Fut,
+    Fut: Future<Output = RedisResult<Value>>,
+{
     let command = |verb: &str, body: &str| {
         let mut cmd = Cmd::new();
         cmd.arg(verb).arg(body).arg(keys.len()).arg(keys);
@@ -153,11 +172,11 @@ pub(crate) async fn run(
         }
         cmd
     };
-    let sha = command("EVALSHA", &script.sha);
-    match backend.query(&sha).await.and_then(Value::extract_error) {
+    let sha = command("EVALSHA", script.sha());
+    match query(sha).await.and_then(Value::extract_error) {
         Err(e) if e.code() == Some("NOSCRIPT") => {
             let eval = command("EVAL", script.source);
-            backend.query(&eval).await.and_then(Value::extract_error)
+            query(eval).await.and_then(Value::extract_error)
         }
         other => other,
     }

@@ -1,6 +1,8 @@
 //! Batches: `MGET`, a pipeline of `SET`s, a multi-key `UNLINK`, each one
 //! round trip however many keys (see the table in the module docs).
 
+use std::collections::HashMap;
+
 use futures_util::future::try_join_all;
 use redis::Value;
 use serde::de::DeserializeOwned;
@@ -10,6 +12,7 @@ use super::stats::Event;
 use super::{unexpected, Inner, OnCorrupt, Reply, UnexpectedReply};
 use crate::codec::Codec;
 use crate::store::{Found, Stored, Write};
+use crate::tag::TagStamps;
 use crate::{BoxError, Error, Result, StoreOp};
 
 /// Keys per `MGET` or `UNLINK`. A batch's chunks are sent together (one
@@ -94,6 +97,11 @@ impl<C: Codec> Inner<C> {
             // batch's future.
             Box::pin(self.settle(keys, &mut found, pending)).await?;
         }
+        let tagged = |found: &Found<V>| matches!(found, Ok(Some(stored)) if stored.envelope.tags().is_some());
+        if found.iter().any(tagged) {
+            // Boxed: only batches with tagged entries go there.
+            Box::pin(self.check_tags(&mut found)).await?;
+        }
         for entry in found.iter().flatten() {
             self.counters.lookup(entry.is_some());
         }
@@ -147,6 +155,37 @@ impl<C: Codec> Inner<C> {
                 for _ in &corrupt {
                     self.counters.incr(Event::CorruptDeleted);
                 }
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops the entries whose tags moved on: one `MGET` of every tag the
+    /// batch's entries carry.
+    async fn check_tags<V>(&self, found: &mut [Found<V>]) -> Result<()> {
+        let mut names: Vec<&str> = Vec::new();
+        for stored in found.iter().flatten().flatten() {
+            for (name, _) in stored.envelope.tags().into_iter().flat_map(TagStamps::iter) {
+                names.push(name);
+            }
+        }
+        names.sort_unstable();
+        names.dedup();
+        let versions = self.current_versions(&names).await?;
+        let current: HashMap<&str, Option<u64>> = names.into_iter().zip(versions).collect();
+        let valid: Vec<bool> = found
+            .iter()
+            .map(|entry| match entry {
+                Ok(Some(stored)) => stored.envelope.tags().is_none_or(|tags| {
+                    tags.iter()
+                        .all(|(name, version)| current.get(name) == Some(&Some(version)))
+                }),
+                _ => true,
+            })
+            .collect();
+        for (entry, valid) in found.iter_mut().zip(valid) {
+            if !valid {
+                *entry = Ok(None);
             }
         }
         Ok(())

@@ -81,6 +81,7 @@ pub struct RedisStoreBuilder<V, C = MessagePack> {
     max_value_size: usize,
     on_corrupt: OnCorrupt,
     allow_flushdb: bool,
+    read_tags_in_script: bool,
     _values: PhantomData<fn() -> V>,
 }
 
@@ -96,6 +97,7 @@ impl<V> Default for RedisStoreBuilder<V> {
             max_value_size: DEFAULT_MAX_VALUE_SIZE,
             on_corrupt: OnCorrupt::Error,
             allow_flushdb: false,
+            read_tags_in_script: false,
             _values: PhantomData,
         }
     }
@@ -198,6 +200,7 @@ impl<V, C: Codec> RedisStoreBuilder<V, C> {
             max_value_size: self.max_value_size,
             on_corrupt: self.on_corrupt,
             allow_flushdb: self.allow_flushdb,
+            read_tags_in_script: self.read_tags_in_script,
             _values: PhantomData,
         }
     }
@@ -243,6 +246,19 @@ impl<V, C: Codec> RedisStoreBuilder<V, C> {
     /// included. Default: refused.
     pub fn allow_flushdb(mut self, allow: bool) -> Self {
         self.allow_flushdb = allow;
+        self
+    }
+
+    /// Reads every entry with a small Lua script (`EVALSHA`) instead of a
+    /// `GET`: the script also reads the versions of the tags the entry was
+    /// written with (see [`tag`](crate::tag)), so that a read of a tagged
+    /// entry takes one round trip instead of two (`GET`, then `MGET` of its
+    /// tags). Untagged entries cost the script's overhead on the server
+    /// (`cachex-bench tags` measures both). Worth it when most reads are of
+    /// tagged entries. Ignored on a Cluster, whose scripts may not read
+    /// keys outside the entry's hash slot. Default: off.
+    pub fn read_tags_in_script(mut self, on: bool) -> Self {
+        self.read_tags_in_script = on;
         self
     }
 
@@ -306,6 +322,7 @@ impl<V, C: Codec> RedisStoreBuilder<V, C> {
                 timeout,
                 on_corrupt: self.on_corrupt,
                 allow_flushdb: self.allow_flushdb,
+                read_tags_in_script: self.read_tags_in_script,
                 counters: Counters::default(),
             }),
             _values: PhantomData,
@@ -338,6 +355,7 @@ impl<V, C> fmt::Debug for RedisStoreBuilder<V, C> {
             .field("max_value_size", &self.max_value_size)
             .field("on_corrupt", &self.on_corrupt)
             .field("allow_flushdb", &self.allow_flushdb)
+            .field("read_tags_in_script", &self.read_tags_in_script)
             .finish_non_exhaustive()
     }
 }

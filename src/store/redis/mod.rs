@@ -64,6 +64,7 @@ mod errors;
 mod lock_backend;
 mod pubsub;
 mod stats;
+mod tags;
 
 use std::fmt;
 use std::future::Future;
@@ -84,6 +85,7 @@ pub use stats::RedisStats;
 use super::{Envelope, Found, Store, StoreFuture, Stored, Write};
 use crate::codec::{Codec, EncodeError, Expiry, Framing, MessagePack};
 use crate::observe::{StoreStats, Tier, TierStats};
+use crate::tag::{TagStamps, Tags};
 use crate::{BoxError, Error, Result, StoreOp};
 use connection::Connection;
 pub(crate) use stats::is_connection_error;
@@ -144,6 +146,9 @@ pub(crate) struct Inner<C> {
     timeout: Duration,
     on_corrupt: OnCorrupt,
     allow_flushdb: bool,
+    /// Reads by a script that returns tagged entries' tag versions with
+    /// them (see `tags.rs`).
+    read_tags_in_script: bool,
     counters: Counters,
 }
 
@@ -295,6 +300,63 @@ impl<C> Inner<C> {
         }
     }
 
+    /// One entry: a plain `GET` (or the read script), the remaining TTL
+    /// from the value's header (from a `PTTL` for a value of format version
+    /// 2), and, for a tagged entry, its tags checked.
+    async fn get<V: DeserializeOwned>(&self, key: &str) -> Result<Option<Stored<V>>>
+    where
+        C: Codec,
+    {
+        let answer = if self.reads_by_script() {
+            // Boxed: the script's future is larger than a `GET`'s, and most
+            // stores read without it.
+            let read = Box::pin(self.read_by_script(key));
+            self.call(StoreOp::Get, Some(key), foreign_is_none(read))
+                .await?
+        } else {
+            let mut cmd = redis::cmd("GET");
+            cmd.arg(self.key_arg(key));
+            // (The query is built in the call's argument: bound to a local
+            // first, it would take room in this future twice.)
+            let read = self.connection.query(&cmd).map(|reply| reply.map(|v| (v, None)));
+            self.call(StoreOp::Get, Some(key), foreign_is_none(read))
+                .await?
+        };
+        let (reply, versions) = match answer {
+            Some((reply, versions)) => (self.decode_reply(key, Some(reply)), versions),
+            None => (Reply::Corrupt(WrongType.into()), None),
+        };
+        let Some((envelope, expiry)) = self.entry(key, reply).await? else {
+            self.counters.lookup(false);
+            return Ok(None);
+        };
+        if let Some(tags) = envelope.tags() {
+            // Boxed: only tagged entries go there.
+            if !Box::pin(self.tags_current(tags, versions)).await? {
+                self.counters.lookup(false);
+                return Ok(None);
+            }
+        }
+        let remaining_ttl = match expiry.remaining() {
+            Some(ttl) => ttl,
+            // Boxed: rare (old entries), and kept out of every read's
+            // future.
+            None => match Box::pin(self.pttl(key)).await? {
+                Some(ttl) => ttl,
+                // Expired since the GET.
+                None => {
+                    self.counters.lookup(false);
+                    return Ok(None);
+                }
+            },
+        };
+        self.counters.lookup(true);
+        Ok(Some(Stored {
+            envelope,
+            remaining_ttl,
+        }))
+    }
+
     /// `SET k v [PX ms]`, with the value framed (its header recording the
     /// same TTL), or why it cannot be stored.
     fn set_command<V: Serialize>(
@@ -341,49 +403,7 @@ where
     /// A plain `GET`: the remaining TTL comes from the value's header
     /// (from a `PTTL` for a value of format version 2).
     fn get<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Result<Option<Stored<V>>>> {
-        StoreFuture::new(async move {
-            let inner = &*self.inner;
-            let mut cmd = redis::cmd("GET");
-            cmd.arg(inner.key_arg(key));
-            // Unlike in a pipeline, a WRONGTYPE answer arrives as an error;
-            // it is foreign data under the key, not a store failure.
-            // (The query is built in the call's argument: bound to a local
-            // first, it would take room in this future twice.)
-            let answer = inner
-                .call(StoreOp::Get, Some(key), async {
-                    match inner.connection.query(&cmd).await {
-                        Err(e) if e.code() == Some("WRONGTYPE") => Ok(None),
-                        other => other.map(Some),
-                    }
-                })
-                .await?;
-            let reply = match answer {
-                Some(reply) => inner.decode_reply(key, Some(reply)),
-                None => Reply::Corrupt(WrongType.into()),
-            };
-            let Some((envelope, expiry)) = inner.entry(key, reply).await? else {
-                inner.counters.lookup(false);
-                return Ok(None);
-            };
-            let remaining_ttl = match expiry.remaining() {
-                Some(ttl) => ttl,
-                // Boxed: rare (old entries), and kept out of every read's
-                // future.
-                None => match Box::pin(inner.pttl(key)).await? {
-                    Some(ttl) => ttl,
-                    // Expired since the GET.
-                    None => {
-                        inner.counters.lookup(false);
-                        return Ok(None);
-                    }
-                },
-            };
-            inner.counters.lookup(true);
-            Ok(Some(Stored {
-                envelope,
-                remaining_ttl,
-            }))
-        })
+        StoreFuture::new(self.inner.get(key))
     }
 
     fn set<'a>(
@@ -452,6 +472,17 @@ where
         StoreFuture::new(self.inner.delete_many(keys))
     }
 
+    /// The tags' versions (one script per tag, sent together), each tag
+    /// started at a random version if it has none.
+    fn tag_stamps<'a>(&'a self, tags: &'a Tags) -> StoreFuture<'a, Result<TagStamps>> {
+        StoreFuture::new(self.inner.tag_versions(tags))
+    }
+
+    /// One script per tag, sent together: `INCR` of the tag's key.
+    fn invalidate_tags<'a>(&'a self, tags: &'a Tags) -> StoreFuture<'a, Result<()>> {
+        StoreFuture::new(self.inner.invalidate_tags(tags))
+    }
+
     /// Tier `l2`: this client's reads and failures (no `INFO` round trip).
     fn stats(&self) -> StoreStats {
         let redis = self.inner.counters.snapshot();
@@ -508,6 +539,18 @@ fn pttl_to_ttl(ms: i64) -> Option<Option<Duration>> {
         Ok(ms) => Some(Some(Duration::from_millis(ms))),
         Err(_) if ms == -1 => Some(None),
         Err(_) => None,
+    }
+}
+
+/// A read's reply, with a `WRONGTYPE` refusal as `None`: unlike in a
+/// pipeline, it arrives as an error, but it is foreign data under the key,
+/// not a store failure.
+async fn foreign_is_none<T>(
+    read: impl Future<Output = RedisResult<(Value, T)>>,
+) -> RedisResult<Option<(Value, T)>> {
+    match read.await {
+        Err(e) if e.code() == Some("WRONGTYPE") => Ok(None),
+        other => other.map(Some),
     }
 }
 
