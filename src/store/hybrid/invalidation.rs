@@ -67,21 +67,19 @@ pub(crate) enum Message<'a> {
     Clear {
         from: u64,
     },
+    /// Tags invalidated: every entry carrying one of them is invalid.
+    Tags {
+        from: u64,
+        tags: Vec<&'a str>,
+    },
 }
 
 impl Message<'_> {
     pub(crate) fn encode(&self) -> Vec<u8> {
         match self {
             Message::Key { from, key } => format!("{VERSION}{from:016x}:k:{key}").into_bytes(),
-            Message::Keys { from, keys } => {
-                let mut out = format!("{VERSION}{from:016x}:m:");
-                for key in keys {
-                    out.push_str(&key.len().to_string());
-                    out.push(':');
-                    out.push_str(key);
-                }
-                out.into_bytes()
-            }
+            Message::Keys { from, keys } => encode_list(*from, "m", keys),
+            Message::Tags { from, tags } => encode_list(*from, "t", tags),
             Message::Clear { from } => format!("{VERSION}{from:016x}:c:").into_bytes(),
         }
     }
@@ -101,12 +99,28 @@ impl Message<'_> {
                 keys: decode_keys(&rest[3..])?,
             }),
             ":c:" => Some(Message::Clear { from }),
+            ":t:" => Some(Message::Tags {
+                from,
+                tags: decode_keys(&rest[3..])?,
+            }),
             _ => None,
         }
     }
 }
 
-/// The keys of an `m` message: `<len>:<key>` repeated, at least one.
+/// An `m` or `t` message: its items as `<len>:<item>`, repeated.
+fn encode_list(from: u64, kind: &str, items: &[&str]) -> Vec<u8> {
+    let mut out = format!("{VERSION}{from:016x}:{kind}:");
+    for item in items {
+        out.push_str(&item.len().to_string());
+        out.push(':');
+        out.push_str(item);
+    }
+    out.into_bytes()
+}
+
+/// The keys of an `m` message (the tags of a `t` one): `<len>:<key>`
+/// repeated, at least one.
 fn decode_keys(mut rest: &str) -> Option<Vec<&str>> {
     let mut keys = Vec::new();
     while !rest.is_empty() {
@@ -228,8 +242,12 @@ where
 {
     let counters = &core.counters;
     match Message::decode(payload) {
-        Some(Message::Key { from, .. } | Message::Keys { from, .. } | Message::Clear { from })
-            if from == core.instance_id => {}
+        Some(
+            Message::Key { from, .. }
+            | Message::Keys { from, .. }
+            | Message::Clear { from }
+            | Message::Tags { from, .. },
+        ) if from == core.instance_id => {}
         Some(Message::Key { key, .. }) => {
             counters
                 .invalidations_received
@@ -244,6 +262,15 @@ where
             for key in keys {
                 core.invalidate_local(key);
                 core.notify(Invalidated::Key(key));
+            }
+        }
+        Some(Message::Tags { tags, .. }) => {
+            counters
+                .invalidations_received
+                .fetch_add(1, Ordering::Relaxed);
+            core.forget_tags(tags.iter().copied());
+            for tag in tags {
+                core.notify(Invalidated::Tag(tag));
             }
         }
         Some(Message::Clear { .. }) => {
@@ -278,6 +305,10 @@ mod tests {
             Message::Keys {
                 from: 7,
                 keys: vec!["a", "user:7:with:colons", "12:3", "é"],
+            },
+            Message::Tags {
+                from: 9,
+                tags: vec!["user:7", "users"],
             },
         ] {
             assert_eq!(Message::decode(&message.encode()), Some(message));

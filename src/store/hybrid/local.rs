@@ -27,6 +27,7 @@ use tokio::time::Instant;
 use super::outage::Outage;
 use crate::engine::stripes::{stripe_count, thread_id, StripedCounters};
 use crate::store::{Envelope, Stored};
+use crate::tag::TagRegistry;
 use crate::{MemoryCache, Ttl};
 
 const STRIPES: usize = 256;
@@ -66,6 +67,9 @@ pub(crate) struct Ticket {
     /// When the read started: L2's remaining TTL is counted from here, so
     /// that the L1 copy never outlives the L2 entry by the round trip.
     at: Instant,
+    /// The tag registry's epoch when the read started: tag versions read
+    /// with the entry are learnt only if no tag was invalidated since.
+    tag_epoch: u64,
 }
 
 pub(crate) struct Local<V> {
@@ -79,6 +83,10 @@ pub(crate) struct Local<V> {
     /// [`UNVERIFIED_HITS`], [`REVALIDATIONS`]: striped, because during an
     /// outage every hit of every thread counts one.
     counters: StripedCounters<2>,
+    /// The versions of the tags L1's entries carry, as this process knows
+    /// them: learnt from L2 reads and writes, forgotten on invalidation
+    /// messages (see [`tag`](crate::tag)).
+    pub(crate) tags: TagRegistry,
 }
 
 /// Hits on entries kept, unverified, through a lost subscription.
@@ -100,6 +108,7 @@ impl<V: Clone + Send + Sync + 'static> Local<V> {
             ttl_cap,
             outage: Outage::new(max_stale),
             counters: StripedCounters::new(stripe_count()),
+            tags: TagRegistry::default(),
         }
     }
 
@@ -147,11 +156,15 @@ impl<V: Clone + Send + Sync + 'static> Local<V> {
     }
 
     /// The entry under `key` (whose hash is `hash`) if a read may use it:
-    /// vouched for by the subscription, or kept through its loss within the
-    /// staleness bound.
+    /// none of its tags invalidated since it was written, and vouched for
+    /// by the subscription, or kept through its loss within the staleness
+    /// bound.
     #[inline]
     fn lookup(&self, hash: u64, key: &str) -> Option<L1Entry<V>> {
         let entry = self.engine.get_hashed(hash, key)?;
+        if !entry.envelope.tags_current() {
+            return None;
+        }
         if self.outage.is_current(entry.generation) {
             return Some(entry);
         }
@@ -214,6 +227,7 @@ impl<V: Clone + Send + Sync + 'static> Local<V> {
             seq,
             generation: self.outage.generation(),
             at: Instant::now(),
+            tag_epoch: self.tags.epoch(),
         }
     }
 
@@ -242,6 +256,16 @@ impl<V: Clone + Send + Sync + 'static> Local<V> {
             Kind::Promoted,
             ticket.generation,
         );
+        // L2 answered the entry because its tags were at the versions it
+        // recorded: those are the tags' versions as of the read, to be
+        // learnt unless an invalidation came in since.
+        if let Some(tags) = entry.envelope.tags() {
+            for stamp in tags.stamps() {
+                if !self.tags.learn(&stamp.cell, ticket.tag_epoch, stamp.version) {
+                    return false;
+                }
+            }
+        }
         self.insert(key, entry, ttl);
         true
     }
@@ -320,20 +344,27 @@ impl<V: Clone + Send + Sync + 'static> Local<V> {
         }
     }
 
-    /// Empties L1; reads under way will not promote.
+    /// Empties L1, and forgets the tags' versions; reads under way will
+    /// not promote.
     pub(crate) fn clear(&self) {
         let mut epoch = self.epoch.write();
         *epoch += 1;
         self.engine.clear();
+        self.tags.forget_all();
     }
 
+    /// An L1 entry; its tags, if any, on this registry's cells.
     fn entry(
         &self,
-        envelope: Envelope<V>,
+        mut envelope: Envelope<V>,
         ttl: Option<Duration>,
         kind: Kind,
         generation: u64,
     ) -> L1Entry<V> {
+        if let Some(tags) = envelope.tags() {
+            let bound = tags.rebind(&self.tags);
+            envelope.set_tags(Some(bound));
+        }
         L1Entry {
             envelope,
             expires: ttl.and_then(|ttl| Instant::now().checked_add(ttl)),

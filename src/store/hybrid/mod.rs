@@ -102,6 +102,7 @@ use super::redis::TimedOut;
 use super::{Behind, Envelope, Found, LocalTier, RedisStore, Store, StoreFuture, Stored, Write};
 use crate::codec::{Codec, MessagePack};
 use crate::observe::{StoreStats, TierStats};
+use crate::tag::{Stamp, TagStamps, Tags, UNKNOWN};
 use crate::{Error, Result, StoreOp};
 use breaker::Breaker;
 use coalesce::Flights;
@@ -117,6 +118,9 @@ use write_behind::{Job, Queue};
 pub enum Invalidated<'a> {
     /// Another store wrote or deleted this key.
     Key(&'a str),
+    /// Another store invalidated this tag: L1's entries carrying it are no
+    /// longer served.
+    Tag(&'a str),
     /// L1 was emptied: another store cleared, a message could not be read,
     /// or, with [`max_stale_on_outage`](HybridStoreBuilder::max_stale_on_outage)
     /// zero, the subscription was lost or re-established.
@@ -558,6 +562,68 @@ where
         result
     }
 
+    /// The tags' versions for a write: from L1's knowledge when it has them
+    /// all (no round trip), else read from L2 (and learnt, unless an
+    /// invalidation came in meanwhile). Without L2, the versions are
+    /// unknown and a tagged write is refused.
+    async fn tag_stamps(&self, tags: &Tags) -> Result<TagStamps> {
+        let registry = &self.local.tags;
+        let epoch = registry.epoch();
+        let cells: Vec<_> = tags.iter().map(|tag| registry.cell(tag, UNKNOWN)).collect();
+        if cells.iter().all(|cell| cell.version() != UNKNOWN) {
+            let stamps = cells
+                .into_iter()
+                .map(|cell| {
+                    let version = cell.version();
+                    Stamp { cell, version }
+                })
+                .collect();
+            return Ok(TagStamps::new(stamps));
+        }
+        let first = tags.iter().next();
+        let read = self
+            .l2_call(StoreOp::Tags, first, self.l2.tag_stamps(tags))
+            .await;
+        let read = match read {
+            L2::Done(read) => read,
+            L2::Down(error) | L2::Failed(error) => return Err(error),
+        };
+        let stamps = cells
+            .into_iter()
+            .zip(read.stamps())
+            .map(|(cell, read)| {
+                registry.learn(&cell, epoch, read.version);
+                Stamp {
+                    cell,
+                    version: read.version,
+                }
+            })
+            .collect();
+        Ok(TagStamps::new(stamps))
+    }
+
+    /// Invalidates the tags in L2 (one script per tag), then in L1, then
+    /// tells the other stores. Refused when L2 cannot be reached, strict
+    /// or not: an invalidation that only this process saw would leave the
+    /// others serving what it was meant to drop.
+    async fn invalidate_tags(&self, tags: &Tags) -> Result<()> {
+        let first = tags.iter().next();
+        let done = self
+            .l2_call(StoreOp::Tags, first, self.l2.invalidate_tags(tags))
+            .await;
+        self.forget_tags(tags.iter());
+        match done {
+            L2::Done(()) => {}
+            L2::Down(error) | L2::Failed(error) => return Err(error),
+        }
+        let message = Message::Tags {
+            from: self.instance_id,
+            tags: tags.iter().collect(),
+        };
+        self.publish(StoreOp::Tags, message).await;
+        Ok(())
+    }
+
     /// A batch of writes: as [`set`](Self::set) for each, with one L2
     /// pipeline and one invalidation message for them all.
     async fn set_many(&self, writes: Vec<Write<'_, V>>) -> Result<()> {
@@ -745,7 +811,9 @@ where
     /// This process's own write of `key` still on its way to L2, if any
     /// (write-behind): it, not L2, answers for the key.
     fn pending(&self, key: &str) -> Option<Option<Stored<V>>> {
-        self.queue.as_ref()?.pending(key)
+        let pending = self.queue.as_ref()?.pending(key)?;
+        // A write whose tags were invalidated since is as good as gone.
+        Some(pending.filter(|stored| stored.envelope.tags_current()))
     }
 }
 
@@ -761,6 +829,16 @@ where
         had
     }
 
+    /// `tags` were invalidated: L1's entries carrying them stop matching,
+    /// and reads under way (which may have read them just before) are not
+    /// joined by later reads (their keys are unknown here).
+    pub(crate) fn forget_tags<'t>(&self, tags: impl IntoIterator<Item = &'t str>) {
+        for tag in tags {
+            self.local.tags.forget(tag);
+        }
+        self.flights.forget_all();
+    }
+
     /// The subscription is lost: L1's entries are kept, unverified, within
     /// the staleness bound, or (bound zero) L1 is emptied.
     pub(crate) fn subscription_lost(&self) {
@@ -774,6 +852,8 @@ where
     /// The subscription is back: entries from before are re-read from L2
     /// on their next read, or (bound zero) L1 is emptied again.
     pub(crate) fn subscription_restored(&self) {
+        // Tag invalidations may have been missed: versions are read anew.
+        self.local.tags.forget_all();
         if self.local.outage.keeps_l1() {
             self.local.outage.restored();
         } else {
@@ -965,6 +1045,18 @@ where
         key: &'a str,
     ) -> StoreFuture<'a, Result<Option<Option<Duration>>>> {
         StoreFuture::new(self.inner.core.remaining_ttl(key))
+    }
+
+    /// From L1's knowledge of the tags when it has it (no round trip),
+    /// else one L2 round trip.
+    fn tag_stamps<'a>(&'a self, tags: &'a Tags) -> StoreFuture<'a, Result<TagStamps>> {
+        StoreFuture::new(self.inner.core.tag_stamps(tags))
+    }
+
+    /// L2 (one script per tag, sent together), L1, then one message to the
+    /// other stores.
+    fn invalidate_tags<'a>(&'a self, tags: &'a Tags) -> StoreFuture<'a, Result<()>> {
+        StoreFuture::new(self.inner.core.invalidate_tags(tags))
     }
 
     /// Both tiers: L1 from the in-process engine, L2 from this store's own
