@@ -8,7 +8,6 @@
 mod hybrid_support;
 mod redis_support;
 
-use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -17,33 +16,7 @@ use cachex::store::redis::{OnCorrupt, RedisStore};
 use cachex::store::{Envelope, HybridStore, Store, Write};
 use cachex::{Cache, Ttl};
 use hybrid_support::{eventually, say, ChildProcess};
-use redis_support::{raw, raw_cmd, RedisCluster, RedisServer};
-
-/// Calls of each command the server has seen, from `INFO commandstats`.
-async fn command_calls(server: &RedisServer) -> HashMap<String, u64> {
-    let mut conn = raw(server).await;
-    let info: String = raw_cmd(&mut conn, &[b"INFO", b"commandstats"]).await;
-    info.lines()
-        .filter_map(|line| {
-            let (name, rest) = line.strip_prefix("cmdstat_")?.split_once(':')?;
-            let calls = rest.strip_prefix("calls=")?.split(',').next()?;
-            Some((name.to_string(), calls.parse().ok()?))
-        })
-        .collect()
-}
-
-/// Commands sent between two snapshots, by name (zero counts left out).
-fn sent(before: &HashMap<String, u64>, after: &HashMap<String, u64>) -> HashMap<String, u64> {
-    after
-        .iter()
-        .map(|(name, calls)| (name.clone(), calls - before.get(name).unwrap_or(&0)))
-        .filter(|(name, calls)| *calls > 0 && name != "info")
-        .collect()
-}
-
-fn counts(pairs: &[(&str, u64)]) -> HashMap<String, u64> {
-    pairs.iter().map(|(n, c)| (n.to_string(), *c)).collect()
-}
+use redis_support::{command_calls, counts, raw, raw_cmd, sent, RedisCluster, RedisServer};
 
 fn keys(range: std::ops::Range<u64>) -> Vec<String> {
     range.map(|i| format!("k{i}")).collect()

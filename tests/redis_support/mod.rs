@@ -2,6 +2,7 @@
 //! client to look behind the store's back.
 #![allow(dead_code)] // each test binary uses its own subset
 
+use std::collections::HashMap;
 use std::error::Error as _;
 
 use cachex::store::redis::RedisStoreBuilder;
@@ -53,4 +54,31 @@ pub fn source<T: std::error::Error + 'static>(err: &Error) -> &T {
                 err.source()
             )
         })
+}
+
+/// Calls of each command the server has seen, from `INFO commandstats`.
+pub async fn command_calls(server: &RedisServer) -> HashMap<String, u64> {
+    let mut conn = raw(server).await;
+    let info: String = raw_cmd(&mut conn, &[b"INFO", b"commandstats"]).await;
+    info.lines()
+        .filter_map(|line| {
+            let (name, rest) = line.strip_prefix("cmdstat_")?.split_once(':')?;
+            let calls = rest.strip_prefix("calls=")?.split(',').next()?;
+            Some((name.to_string(), calls.parse().ok()?))
+        })
+        .collect()
+}
+
+/// Commands sent between two snapshots, by name (zero counts left out).
+pub fn sent(before: &HashMap<String, u64>, after: &HashMap<String, u64>) -> HashMap<String, u64> {
+    after
+        .iter()
+        .map(|(name, calls)| (name.clone(), calls - before.get(name).unwrap_or(&0)))
+        .filter(|(name, calls)| *calls > 0 && name != "info")
+        .collect()
+}
+
+/// Expected command counts, by name.
+pub fn counts(pairs: &[(&str, u64)]) -> HashMap<String, u64> {
+    pairs.iter().map(|(n, c)| (n.to_string(), *c)).collect()
 }
