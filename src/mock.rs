@@ -199,7 +199,12 @@ where
 
     /// See [`Tagged::get_or_load`](crate::Tagged::get_or_load): a loaded
     /// value is kept with `tags`.
-    pub async fn get_or_load_tagged<F, Fut, E>(&self, key: &str, tags: &Tags, loader: F) -> Result<V>
+    pub async fn get_or_load_tagged<F, Fut, E>(
+        &self,
+        key: &str,
+        tags: &Tags,
+        loader: F,
+    ) -> Result<V>
     where
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = Result<V, E>> + Send + 'static,

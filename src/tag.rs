@@ -441,17 +441,20 @@ mod tests {
     }
 
     #[test]
-    fn a_fetch_older_than_an_invalidation_is_not_learned() {
-        let cell = TagCell::new("t", 5);
-        let epoch = cell.epoch();
-        cell.forget();
+    fn a_read_older_than_an_invalidation_is_not_learnt() {
+        let registry = TagRegistry::default();
+        let cell = registry.cell("t", 5);
+        let epoch = registry.epoch();
+        registry.forget("t");
         assert!(
-            !cell.learn(epoch, 5),
-            "the invalidation came after the fetch began"
+            !registry.learn(&cell, epoch, 5),
+            "the invalidation came after the read was sent"
         );
         assert_eq!(cell.version(), UNKNOWN);
-        assert!(cell.learn(cell.epoch(), 6));
+        assert!(registry.learn(&cell, registry.epoch(), 6));
         assert_eq!(cell.version(), 6);
+        registry.forget_all();
+        assert_eq!(cell.version(), UNKNOWN);
     }
 
     #[test]

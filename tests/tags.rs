@@ -19,10 +19,19 @@ fn cache() -> Cache<String> {
 async fn invalidating_a_tag_drops_its_entries_and_only_them() {
     let cache = cache();
     let user7 = cache.tagged(["user:7", "users"]).unwrap();
-    user7.set("u7:name", "alice".into(), Ttl::Default).await.unwrap();
-    user7.set("u7:mail", "a@x".into(), Ttl::Default).await.unwrap();
+    user7
+        .set("u7:name", "alice".into(), Ttl::Default)
+        .await
+        .unwrap();
+    user7
+        .set("u7:mail", "a@x".into(), Ttl::Default)
+        .await
+        .unwrap();
     let user8 = cache.tagged(["user:8", "users"]).unwrap();
-    user8.set("u8:name", "bob".into(), Ttl::Default).await.unwrap();
+    user8
+        .set("u8:name", "bob".into(), Ttl::Default)
+        .await
+        .unwrap();
     cache.set("motd", "hi".into(), Ttl::Default).await.unwrap();
 
     cache.invalidate_tag("user:7").await.unwrap();
@@ -33,8 +42,14 @@ async fn invalidating_a_tag_drops_its_entries_and_only_them() {
     assert_eq!(cache.remaining_ttl("u7:name").await.unwrap(), None);
 
     // Written again after the invalidation: served again.
-    user7.set("u7:name", "alice2".into(), Ttl::Default).await.unwrap();
-    assert_eq!(cache.get("u7:name").await.unwrap().as_deref(), Some("alice2"));
+    user7
+        .set("u7:name", "alice2".into(), Ttl::Default)
+        .await
+        .unwrap();
+    assert_eq!(
+        cache.get("u7:name").await.unwrap().as_deref(),
+        Some("alice2")
+    );
 
     cache.invalidate_tags(["users"]).await.unwrap();
     for key in ["u7:name", "u8:name"] {
@@ -57,20 +72,36 @@ async fn a_tagged_load_is_invalidated_and_loaded_again() {
             Ok::<_, std::io::Error>(format!("v{n}"))
         }
     };
-    assert_eq!(tagged.get_or_load("k", load(loads.clone())).await.unwrap(), "v1");
-    assert_eq!(tagged.get_or_load("k", load(loads.clone())).await.unwrap(), "v1");
+    assert_eq!(
+        tagged.get_or_load("k", load(loads.clone())).await.unwrap(),
+        "v1"
+    );
+    assert_eq!(
+        tagged.get_or_load("k", load(loads.clone())).await.unwrap(),
+        "v1"
+    );
     cache.invalidate_tag("t").await.unwrap();
-    assert_eq!(tagged.get_or_load("k", load(loads.clone())).await.unwrap(), "v2");
+    assert_eq!(
+        tagged.get_or_load("k", load(loads.clone())).await.unwrap(),
+        "v2"
+    );
     assert_eq!(loads.load(Ordering::SeqCst), 2);
     // "Not found" answers carry the tags too.
     let none = || async { Ok::<Option<String>, std::io::Error>(None) };
-    assert_eq!(tagged.get_or_load_optional("gone", none).await.unwrap(), None);
+    assert_eq!(
+        tagged.get_or_load_optional("gone", none).await.unwrap(),
+        None
+    );
     assert_eq!(cache.stats().negative_hits, 0);
     assert_eq!(cache.get("gone").await.unwrap(), None);
     assert_eq!(cache.stats().negative_hits, 1);
     cache.invalidate_tag("t").await.unwrap();
     cache.get("gone").await.unwrap();
-    assert_eq!(cache.stats().negative_hits, 1, "the invalidated placeholder is a miss");
+    assert_eq!(
+        cache.stats().negative_hits,
+        1,
+        "the invalidated placeholder is a miss"
+    );
 }
 
 #[tokio::test]
@@ -123,7 +154,12 @@ async fn tags_are_validated() {
     // Many tags may be invalidated at once.
     cache.invalidate_tags(&many).await.unwrap();
     // An empty list writes untagged entries.
-    cache.tagged(Vec::<String>::new()).unwrap().set("k", "v".into(), Ttl::Default).await.unwrap();
+    cache
+        .tagged(Vec::<String>::new())
+        .unwrap()
+        .set("k", "v".into(), Ttl::Default)
+        .await
+        .unwrap();
     assert_eq!(cache.get("k").await.unwrap().as_deref(), Some("v"));
     cache.close().await;
     assert!(cache.invalidate_tag("t").await.unwrap_err().is_closed());
@@ -149,7 +185,10 @@ async fn a_store_without_tags_refuses_tagged_writes() {
         ) -> cachex::store::StoreFuture<'a, cachex::Result<()>> {
             self.0.set(key, entry, ttl)
         }
-        fn delete<'a>(&'a self, key: &'a str) -> cachex::store::StoreFuture<'a, cachex::Result<bool>> {
+        fn delete<'a>(
+            &'a self,
+            key: &'a str,
+        ) -> cachex::store::StoreFuture<'a, cachex::Result<bool>> {
             self.0.delete(key)
         }
         fn clear(&self) -> cachex::store::StoreFuture<'_, cachex::Result<()>> {
@@ -162,7 +201,9 @@ async fn a_store_without_tags_refuses_tagged_writes() {
             self.0.remaining_ttl(key)
         }
     }
-    let cache: Cache<String> = Cache::builder().store(Plain(cachex::MemoryStore::new(100))).build();
+    let cache: Cache<String> = Cache::builder()
+        .store(Plain(cachex::MemoryStore::new(100)))
+        .build();
     let tagged = cache.tagged(["t"]).unwrap();
     let refused = tagged.set("k", "v".into(), Ttl::Default).await.unwrap_err();
     assert!(matches!(refused, Error::TagsUnsupported), "{refused:?}");
@@ -187,9 +228,14 @@ async fn the_interface_and_the_mock_agree_on_tags() {
     let mock: MockCache<String> = MockCache::new();
     let caches: [&dyn AsyncCache<String>; 2] = [&real, &mock];
     for cache in caches {
-        cache.set_tagged("a", "1".into(), Ttl::Default, &tags).await.unwrap();
+        cache
+            .set_tagged("a", "1".into(), Ttl::Default, &tags)
+            .await
+            .unwrap();
         let loaded = cache
-            .get_or_load_tagged("b", &tags, || async { Ok::<_, std::io::Error>("2".to_string()) })
+            .get_or_load_tagged("b", &tags, || async {
+                Ok::<_, std::io::Error>("2".to_string())
+            })
             .await
             .unwrap();
         assert_eq!(loaded, "2");
@@ -199,7 +245,9 @@ async fn the_interface_and_the_mock_agree_on_tags() {
         assert_eq!(cache.get("b").await.unwrap(), None);
         assert_eq!(cache.get("c").await.unwrap().as_deref(), Some("3"));
     }
-    mock.set_tagged("d", "4".into(), Ttl::Default, &tags).await.unwrap();
+    mock.set_tagged("d", "4".into(), Ttl::Default, &tags)
+        .await
+        .unwrap();
     assert_eq!(mock.tags_of("d"), Some(tags));
     assert_eq!(mock.tags_of("c"), None);
 }
@@ -218,10 +266,16 @@ fn step() -> impl Strategy<Value = Step> {
     let key = 0u8..6;
     let tags = proptest::collection::vec(0u8..4, 0..3);
     prop_oneof![
-        (key.clone(), tags.clone(), any::<u32>())
-            .prop_map(|(key, tags, value)| Step::Set { key, tags, value }),
-        (key.clone(), tags.clone(), any::<u32>())
-            .prop_map(|(key, tags, value)| Step::Load { key, tags, value }),
+        (key.clone(), tags.clone(), any::<u32>()).prop_map(|(key, tags, value)| Step::Set {
+            key,
+            tags,
+            value
+        }),
+        (key.clone(), tags.clone(), any::<u32>()).prop_map(|(key, tags, value)| Step::Load {
+            key,
+            tags,
+            value
+        }),
         key.clone().prop_map(|key| Step::Delete { key }),
         proptest::collection::vec(0u8..4, 1..3).prop_map(|tags| Step::Invalidate { tags }),
         key.prop_map(|key| Step::Get { key }),

@@ -35,30 +35,50 @@ async fn tagged_reads_writes_and_invalidations_cost_what_the_docs_say() {
     let tagged = cache.tagged(["user:7", "users"]).unwrap();
 
     let before = command_calls(&server).await;
-    tagged.set("profile", "alice".into(), Ttl::Default).await.unwrap();
+    tagged
+        .set("profile", "alice".into(), Ttl::Default)
+        .await
+        .unwrap();
     let after_set = command_calls(&server).await;
     // One script per tag (sent together), reading (or starting) its
     // version, then the SET. The scripts' own GET and SET show up too.
     let set = sent(&before, &after_set);
-    assert_eq!(set.get("evalsha").or(set.get("eval")).copied(), Some(2), "{set:?}");
+    assert_eq!(
+        set.get("evalsha").or(set.get("eval")).copied(),
+        Some(2),
+        "{set:?}"
+    );
     assert_eq!(set.get("set").copied(), Some(3), "{set:?}");
 
     // A plain read: GET, then one MGET of its tags.
-    assert_eq!(cache.get("profile").await.unwrap().as_deref(), Some("alice"));
+    assert_eq!(
+        cache.get("profile").await.unwrap().as_deref(),
+        Some("alice")
+    );
     let after_get = command_calls(&server).await;
-    assert_eq!(sent(&after_set, &after_get), counts(&[("get", 1), ("mget", 1)]));
+    assert_eq!(
+        sent(&after_set, &after_get),
+        counts(&[("get", 1), ("mget", 1)])
+    );
 
     // Untagged entries cost a GET alone.
     cache.set("motd", "hi".into(), Ttl::Default).await.unwrap();
     let before = command_calls(&server).await;
     assert_eq!(cache.get("motd").await.unwrap().as_deref(), Some("hi"));
-    assert_eq!(sent(&before, &command_calls(&server).await), counts(&[("get", 1)]));
+    assert_eq!(
+        sent(&before, &command_calls(&server).await),
+        counts(&[("get", 1)])
+    );
 
     // Invalidation: one script per tag; O(1) however many entries.
     let before = command_calls(&server).await;
     cache.invalidate_tag("user:7").await.unwrap();
     let invalidated = sent(&before, &command_calls(&server).await);
-    assert_eq!(invalidated.get("evalsha").copied(), Some(1), "{invalidated:?}");
+    assert_eq!(
+        invalidated.get("evalsha").copied(),
+        Some(1),
+        "{invalidated:?}"
+    );
     assert_eq!(cache.get("profile").await.unwrap(), None);
     assert_eq!(cache.get("motd").await.unwrap().as_deref(), Some("hi"));
 }
@@ -142,14 +162,22 @@ async fn a_batch_checks_its_entries_tags_with_one_more_mget() {
     let even = cache.tagged(["even"]).unwrap();
     for i in 0..10u32 {
         let view = if i % 2 == 1 { &odd } else { &even };
-        view.set(&format!("k{i}"), i.to_string(), Ttl::Default).await.unwrap();
+        view.set(&format!("k{i}"), i.to_string(), Ttl::Default)
+            .await
+            .unwrap();
     }
     cache.set("plain", "p".into(), Ttl::Default).await.unwrap();
     cache.invalidate_tag("odd").await.unwrap();
-    let keys: Vec<String> = (0..10).map(|i| format!("k{i}")).chain(["plain".into()]).collect();
+    let keys: Vec<String> = (0..10)
+        .map(|i| format!("k{i}"))
+        .chain(["plain".into()])
+        .collect();
     let before = command_calls(&server).await;
     let got = cache.get_many(&keys).await.unwrap();
-    assert_eq!(sent(&before, &command_calls(&server).await), counts(&[("mget", 2)]));
+    assert_eq!(
+        sent(&before, &command_calls(&server).await),
+        counts(&[("mget", 2)])
+    );
     for (i, value) in got.iter().take(10).enumerate() {
         let expected = (i % 2 == 0).then(|| i.to_string());
         assert_eq!(value, &expected, "k{i}");
@@ -157,9 +185,12 @@ async fn a_batch_checks_its_entries_tags_with_one_more_mget() {
     assert_eq!(got[10].as_deref(), Some("p"));
     // A tagged batch write reads its tags once.
     let before = command_calls(&server).await;
-    even.set_many([("x".to_string(), "1".to_string()), ("y".into(), "2".into())], Ttl::Default)
-        .await
-        .unwrap();
+    even.set_many(
+        [("x".to_string(), "1".to_string()), ("y".into(), "2".into())],
+        Ttl::Default,
+    )
+    .await
+    .unwrap();
     let wrote = sent(&before, &command_calls(&server).await);
     assert_eq!(wrote.get("evalsha").copied(), Some(1), "{wrote:?}");
     cache.invalidate_tag("even").await.unwrap();
@@ -181,7 +212,9 @@ async fn tags_work_on_a_cluster() {
     for i in 0..30u32 {
         let tags = [format!("t{}", i % 3), "all".to_string()];
         let view = cache.tagged(&tags).unwrap();
-        view.set(&format!("k{i}"), i.to_string(), Ttl::Default).await.unwrap();
+        view.set(&format!("k{i}"), i.to_string(), Ttl::Default)
+            .await
+            .unwrap();
     }
     cache.invalidate_tag("t1").await.unwrap();
     let keys: Vec<String> = (0..30).map(|i| format!("k{i}")).collect();
@@ -192,7 +225,12 @@ async fn tags_work_on_a_cluster() {
         assert_eq!(batch[i], expected, "k{i} in the batch");
     }
     cache.invalidate_tags(["all"]).await.unwrap();
-    assert!(cache.get_many(&keys).await.unwrap().iter().all(Option::is_none));
+    assert!(cache
+        .get_many(&keys)
+        .await
+        .unwrap()
+        .iter()
+        .all(Option::is_none));
 }
 
 #[tokio::test]
@@ -309,9 +347,15 @@ async fn an_invalidation_in_one_process_reaches_the_others_l1() {
     let cache: Cache<String> = Cache::builder().store(store.clone()).build();
     let tagged = cache.tagged(["user:7"]).unwrap();
     for key in ["u7:a", "u7:b", "u7:c"] {
-        tagged.set(key, "parent".into(), Ttl::Default).await.unwrap();
+        tagged
+            .set(key, "parent".into(), Ttl::Default)
+            .await
+            .unwrap();
     }
-    cache.set("plain", "plain".into(), Ttl::Default).await.unwrap();
+    cache
+        .set("plain", "plain".into(), Ttl::Default)
+        .await
+        .unwrap();
     // This process's own L1 hits of tagged entries send nothing.
     let before = command_calls(&server).await;
     assert_eq!(cache.get("u7:a").await.unwrap().as_deref(), Some("parent"));
@@ -322,7 +366,11 @@ async fn an_invalidation_in_one_process_reaches_the_others_l1() {
     let before = command_calls(&server).await;
     cache.invalidate_tag("user:7").await.unwrap();
     let invalidated = sent(&before, &command_calls(&server).await);
-    assert_eq!(invalidated.get("publish").copied(), Some(1), "{invalidated:?}");
+    assert_eq!(
+        invalidated.get("publish").copied(),
+        Some(1),
+        "{invalidated:?}"
+    );
     // Here at once, without a round trip.
     assert_eq!(cache.get("u7:b").await.unwrap(), None);
     assert_eq!(cache.get("plain").await.unwrap().as_deref(), Some("plain"));
@@ -330,5 +378,8 @@ async fn an_invalidation_in_one_process_reaches_the_others_l1() {
     // Every tagged key loaded again in the child, and only those.
     assert_eq!(child.hear().await, "loads 3");
     child.finish();
-    assert_eq!(cache.get("u7:c").await.unwrap().as_deref(), Some("reloaded"));
+    assert_eq!(
+        cache.get("u7:c").await.unwrap().as_deref(),
+        Some("reloaded")
+    );
 }

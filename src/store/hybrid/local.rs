@@ -261,7 +261,10 @@ impl<V: Clone + Send + Sync + 'static> Local<V> {
         // learnt unless an invalidation came in since.
         if let Some(tags) = entry.envelope.tags() {
             for stamp in tags.stamps() {
-                if !self.tags.learn(&stamp.cell, ticket.tag_epoch, stamp.version) {
+                if !self
+                    .tags
+                    .learn(&stamp.cell, ticket.tag_epoch, stamp.version)
+                {
                     return false;
                 }
             }

@@ -318,7 +318,10 @@ impl<C> Inner<C> {
             cmd.arg(self.key_arg(key));
             // (The query is built in the call's argument: bound to a local
             // first, it would take room in this future twice.)
-            let read = self.connection.query(&cmd).map(|reply| reply.map(|v| (v, None)));
+            let read = self
+                .connection
+                .query(&cmd)
+                .map(|reply| reply.map(|v| (v, None)));
             self.call(StoreOp::Get, Some(key), foreign_is_none(read))
                 .await?
         };
