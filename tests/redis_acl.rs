@@ -225,6 +225,51 @@ async fn exercise(server: &RedisServer, prefix: &str) -> Result<(), String> {
         Ok(None) => return Err("the lock waiter never got the lock".into()),
         Err(e) => return Err(format!("lock waiter: {e}")),
     }
+
+    // Tags: versions read or started, and invalidated (scripts), a tagged
+    // read checked (GET + MGET, or the read script), on both stores.
+    let cache: Cache<u64> = Cache::builder().store(store.clone()).build();
+    let tagged = cache.tagged(["t"]).map_err(fail("tags"))?;
+    tagged
+        .set("tagged", 7, Ttl::Default)
+        .await
+        .map_err(fail("tagged set"))?;
+    let scripted = RedisStore::builder()
+        .url(&url)
+        .prefix(prefix)
+        .read_tags_in_script(true)
+        .build()
+        .await
+        .map_err(fail("connect"))?;
+    let scripted: Cache<u64> = Cache::builder().store(scripted).build();
+    for reader in [&cache, &scripted] {
+        if reader.get("tagged").await.map_err(fail("tagged get"))? != Some(7) {
+            return Err("tagged get: wrong value".into());
+        }
+    }
+    // Twice: the first starts the tag, the second moves it on.
+    for _ in 0..2 {
+        cache
+            .invalidate_tag("t")
+            .await
+            .map_err(fail("invalidate_tag"))?;
+    }
+    if cache.get("tagged").await.map_err(fail("tagged get"))?.is_some() {
+        return Err("an invalidated entry was served".into());
+    }
+    let over_hybrid: Cache<u64> = Cache::builder().store(a.clone()).build();
+    let tagged = over_hybrid.tagged(["h"]).map_err(fail("tags"))?;
+    tagged
+        .set("htagged", 8, Ttl::Default)
+        .await
+        .map_err(fail("hybrid tagged set"))?;
+    over_hybrid
+        .invalidate_tag("h")
+        .await
+        .map_err(fail("hybrid invalidate_tag"))?;
+    if a.stats().publish_failures > 0 {
+        return Err("the tag invalidation could not be published".into());
+    }
     Ok(())
 }
 
