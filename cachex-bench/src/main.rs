@@ -10,6 +10,7 @@
 //! cargo run --release -p cachex-bench -- async --threads 1
 //! cargo run --release -p cachex-bench -- hybrid --json
 //! cargo run --release -p cachex-bench -- batch --json
+//! cargo run --release -p cachex-bench -- tags --json
 //! cargo run --release -p cachex-bench -- stampede --json
 //! ```
 
@@ -28,6 +29,7 @@ use clap::{Parser, Subcommand};
 
 use workloads::asyncget::AsyncArgs;
 use workloads::batch::BatchArgs;
+use workloads::tags::TagsArgs;
 use workloads::hitratio::HitratioArgs;
 use workloads::hybrid::{HybridArgs, PeerArgs};
 use workloads::memory::MemoryArgs;
@@ -71,6 +73,10 @@ enum Command {
     /// (standalone and cluster), cold pages through get_many_or_load, and
     /// a hybrid batch mostly in L1.
     Batch(BatchArgs),
+    /// Tags: an L1 hit of a tagged entry vs an untagged one, a Redis read
+    /// of a tagged entry (round trips), invalidate_tag over 10 and
+    /// 100,000 entries.
+    Tags(TagsArgs),
     /// Hybrid (memory + Redis): get at 90% L1 hits beside memory-only and
     /// Redis-only; invalidation latency between two processes.
     Hybrid(HybridArgs),
@@ -105,6 +111,7 @@ fn main() {
         Command::Redis(args) => args.json,
         Command::Async(args) => args.json,
         Command::Batch(args) => args.json,
+        Command::Tags(args) => args.json,
         Command::Hybrid(args) => args.redis.json,
         Command::Simulate(args) => args.json,
         Command::Stampede(args) => args.json,
@@ -122,6 +129,7 @@ fn main() {
         Command::Redis(args) => workloads::redis::run(args),
         Command::Async(args) => workloads::asyncget::run(args),
         Command::Batch(args) => workloads::batch::run(args),
+        Command::Tags(args) => workloads::tags::run(args),
         Command::Hybrid(args) => workloads::hybrid::run(args),
         Command::HybridPeer(args) => workloads::hybrid::peer(args),
         Command::HybridOutagePeer(args) => workloads::outage::peer(args),

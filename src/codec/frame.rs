@@ -297,6 +297,7 @@ impl<C: Codec> Framing<C> {
             put_tags(encoded, tags);
         }
         // What compression leaves as it is: the header and the tags.
+        #[cfg_attr(not(feature = "compression"), allow(unused_variables))]
         let head_len = encoded.len();
         let load_ns = u64::try_from(entry.load_time().as_nanos()).unwrap_or(u64::MAX);
         put_varint(encoded, load_ns);

@@ -11,4 +11,5 @@ mod redis_bench;
 pub mod simulate;
 pub mod soak;
 pub mod stampede;
+pub mod tags;
 pub mod throughput;
