@@ -94,7 +94,8 @@ where
                 if let Some(waiter) = core.join_load_first(key) {
                     return self.join(waiter, endings, cx);
                 }
-                match local.get_hashed(hash, key) {
+                let keep_tags = core.settings.fail_safe.is_some();
+                match local.get_hashed(hash, key, keep_tags) {
                     // Without fail-safe, anything found is live.
                     Some(stored) if core.settings.fail_safe.is_none() => {
                         let loader = self.take_loader();

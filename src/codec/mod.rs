@@ -18,9 +18,13 @@
 //! | 0 | magic, `0xCA` |
 //! | 1 | format version, `3` |
 //! | 2 | the codec's [`Codec::ID`] |
-//! | 3 | flags: bit 0 set = the payload is LZ4-compressed; bit 1 set = a "not found" entry (no value); bit 2 set = the entry expires; other bits must be 0 |
+//! | 3 | flags: bit 0 set = the payload is LZ4-compressed; bit 1 set = a "not found" entry (no value); bit 2 set = the entry expires; bit 3 set = the entry has tags; other bits must be 0 |
 //!
-//! then the payload: the entry's load time in nanoseconds (an unsigned
+//! then, if the entry has tags, its tag section (never compressed, so that
+//! a Redis script can read it): the number of tags (one byte), then for
+//! each its name's length (one byte), its name, and the version recorded at
+//! the write (8 bytes, big-endian; see [`tag`](crate::tag)); then the
+//! payload: the entry's load time in nanoseconds (an unsigned
 //! LEB128 varint); if it expires, its write time (milliseconds since the
 //! Unix epoch, by the writer's clock) and its TTL in milliseconds (two more
 //! varints); then, unless the entry is "not found", the codec's encoding of

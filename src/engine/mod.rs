@@ -156,17 +156,24 @@ where
             })
     }
 
-    /// [`get`](Self::get) of the key whose hash (by
-    /// [`hasher`](Self::hasher)) is `hash`.
+    /// `read` applied to the live value under the key whose hash is
+    /// `hash`, and to its remaining time-to-live, under the shard's read
+    /// lock: for a caller that needs less than a clone of the value (or
+    /// decides about it first). Counts as a use, like [`get`](Self::get).
     #[inline(always)]
-    pub(crate) fn get_hashed<Q>(&self, hash: u64, key: &Q) -> Option<V>
+    pub(crate) fn read_hashed<Q, R>(
+        &self,
+        hash: u64,
+        key: &Q,
+        read: impl FnOnce(&V, Option<Duration>) -> R,
+    ) -> Option<R>
     where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
         self.shard_of(hash)
-            .read(hash, key, true, &self.inner.config, |slot, _| {
-                slot.value.clone()
+            .read(hash, key, true, &self.inner.config, |slot, now| {
+                read(&slot.value, remaining(slot.deadline, now))
             })
     }
 

@@ -106,6 +106,33 @@ impl<V> Envelope<V> {
         }
     }
 
+    /// A copy without the tags: what a hit answers from, once the tags
+    /// were checked, without touching their shared list's count.
+    #[inline(always)]
+    pub(crate) fn clone_untagged(&self) -> Self
+    where
+        V: Clone,
+    {
+        Envelope {
+            value: self.value.clone(),
+            load_time: self.load_time,
+            tags: None,
+        }
+    }
+
+    /// A copy, with the tags if `keep_tags`, once they were checked.
+    #[inline(always)]
+    pub(crate) fn clone_checked(&self, keep_tags: bool) -> Self
+    where
+        V: Clone,
+    {
+        if keep_tags {
+            self.clone()
+        } else {
+            self.clone_untagged()
+        }
+    }
+
     /// Replaces the recorded tags (a copy bound to another registry's
     /// cells).
     pub(crate) fn set_tags(&mut self, tags: Option<TagStamps>) {

@@ -3,9 +3,12 @@
 //! Workloads, each side by side in one run:
 //! - `l1_hit`: `Cache::get` hits of 10,000 entries, tagged (2 tags each,
 //!   one shared by 100 entries, one by all) vs untagged, over the memory
-//!   store and over a hybrid store whose L1 holds them all; ns per
-//!   operation, medians over interleaved runs (target: tagged <= 1.2x
-//!   untagged).
+//!   store and over a hybrid store whose L1 holds them all, reading a
+//!   Zipf(1.01) trace as the `async` bench does; ns per operation, medians
+//!   over interleaved runs (target: tagged <= 1.2x untagged).
+//!   `l1_hit_uniform` reads every key in turn instead, scattered: the
+//!   processor's caches then hold little, and a tagged hit pays for
+//!   reaching its tag list.
 //! - `redis_read`: `Cache::get` of one 100-byte entry over the Redis store:
 //!   untagged (`GET`), tagged with the default reads (`GET`, then `MGET` of
 //!   its tags) and with `read_tags_in_script` (one `EVALSHA`), beside a raw
@@ -29,6 +32,7 @@ use clap::Args;
 use serde_json::json;
 
 use crate::report::{emit, json_wanted, median, percentile, ratio, round, Table};
+use crate::zipf::{Rng, Zipf};
 
 /// Options of the `tags` command.
 #[derive(Debug, Args)]
@@ -45,9 +49,28 @@ pub struct TagsArgs {
     /// Runs, alternating contenders.
     #[arg(long, default_value_t = 7)]
     pub runs: usize,
+    /// Only these workloads (l1_hit, redis_read, invalidate; l1_hit runs
+    /// l1_hit_uniform too).
+    #[arg(long, value_delimiter = ',')]
+    pub only: Vec<String>,
+    /// Only these contenders of the L1 hit workloads (memory-untagged,
+    /// memory-tagged, hybrid-untagged, hybrid-tagged): with `--runs 1` and
+    /// two `--ops`, callgrind's instruction counts per read.
+    #[arg(long, value_delimiter = ',')]
+    pub contenders: Vec<String>,
     /// Print one JSON object per result line instead of tables.
     #[arg(long)]
     pub json: bool,
+}
+
+impl TagsArgs {
+    fn runs_workload(&self, name: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|only| only == name)
+    }
+
+    fn runs_contender(&self, name: &str) -> bool {
+        self.contenders.is_empty() || self.contenders.iter().any(|c| c == name)
+    }
 }
 
 /// Runs the `tags` command.
@@ -70,11 +93,18 @@ pub fn run(args: &TagsArgs) -> Result<(), String> {
         "round trips",
     ]);
     runtime.block_on(async {
-        l1_hits(args, &server, &mut table).await?;
-        redis_reads(args, &server, &mut table).await?;
-        invalidations(args, &server, &mut table).await
+        if args.runs_workload("l1_hit") {
+            l1_hits(args, &server, &mut table).await?;
+        }
+        if args.runs_workload("redis_read") {
+            redis_reads(args, &server, &mut table).await?;
+        }
+        if args.runs_workload("invalidate") {
+            invalidations(args, &server, &mut table).await?;
+        }
+        Ok::<_, String>(())
     })?;
-    if !json_wanted() {
+    if !args.json {
         println!(
             "targets: an L1 hit of a tagged entry <= 1.2x an untagged one; a Redis read of a \
              tagged entry 1 round trip; invalidate_tag the same over 10 and 100,000 entries\n"
@@ -149,32 +179,51 @@ async fn fill(cache: &Cache<u64>, keys: &[String], tagged: bool) -> Result<(), S
     Ok(())
 }
 
-/// ns per `get` of `ops` reads cycling over `keys` (all hits).
-async fn time_hits(cache: &Cache<u64>, keys: &[String], ops: usize) -> Result<f64, String> {
+/// The order keys are read in: a Zipf(1.01) trace over them, or every
+/// key in turn, scattered (the worst case for the processor's caches).
+fn trace(keys: usize, ops: usize, uniform: bool) -> Vec<usize> {
+    if uniform {
+        return (0..ops).map(|i| (i * 7_919) % keys).collect();
+    }
+    let zipf = Zipf::new(keys as u64, 1.01);
+    let mut rng = Rng::new(0x7a95);
+    (0..ops).map(|_| zipf.sample(&mut rng) as usize % keys).collect()
+}
+
+/// ns per `get` of the reads of `trace` (all hits).
+async fn time_hits(cache: &Cache<u64>, keys: &[String], trace: &[usize]) -> Result<f64, String> {
     let began = Instant::now();
-    for i in 0..ops {
-        // A stride that visits every key in a scattered order.
-        let key = &keys[(i * 7_919) % keys.len()];
+    for &index in trace {
+        let key = &keys[index];
         let found = cache.get(key).await.map_err(|e| e.to_string())?;
         if black_box(found).is_none() {
             return Err(format!("l1_hit: {key} missed"));
         }
     }
-    Ok(began.elapsed().as_nanos() as f64 / ops as f64)
+    Ok(began.elapsed().as_nanos() as f64 / trace.len() as f64)
 }
 
 async fn l1_hits(args: &TagsArgs, server: &RedisServer, table: &mut Table) -> Result<(), String> {
     let keys: Vec<String> = (0..args.keys).map(|i| format!("user:{i}")).collect();
     let capacity = (args.keys * 2) as u64;
     let mut contenders = Vec::new();
-    for tagged in [false, true] {
+    for (name, tagged) in [("memory-untagged", false), ("memory-tagged", true)] {
+        if !args.runs_contender(name) {
+            continue;
+        }
         let memory: Cache<u64> = Cache::builder()
             .store(MemoryStore::new(capacity))
             .build();
         fill(&memory, &keys, tagged).await?;
-        contenders.push(("memory", tagged, memory));
+        contenders.push((name, tagged, memory));
     }
-    for (prefix, tagged) in [("l1u", false), ("l1t", true)] {
+    for (name, prefix, tagged) in [
+        ("hybrid-untagged", "l1u", false),
+        ("hybrid-tagged", "l1t", true),
+    ] {
+        if !args.runs_contender(name) {
+            continue;
+        }
         let l2 = redis_store(&server.url(), prefix, false).await?;
         let store = HybridStore::builder(l2)
             .l1_capacity(capacity)
@@ -183,39 +232,41 @@ async fn l1_hits(args: &TagsArgs, server: &RedisServer, table: &mut Table) -> Re
             .map_err(|e| e.to_string())?;
         let hybrid: Cache<u64> = Cache::builder().store(store).build();
         fill(&hybrid, &keys, tagged).await?;
-        contenders.push(("hybrid", tagged, hybrid));
+        contenders.push((name, tagged, hybrid));
     }
-    let mut times = vec![Vec::new(); contenders.len()];
-    for (_, _, cache) in &contenders {
-        time_hits(cache, &keys, args.ops / 10 + 1).await?;
-    }
-    for run in 0..args.runs {
-        for k in 0..contenders.len() {
-            let index = (k + run) % contenders.len();
-            let cache = &contenders[index].2;
-            times[index].push(time_hits(cache, &keys, args.ops).await?);
+    for (workload, uniform) in [("l1_hit", false), ("l1_hit_uniform", true)] {
+        let trace = trace(keys.len(), args.ops, uniform);
+        let mut times = vec![Vec::new(); contenders.len()];
+        for (_, _, cache) in &contenders {
+            time_hits(cache, &keys, &trace[..trace.len() / 10]).await?;
         }
-    }
-    let medians: Vec<f64> = times.iter().map(|t| median(t)).collect();
-    for (index, (store, tagged, _)) in contenders.iter().enumerate() {
-        let base = (*tagged).then(|| medians[index - 1]);
-        let contender = match (store, tagged) {
-            (&"memory", false) => "memory-untagged",
-            (&"memory", true) => "memory-tagged",
-            (_, false) => "hybrid-untagged",
-            (_, true) => "hybrid-tagged",
-        };
-        report(
-            table,
-            Line {
-                workload: "l1_hit",
-                contender,
-                ns_per_op: Some(medians[index]),
-                base,
-                round_trips: Some(0.0),
-                ..Line::default()
-            },
-        );
+        for run in 0..args.runs {
+            for k in 0..contenders.len() {
+                let index = (k + run) % contenders.len();
+                let cache = &contenders[index].2;
+                times[index].push(time_hits(cache, &keys, &trace).await?);
+            }
+        }
+        let medians: Vec<f64> = times.iter().map(|t| median(t)).collect();
+        for (index, (contender, tagged, _)) in contenders.iter().enumerate() {
+            // The untagged contender of the same store, just before.
+            let base = index
+                .checked_sub(1)
+                .filter(|_| *tagged && !contenders[index - 1].1)
+                .map(|before| medians[before]);
+            let contender = *contender;
+            report(
+                table,
+                Line {
+                    workload,
+                    contender,
+                    ns_per_op: Some(medians[index]),
+                    base,
+                    round_trips: Some(0.0),
+                    ..Line::default()
+                },
+            );
+        }
     }
     Ok(())
 }

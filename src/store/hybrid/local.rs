@@ -122,27 +122,27 @@ impl<V: Clone + Send + Sync + 'static> Local<V> {
         &self.engine
     }
 
-    /// The L1 entry under `key`, with its remaining L2 TTL.
+    /// The L1 entry under `key`, with its remaining L2 TTL and its tags.
     #[inline]
     pub(crate) fn get(&self, key: &str) -> Option<Stored<V>> {
-        self.get_hashed(self.engine.hash_of(key), key)
+        self.get_hashed(self.engine.hash_of(key), key, true)
     }
 
     /// [`get`](Self::get) of the key whose hash by the L1 engine's hasher
-    /// is `hash`.
+    /// is `hash`, with the entry's tags if `keep_tags` (see
+    /// `LocalTier::get_hashed`).
     #[inline]
-    pub(crate) fn get_hashed(&self, hash: u64, key: &str) -> Option<Stored<V>> {
-        let entry = self.lookup(hash, key)?;
-        let remaining_ttl = entry
-            .expires
-            .map(|at| at.saturating_duration_since(Instant::now()));
-        Some(Stored {
-            envelope: entry.envelope,
-            remaining_ttl,
+    pub(crate) fn get_hashed(&self, hash: u64, key: &str, keep_tags: bool) -> Option<Stored<V>> {
+        self.lookup(hash, key, |entry| Stored {
+            envelope: entry.envelope.clone_checked(keep_tags),
+            remaining_ttl: entry
+                .expires
+                .map(|at| at.saturating_duration_since(Instant::now())),
         })
     }
 
-    /// Like [`get`](Self::get), without the remaining TTL (no clock read).
+    /// Like [`get`](Self::get), without the remaining TTL (no clock read)
+    /// and the tags.
     #[inline]
     pub(crate) fn get_envelope(&self, key: &str) -> Option<Envelope<V>> {
         self.get_envelope_hashed(self.engine.hash_of(key), key)
@@ -152,31 +152,34 @@ impl<V: Clone + Send + Sync + 'static> Local<V> {
     /// L1 engine's hasher is `hash`.
     #[inline]
     pub(crate) fn get_envelope_hashed(&self, hash: u64, key: &str) -> Option<Envelope<V>> {
-        Some(self.lookup(hash, key)?.envelope)
+        self.lookup(hash, key, |entry| entry.envelope.clone_untagged())
     }
 
-    /// The entry under `key` (whose hash is `hash`) if a read may use it:
-    /// none of its tags invalidated since it was written, and vouched for
-    /// by the subscription, or kept through its loss within the staleness
-    /// bound.
+    /// `project` of the entry under `key` (whose hash is `hash`) if a read
+    /// may use it: none of its tags invalidated since it was written, and
+    /// vouched for by the subscription, or kept through its loss within the
+    /// staleness bound.
     #[inline]
-    fn lookup(&self, hash: u64, key: &str) -> Option<L1Entry<V>> {
-        let entry = self.engine.get_hashed(hash, key)?;
-        if !entry.envelope.tags_current() {
-            return None;
+    fn lookup<R>(&self, hash: u64, key: &str, project: impl FnOnce(&L1Entry<V>) -> R) -> Option<R> {
+        let (generation, found) = self.engine.read_hashed(hash, key, |entry, _| {
+            let found = entry.envelope.tags_current().then(|| project(entry));
+            (entry.generation, found)
+        })?;
+        let found = found?;
+        if self.outage.is_current(generation) || self.unverified(key, generation) {
+            return Some(found);
         }
-        if self.outage.is_current(entry.generation) {
-            return Some(entry);
-        }
-        self.unverified(key, entry)
+        None
     }
 
+    /// Whether an entry of `generation`, made before the subscription was
+    /// lost, may still be served; if not, it is dropped.
     #[cold]
     #[inline(never)]
-    fn unverified(&self, key: &str, entry: L1Entry<V>) -> Option<L1Entry<V>> {
-        if self.outage.serves_unverified(entry.generation) {
+    fn unverified(&self, key: &str, generation: u64) -> bool {
+        if self.outage.serves_unverified(generation) {
             self.counters.add(thread_id(), UNVERIFIED_HITS, 1);
-            return Some(entry);
+            return true;
         }
         // Drop it, so that this read asks L2 and copies L2's value back.
         // Only this very entry: a write may have replaced it meanwhile.
@@ -186,13 +189,13 @@ impl<V: Clone + Send + Sync + 'static> Local<V> {
         let _seq = self.stripes[self.stripe(key)].lock();
         if self
             .engine
-            .peek(key, |now| now.generation == entry.generation)
+            .peek(key, |now| now.generation == generation)
             .unwrap_or(false)
         {
             self.engine.remove(key);
             self.counters.add(thread_id(), REVALIDATIONS, 1);
         }
-        None
+        false
     }
 
     /// Like [`get`](Self::get), for the remaining TTL only.

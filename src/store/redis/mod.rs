@@ -12,7 +12,7 @@
 //!
 //! | operation | Redis |
 //! |---|---|
-//! | `get` | `GET k` (the remaining TTL comes from the value's header) |
+//! | `get` | `GET k` (the remaining TTL comes from the value's header); for a tagged entry, then `MGET` of its tag keys; with [`read_tags_in_script`](RedisStoreBuilder::read_tags_in_script), one `EVALSHA` instead of both |
 //! | `set` with a TTL | `SET k v PX ms` (TTLs round up to whole milliseconds, at least 1) |
 //! | `set` for ever | `SET k v` |
 //! | `delete` | `UNLINK k` (answers whether the key existed) |
@@ -21,8 +21,11 @@
 //! | `get_many` | `MGET k1 k2 ...`, by chunks of 1,000 keys sent together: one round trip |
 //! | `set_many` | a pipeline of `SET k v PX ms`: one round trip (Cluster: the `SET`s sent concurrently) |
 //! | `delete_many` | `UNLINK k1 k2 ...`, by chunks of 1,000 keys sent together |
+//! | `tag_stamps` | one `EVALSHA` per tag (`GET`, or `SET` of a fresh version), sent together |
+//! | `invalidate_tags` | one `EVALSHA` per tag (`INCR`, or `SET` of a fresh version), sent together |
 //!
-//! where `k` is `<prefix>:<key>`.
+//! where `k` is `<prefix>:<key>`, and a tag's key `<prefix>:__cachex_tag:{<tag>}`
+//! (see `tags.rs` and [`tag`](crate::tag)).
 //!
 //! Every value carries its write time and TTL in its header (see
 //! [`codec`](crate::codec)), which is how a plain `GET` or `MGET` answers
