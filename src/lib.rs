@@ -30,6 +30,10 @@
 //! - **background refresh**: stale-while-revalidate, and XFetch's
 //!   probabilistic early refresh.
 //!
+//! Entries written through [`Cache::tagged`] carry tags, and
+//! [`Cache::invalidate_tag`] drops every entry of a tag at once, in every
+//! process sharing the store (see [`tag`]).
+//!
 //! ```
 //! use std::time::Duration;
 //! use cachex::Cache;

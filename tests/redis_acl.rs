@@ -254,7 +254,12 @@ async fn exercise(server: &RedisServer, prefix: &str) -> Result<(), String> {
             .await
             .map_err(fail("invalidate_tag"))?;
     }
-    if cache.get("tagged").await.map_err(fail("tagged get"))?.is_some() {
+    if cache
+        .get("tagged")
+        .await
+        .map_err(fail("tagged get"))?
+        .is_some()
+    {
         return Err("an invalidated entry was served".into());
     }
     let over_hybrid: Cache<u64> = Cache::builder().store(a.clone()).build();

@@ -29,7 +29,6 @@ use clap::{Parser, Subcommand};
 
 use workloads::asyncget::AsyncArgs;
 use workloads::batch::BatchArgs;
-use workloads::tags::TagsArgs;
 use workloads::hitratio::HitratioArgs;
 use workloads::hybrid::{HybridArgs, PeerArgs};
 use workloads::memory::MemoryArgs;
@@ -38,6 +37,7 @@ use workloads::redis::RedisArgs;
 use workloads::simulate::SimulateArgs;
 use workloads::soak::SoakArgs;
 use workloads::stampede::{StampedeArgs, StampedePeerArgs};
+use workloads::tags::TagsArgs;
 use workloads::throughput::ThroughputArgs;
 
 #[global_allocator]

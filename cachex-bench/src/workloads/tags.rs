@@ -160,7 +160,8 @@ fn report(table: &mut Table, line: Line<'_>) {
             (Some(base), Some(own)) => ratio(own, base),
             _ => String::new(),
         },
-        line.round_trips.map_or(String::new(), |t| format!("{t:.2}")),
+        line.round_trips
+            .map_or(String::new(), |t| format!("{t:.2}")),
     ]);
 }
 
@@ -187,7 +188,9 @@ fn trace(keys: usize, ops: usize, uniform: bool) -> Vec<usize> {
     }
     let zipf = Zipf::new(keys as u64, 1.01);
     let mut rng = Rng::new(0x7a95);
-    (0..ops).map(|_| zipf.sample(&mut rng) as usize % keys).collect()
+    (0..ops)
+        .map(|_| zipf.sample(&mut rng) as usize % keys)
+        .collect()
 }
 
 /// ns per `get` of the reads of `trace` (all hits).
@@ -211,9 +214,7 @@ async fn l1_hits(args: &TagsArgs, server: &RedisServer, table: &mut Table) -> Re
         if !args.runs_contender(name) {
             continue;
         }
-        let memory: Cache<u64> = Cache::builder()
-            .store(MemoryStore::new(capacity))
-            .build();
+        let memory: Cache<u64> = Cache::builder().store(MemoryStore::new(capacity)).build();
         fill(&memory, &keys, tagged).await?;
         contenders.push((name, tagged, memory));
     }
@@ -289,7 +290,11 @@ struct Reader {
     proxied: Option<Cache<u64>>,
 }
 
-async fn redis_reads(args: &TagsArgs, server: &RedisServer, table: &mut Table) -> Result<(), String> {
+async fn redis_reads(
+    args: &TagsArgs,
+    server: &RedisServer,
+    table: &mut Table,
+) -> Result<(), String> {
     let proxy = FaultProxy::start(&server.addr());
     let writer: Cache<u64> = Cache::builder()
         .store(redis_store(&server.url(), "read", false).await?)
@@ -337,13 +342,21 @@ async fn redis_reads(args: &TagsArgs, server: &RedisServer, table: &mut Table) -
         .map_err(|e| e.to_string())?;
     let raw_key = "read:plain";
     let read_once = |reader: &Reader, proxied: bool| {
-        let cache = if proxied { &reader.proxied } else { &reader.direct };
+        let cache = if proxied {
+            &reader.proxied
+        } else {
+            &reader.direct
+        };
         let cache = cache.clone();
         let mut raw = raw.clone();
         let key = reader.key;
         async move {
             match cache {
-                Some(cache) => cache.get(key).await.map(|v| v.is_some()).map_err(|e| e.to_string()),
+                Some(cache) => cache
+                    .get(key)
+                    .await
+                    .map(|v| v.is_some())
+                    .map_err(|e| e.to_string()),
                 None => redis::cmd("GET")
                     .arg(raw_key)
                     .query_async::<Option<Vec<u8>>>(&mut raw)
@@ -399,7 +412,11 @@ async fn redis_reads(args: &TagsArgs, server: &RedisServer, table: &mut Table) -
     Ok(())
 }
 
-async fn invalidations(args: &TagsArgs, server: &RedisServer, table: &mut Table) -> Result<(), String> {
+async fn invalidations(
+    args: &TagsArgs,
+    server: &RedisServer,
+    table: &mut Table,
+) -> Result<(), String> {
     let proxy = FaultProxy::start(&server.addr());
     let cache: Cache<u64> = Cache::builder()
         .store(redis_store(&server.url(), "inv", false).await?)
@@ -419,7 +436,10 @@ async fn invalidations(args: &TagsArgs, server: &RedisServer, table: &mut Table)
         }
         let before = proxy.commands();
         for _ in 0..100 {
-            proxied.invalidate_tag(tag).await.map_err(|e| e.to_string())?;
+            proxied
+                .invalidate_tag(tag)
+                .await
+                .map_err(|e| e.to_string())?;
         }
         let trips = (proxy.commands() - before) as f64 / 100.0;
         sizes.push((tag, entries, keys, trips, Vec::new()));
@@ -437,7 +457,12 @@ async fn invalidations(args: &TagsArgs, server: &RedisServer, table: &mut Table)
     }
     let mut base = None;
     for (tag, entries, keys, trips, mut latencies) in sizes {
-        if cache.get(&keys[entries / 2]).await.map_err(|e| e.to_string())?.is_some() {
+        if cache
+            .get(&keys[entries / 2])
+            .await
+            .map_err(|e| e.to_string())?
+            .is_some()
+        {
             return Err(format!("invalidate: an entry of `{tag}` was still served"));
         }
         latencies.sort_unstable();
