@@ -105,6 +105,46 @@ async fn a_tagged_load_is_invalidated_and_loaded_again() {
 }
 
 #[tokio::test]
+async fn a_tagged_batch_load_writes_its_tags_and_sparse_answers_too() {
+    let cache = cache();
+    let calls = Arc::new(AtomicU64::new(0));
+    let page = {
+        let calls = calls.clone();
+        move |ids: Vec<String>| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            async move {
+                // Only even ids exist.
+                let rows = ids
+                    .into_iter()
+                    .filter(|id| id.ends_with(['0', '2', '4']))
+                    .map(|id| (id.clone(), format!("row {id}")));
+                Ok::<_, std::io::Error>(rows.collect::<Vec<_>>())
+            }
+        }
+    };
+    let tagged = cache.tagged(["page"]).unwrap();
+    let keys = ["r0", "r1", "r2", "r3", "r4"];
+    let got = tagged.get_many_or_load(&keys, page.clone()).await.unwrap();
+    assert_eq!(got[0].as_deref(), Some("row r0"));
+    assert_eq!(got[1], None);
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    tagged.get_many_or_load(&keys, page.clone()).await.unwrap();
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "values and \"not found\" cached"
+    );
+    cache.invalidate_tag("page").await.unwrap();
+    assert_eq!(cache.get("r0").await.unwrap(), None);
+    tagged.get_many_or_load(&keys, page).await.unwrap();
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        2,
+        "every key loaded again, in one call"
+    );
+}
+
+#[tokio::test]
 async fn a_load_racing_an_invalidation_is_not_kept_nor_joined() {
     let cache = cache();
     let gate = Arc::new(tokio::sync::Notify::new());

@@ -388,7 +388,7 @@ where
         keys: &'a [&'a str],
         loader: BulkLoader<V>,
     ) -> BoxFuture<'a, Result<Vec<Option<V>>>> {
-        Box::pin(Cache::load_many(self, keys, loader))
+        Box::pin(Cache::load_many(self, keys, loader, None))
     }
 
     fn set_tagged<'a>(

@@ -41,6 +41,7 @@ use crate::error::SharedSource;
 use crate::loading::{catch_unwind, Endings, Leader, Outcome, Role};
 use crate::observe::spans::{traced, Op, OpSpan};
 use crate::store::Write;
+use crate::tag::Tags;
 use crate::{BoxError, Error, Result};
 
 /// A key this batch leads the load of.
@@ -127,7 +128,7 @@ where
         I: IntoIterator<Item = (String, V)>,
         E: Into<BoxError>,
     {
-        self.load_many(keys, bulk(loader, |value| Some(value)))
+        self.load_many(keys, bulk(loader, |value| Some(value)), None)
             .await
     }
 
@@ -148,7 +149,8 @@ where
         I: IntoIterator<Item = (String, Option<V>)>,
         E: Into<BoxError>,
     {
-        self.load_many(keys, bulk(loader, |value| value)).await
+        self.load_many(keys, bulk(loader, |value| value), None)
+            .await
     }
 
     /// Both flavours, with the loader's type erased.
@@ -156,10 +158,11 @@ where
         &self,
         keys: &[K],
         loader: BulkLoader<V>,
+        tags: Option<&Tags>,
     ) -> Result<Vec<Option<V>>> {
         let span = OpSpan::new(&self.core.observer, Op::GetManyOrLoad, None);
         span.keys(keys.len());
-        let result = traced!(span, self.load_many_in(keys, loader, &span));
+        let result = traced!(span, self.load_many_in(keys, loader, &span, tags));
         span.finish(&result);
         result
     }
@@ -169,6 +172,7 @@ where
         keys: &[K],
         loader: BulkLoader<V>,
         span: &OpSpan,
+        tags: Option<&Tags>,
     ) -> Result<Vec<Option<V>>> {
         let core = &self.core;
         core.ensure_open()?;
@@ -211,7 +215,7 @@ where
         }
         span.batch_hits(hits);
         if !due.is_empty() {
-            self.refresh_many(&due, Arc::clone(&loader));
+            self.refresh_many(&due, Arc::clone(&loader), tags.cloned());
         }
 
         let mut first_error = None;
@@ -256,7 +260,7 @@ where
                 });
             }
 
-            let load = core.lead_many(led, &loader, false);
+            let load = core.lead_many(led, &loader, false, tags);
             let waits = join_all(waiting.into_iter().map(|(index, waiter, miss)| async move {
                 let waited = core.wait(waiter, miss.stale.as_ref()).await;
                 (index, waited, miss)
@@ -323,7 +327,7 @@ where
 
     /// Refreshes `keys` in the background with one call of `loader`,
     /// leaving out those already being loaded.
-    fn refresh_many(&self, keys: &[&str], loader: BulkLoader<V>) {
+    fn refresh_many(&self, keys: &[&str], loader: BulkLoader<V>, tags: Option<Tags>) {
         let leaders: Vec<Led<V>> = keys
             .iter()
             .filter_map(|key| self.core.flights.try_lead(key))
@@ -343,7 +347,7 @@ where
         #[cfg(feature = "tracing")]
         let live = span.live().cloned().unwrap_or_else(tracing::Span::none);
         let task = async move {
-            let outcomes = core.lead_many(leaders, &loader, true).await;
+            let outcomes = core.lead_many(leaders, &loader, true, tags.as_ref()).await;
             let failed = outcomes
                 .into_iter()
                 .find_map(|(_, outcome, _)| outcome.err());
@@ -386,11 +390,25 @@ where
         led: Vec<Led<V>>,
         loader: &BulkLoader<V>,
         background: bool,
+        tags: Option<&Tags>,
     ) -> Vec<Done<V>> {
         if led.is_empty() {
             return Vec::new();
         }
         let keys: Vec<String> = led.iter().map(|one| one.leader.key().to_string()).collect();
+        // As for a single load (see `Core::lead`): the tags' versions are
+        // read before the loader runs.
+        let _tag_flights: Vec<_> = tags
+            .into_iter()
+            .flat_map(|tags| {
+                led.iter()
+                    .map(|one| self.tag_flights.enter(tags, one.leader.key()))
+            })
+            .collect();
+        let stamps = match tags {
+            Some(tags) => Some(self.store.tag_stamps(tags).await),
+            None => None,
+        };
         let started = Instant::now();
         let run = catch_unwind(async move { loader(keys).await.map_err(SharedSource::from) });
         let result = match self.settings.timeouts.hard {
@@ -420,11 +438,23 @@ where
             if !one.miss.write {
                 self.counters.incr(Counter::UndecodableKept);
             } else if one.leader.is_current() {
-                if let Some((entry, ttl)) = self.loaded_entry(value.clone(), load_time) {
-                    writes.push(Write { key, entry, ttl });
+                if let Some((mut entry, ttl)) = self.loaded_entry(value.clone(), load_time) {
+                    match &stamps {
+                        // The tags' versions could not be read: nothing is
+                        // stored (see `Core::lead`).
+                        Some(Err(_)) => {}
+                        Some(Ok(stamps)) => {
+                            entry.set_tags(Some(stamps.clone()));
+                            writes.push(Write { key, entry, ttl });
+                        }
+                        None => writes.push(Write { key, entry, ttl }),
+                    }
                 }
             }
             outcomes.push(value);
+        }
+        if let Some(Err(_)) = &stamps {
+            self.counters.incr(Counter::StoreErrors);
         }
         if !writes.is_empty() && self.store.set_many(writes).await.is_err() {
             // The callers have their answers; only the caching failed.

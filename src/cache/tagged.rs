@@ -7,7 +7,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use super::stats::Counter;
-use super::{Cache, Core};
+use super::{bulk, Cache, Core};
 use crate::observe::spans::{traced, Op, OpSpan};
 use crate::tag::{TagStamps, Tags};
 use crate::{BoxError, Result, Ttl};
@@ -151,6 +151,43 @@ where
             let span = OpSpan::new(&cache.core.observer, Op::GetOrLoad, Some(key));
             cache.load_in_span(key, loader, span, Some(tags)).await
         }
+    }
+
+    /// [`Cache::get_many_or_load`]: the values the bulk loader returns are
+    /// stored with this view's tags (read once for the call, before the
+    /// loader runs), the keys it leaves out as "not found" with them too.
+    pub async fn get_many_or_load<K, F, Fut, I, E>(
+        &self,
+        keys: &[K],
+        loader: F,
+    ) -> Result<Vec<Option<V>>>
+    where
+        K: AsRef<str>,
+        F: Fn(Vec<String>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<I, E>> + Send + 'static,
+        I: IntoIterator<Item = (String, V)>,
+        E: Into<BoxError>,
+    {
+        let loader = bulk(loader, |value| Some(value));
+        self.cache.load_many(keys, loader, Some(&self.tags)).await
+    }
+
+    /// [`Cache::get_many_or_load_optional`], with this view's tags as for
+    /// [`get_many_or_load`](Self::get_many_or_load).
+    pub async fn get_many_or_load_optional<K, F, Fut, I, E>(
+        &self,
+        keys: &[K],
+        loader: F,
+    ) -> Result<Vec<Option<V>>>
+    where
+        K: AsRef<str>,
+        F: Fn(Vec<String>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<I, E>> + Send + 'static,
+        I: IntoIterator<Item = (String, Option<V>)>,
+        E: Into<BoxError>,
+    {
+        let loader = bulk(loader, |value| value);
+        self.cache.load_many(keys, loader, Some(&self.tags)).await
     }
 
     /// [`Cache::get_or_load_optional`], with this view's tags as for
