@@ -14,7 +14,7 @@ use std::mem::ManuallyDrop;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
-use super::{BoxFuture, Core};
+use super::{BoxFuture, Core, Lookup};
 use crate::observe::spans::{Op, OpSpan};
 use crate::store::{Envelope, Stored};
 use crate::Result;
@@ -74,8 +74,21 @@ where
                 // The TTL only when fail-safe needs it: a hybrid L1 hit
                 // then reads no clock.
                 if !fail_safe {
-                    if let Some(envelope) = local.get_entry(key) {
-                        return Poll::Ready(core.answer_get(Ok(Some(envelope)), &span));
+                    // Read in place: the answer cloned under the tier's
+                    // lock, the entry itself not copied out and moved on
+                    // (see `LocalTier::read_hashed`).
+                    let hit = local.read_entry(
+                        key,
+                        #[inline(always)]
+                        |envelope| {
+                            (
+                                Lookup::of::<V, Option<V>>(envelope),
+                                envelope.value().cloned(),
+                            )
+                        },
+                    );
+                    if let Some((lookup, value)) = hit {
+                        return Poll::Ready(Ok(core.answer_hit(lookup, value, &span)));
                     }
                 } else if let Some(stored) = local.get(key) {
                     let entry = core.live_entry(Ok(Some(stored)), &span);

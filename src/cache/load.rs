@@ -54,6 +54,23 @@ pub(super) enum AfterRead<A, L, V> {
     Load(L, Miss<V>),
 }
 
+/// A hit on a live entry, as [`Core::live_hit`] reads it: what
+/// [`Cache::after_live_hit`] needs, and no more.
+///
+/// The hit path of `get_or_load` makes it under the store tier's read lock
+/// (see `LoadFuture`), from the entry in place: copying the whole entry out
+/// first (value, load time, tags, TTL) and moving it through each layer of
+/// the lookup cost more than the engine's own lookup.
+pub(super) struct LiveHit<A> {
+    /// The caller's answer; `None` for a "not found" it cannot take.
+    answer: Option<A>,
+    lookup: Lookup,
+    /// Whether a refresh is due (stale-while-revalidate or XFetch).
+    refresh: bool,
+    /// For the span.
+    remaining_ttl: Option<Duration>,
+}
+
 /// How a load is run by [`Core::lead`].
 pub(super) struct Lead<'a, V> {
     /// A background refresh, counted as such.
@@ -314,33 +331,48 @@ where
         L: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = Result<A, BoxError>> + Send + 'static,
     {
-        let core = &self.core;
         let Stored {
             envelope,
             remaining_ttl,
         } = stored;
-        let lookup = Lookup::classify(Some(envelope.value()), A::ACCEPTS_NOT_FOUND);
-        core.counters.incr(lookup.counter());
-        span.hit(lookup.answered());
-        let load_time = envelope.load_time();
-        match A::from_shared(envelope.into_value()) {
-            Some(answer) if lookup.answered() => {
-                span.ttl(remaining_ttl);
-                // Only values are refreshed: a cached "not found" is
-                // short lived and simply expires.
-                if lookup == Lookup::Hit
-                    && core
-                        .settings
-                        .refresh
-                        .due(remaining_ttl, load_time, &core.random)
-                {
+        let (lookup, load_time) = (Lookup::of::<V, A>(&envelope), envelope.load_time());
+        let hit = self
+            .core
+            .live_hit(lookup, load_time, remaining_ttl, || envelope.into_value());
+        self.after_live_hit(key, hit, loader, span, tags)
+    }
+
+    /// What a hit on a live entry does once [`Core::live_hit`] has read
+    /// it: counts it, answers, and starts a refresh if one is due; or, for
+    /// a "not found" this caller cannot take, hands the loader on.
+    #[inline(always)]
+    pub(super) fn after_live_hit<A, L, Fut>(
+        &self,
+        key: &str,
+        hit: LiveHit<A>,
+        loader: L,
+        span: &OpSpan,
+        tags: Option<&Tags>,
+    ) -> AfterRead<A, L, V>
+    where
+        A: Answer<V> + Send + 'static,
+        L: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<A, BoxError>> + Send + 'static,
+    {
+        let core = &self.core;
+        core.counters.incr(hit.lookup.counter());
+        span.hit(hit.lookup.answered());
+        match hit.answer {
+            Some(answer) => {
+                span.ttl(hit.remaining_ttl);
+                if hit.refresh {
                     core.counters.incr(Counter::StaleServed);
                     self.refresh(key, loader, tags.cloned());
                 }
                 AfterRead::Answered(answer)
             }
             // A "not found", and this caller needs a value.
-            _ => AfterRead::Load(loader, Miss::nothing()),
+            None => AfterRead::Load(loader, Miss::nothing()),
         }
     }
 
@@ -538,6 +570,39 @@ impl<V> Core<V>
 where
     V: Clone + Send + Sync + 'static,
 {
+    /// A hit on a live entry: how it counts, the caller's answer (`value`
+    /// gives the entry's value, moved or cloned, when there is one to
+    /// answer with), and whether a refresh is due. Decides nothing else and
+    /// has no effect, so that it may run under a tier's read lock.
+    #[inline(always)]
+    pub(super) fn live_hit<A: Answer<V>>(
+        &self,
+        lookup: Lookup,
+        load_time: Duration,
+        remaining_ttl: Option<Duration>,
+        value: impl FnOnce() -> Option<V>,
+    ) -> LiveHit<A> {
+        let answer = if lookup.answered() {
+            A::from_shared(value())
+        } else {
+            None
+        };
+        // Only values are refreshed: a cached "not found" is short lived
+        // and simply expires.
+        let refresh = lookup == Lookup::Hit
+            && answer.is_some()
+            && self
+                .settings
+                .refresh
+                .due(remaining_ttl, load_time, &self.random);
+        LiveHit {
+            answer,
+            lookup,
+            refresh,
+            remaining_ttl,
+        }
+    }
+
     /// Reads `key` for a load. A store that cannot be read is treated as a
     /// miss: the loader can still answer.
     async fn read(&self, key: &str) -> Read<V> {

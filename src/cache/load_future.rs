@@ -14,7 +14,7 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
 use super::load::{AfterRead, Miss, Read};
-use super::stats::Counter;
+use super::stats::{Counter, Lookup};
 use super::{BoxFuture, Cache};
 use crate::loading::{Answer, Endings, Waiter};
 use crate::observe::spans::{Op, OpSpan};
@@ -94,22 +94,34 @@ where
                 if let Some(waiter) = core.join_load_first(key) {
                     return self.join(waiter, endings, cx);
                 }
-                let keep_tags = core.settings.fail_safe.is_some();
-                match local.get_hashed(hash, key, keep_tags) {
-                    // Without fail-safe, anything found is live.
-                    Some(stored) if core.settings.fail_safe.is_none() => {
+                if core.settings.fail_safe.is_none() {
+                    // Without fail-safe, anything found is live: the hit is
+                    // read in place (see `LiveHit`), the answer cloned
+                    // under the tier's lock and nothing else copied.
+                    let hit = local.read_hashed(
+                        hash,
+                        key,
+                        #[inline(always)]
+                        |envelope, remaining_ttl| {
+                            let lookup = Lookup::of::<V, A>(envelope);
+                            let load_time = envelope.load_time();
+                            let value = || envelope.value().cloned();
+                            core.live_hit::<A>(lookup, load_time, remaining_ttl, value)
+                        },
+                    );
+                    if let Some(hit) = hit {
                         let loader = self.take_loader();
-                        let after = cache.after_live(key, stored, loader, &span, None);
+                        let after = cache.after_live_hit(key, hit, loader, &span, None);
                         return self.act(after, endings, cx);
                     }
-                    Some(stored) => {
-                        let read = core.judge(Ok(Some(stored)));
-                        return self.decide(read, endings, &span, cx);
-                    }
-                    None => match local.behind(key) {
-                        Some(read) => (core.shared_read(key, read), endings),
-                        None => return self.decide(core.judge(Ok(None)), endings, &span, cx),
-                    },
+                } else if let Some(stored) = local.get_hashed(hash, key, true) {
+                    // Fail-safe re-arms a stale value with its tags.
+                    let read = core.judge(Ok(Some(stored)));
+                    return self.decide(read, endings, &span, cx);
+                }
+                match local.behind(key) {
+                    Some(read) => (core.shared_read(key, read), endings),
+                    None => return self.decide(core.judge(Ok(None)), endings, &span, cx),
                 }
             }
             None => {

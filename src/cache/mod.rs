@@ -311,9 +311,17 @@ where
         let entry = entry.inspect_err(|_| self.counters.incr(Counter::StoreErrors))?;
         // `get` answers a cached "not found" as `Ok(None)`: a negative hit.
         let lookup = Lookup::classify(entry.as_ref().map(Envelope::value), true);
+        Ok(self.answer_hit(lookup, entry.and_then(Envelope::into_value), span))
+    }
+
+    /// `get`'s answer from a lookup classified as `lookup` (by
+    /// [`Lookup::classify`] with "not found" accepted) and the value
+    /// found, counted.
+    #[inline(always)]
+    fn answer_hit(&self, lookup: Lookup, value: Option<V>, span: &OpSpan) -> Option<V> {
         span.hit(lookup.answered());
         self.counters.incr(lookup.counter());
-        Ok(entry.and_then(Envelope::into_value))
+        value
     }
 
     async fn set(

@@ -205,6 +205,15 @@ impl Lookup {
         }
     }
 
+    /// [`classify`](Self::classify) of a live entry, for a caller wanting
+    /// an `A`.
+    #[inline(always)]
+    pub(crate) fn of<V, A: crate::loading::Answer<V>>(
+        envelope: &crate::store::Envelope<V>,
+    ) -> Lookup {
+        Lookup::classify(Some(envelope.value()), A::ACCEPTS_NOT_FOUND)
+    }
+
     /// Whether the lookup answered its caller from the cache.
     #[inline]
     pub(crate) fn answered(self) -> bool {

@@ -172,9 +172,17 @@ where
         Q: Hash + Eq + ?Sized,
     {
         self.shard_of(hash)
-            .read(hash, key, true, &self.inner.config, |slot, now| {
-                read(&slot.value, remaining(slot.deadline, now))
-            })
+            // Always inlined, like the shard's read around it: left a call,
+            // it cost a hit path the call, its frame, and its result
+            // written out and read back.
+            .read(
+                hash,
+                key,
+                true,
+                &self.inner.config,
+                #[inline(always)]
+                |slot, now| read(&slot.value, remaining(slot.deadline, now)),
+            )
     }
 
     /// The hasher that locates keys.

@@ -141,6 +141,23 @@ impl<V: Clone + Send + Sync + 'static> Local<V> {
         })
     }
 
+    /// `read` of the entry [`get_hashed`](Self::get_hashed) would answer,
+    /// in place (see `LocalTier::read_hashed`).
+    #[inline]
+    pub(crate) fn read_hashed<R>(
+        &self,
+        hash: u64,
+        key: &str,
+        read: impl FnOnce(&Envelope<V>, Option<Duration>) -> R,
+    ) -> Option<R> {
+        self.lookup(hash, key, |entry| {
+            let remaining_ttl = entry
+                .expires
+                .map(|at| at.saturating_duration_since(Instant::now()));
+            read(&entry.envelope, remaining_ttl)
+        })
+    }
+
     /// Like [`get`](Self::get), without the remaining TTL (no clock read)
     /// and the tags.
     #[inline]
@@ -152,7 +169,19 @@ impl<V: Clone + Send + Sync + 'static> Local<V> {
     /// L1 engine's hasher is `hash`.
     #[inline]
     pub(crate) fn get_envelope_hashed(&self, hash: u64, key: &str) -> Option<Envelope<V>> {
-        self.lookup(hash, key, |entry| entry.envelope.clone_untagged())
+        self.read_envelope_hashed(hash, key, Envelope::clone_untagged)
+    }
+
+    /// `read` of the entry [`get_envelope_hashed`](Self::get_envelope_hashed)
+    /// would answer, in place (see `LocalTier::read_hashed`).
+    #[inline]
+    pub(crate) fn read_envelope_hashed<R>(
+        &self,
+        hash: u64,
+        key: &str,
+        read: impl FnOnce(&Envelope<V>) -> R,
+    ) -> Option<R> {
+        self.lookup(hash, key, |entry| read(&entry.envelope))
     }
 
     /// `project` of the entry under `key` (whose hash is `hash`) if a read
