@@ -290,3 +290,76 @@ async fn distinct_keys_load_independently() {
     }
     assert_eq!(calls.get(), 10);
 }
+
+/// A memory store whose writes of loaded values (load time above zero)
+/// wait for a signal, then land: as a write resent after a lost connection
+/// lands after writes sent later.
+struct SlowLoadWrites {
+    inner: cachex::MemoryStore<u64>,
+    gate: Arc<tokio::sync::Semaphore>,
+}
+
+impl cachex::Store<u64> for SlowLoadWrites {
+    fn get<'a>(
+        &'a self,
+        key: &'a str,
+    ) -> cachex::store::StoreFuture<'a, cachex::Result<Option<cachex::store::Stored<u64>>>> {
+        self.inner.get(key)
+    }
+    fn set<'a>(
+        &'a self,
+        key: &'a str,
+        entry: cachex::Envelope<u64>,
+        ttl: Option<Duration>,
+    ) -> cachex::store::StoreFuture<'a, cachex::Result<()>> {
+        cachex::store::StoreFuture::new(async move {
+            if !entry.load_time().is_zero() {
+                let _permit = self.gate.acquire().await.unwrap();
+            }
+            self.inner.set(key, entry, ttl).await
+        })
+    }
+    fn delete<'a>(&'a self, key: &'a str) -> cachex::store::StoreFuture<'a, cachex::Result<bool>> {
+        self.inner.delete(key)
+    }
+    fn clear(&self) -> cachex::store::StoreFuture<'_, cachex::Result<()>> {
+        self.inner.clear()
+    }
+    fn remaining_ttl<'a>(
+        &'a self,
+        key: &'a str,
+    ) -> cachex::store::StoreFuture<'a, cachex::Result<Option<Option<Duration>>>> {
+        self.inner.remaining_ttl(key)
+    }
+}
+
+#[tokio::test]
+async fn a_loaded_value_that_lands_after_a_newer_set_is_dropped() {
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let store = SlowLoadWrites {
+        inner: cachex::MemoryStore::new(100),
+        gate: gate.clone(),
+    };
+    let cache: Cache<u64> = Cache::builder().store(store).build();
+    let load = {
+        let cache = cache.clone();
+        tokio::spawn(async move {
+            cache
+                .get_or_load("k", || async {
+                    sleep(Duration::from_millis(1)).await; // a load time above zero
+                    Ok::<_, io::Error>(5)
+                })
+                .await
+        })
+    };
+    // The load has its value (read before the change) and is writing it.
+    sleep(Duration::from_millis(50)).await;
+    // The database changes, and the application writes the new value.
+    cache.set("k", 6, Ttl::Default).await.unwrap();
+    // The load's write lands only now, over the newer value.
+    gate.add_permits(1);
+    assert_eq!(load.await.unwrap().unwrap(), 5);
+    // The cache never answers the value read before the write.
+    assert_ne!(cache.get("k").await.unwrap(), Some(5));
+    assert_eq!(cache.stats().load_writes_dropped, 1);
+}
