@@ -718,7 +718,6 @@ where
                         }
                         None => self.store_loaded(key, shared, load_time, None).await,
                     }
-                    self.drop_if_overtaken(key, &leader).await;
                 }
             }
             Err(error) => {
@@ -751,23 +750,6 @@ where
         entry.set_tags(tags);
         if self.store.set(key, entry, ttl).await.is_err() {
             // The callers have their answer; only the caching failed.
-            self.counters.incr(Counter::StoreErrors);
-        }
-    }
-
-    /// After a load stored its answer: if a write of the key (`set`,
-    /// `delete`, a tag invalidation) started meanwhile, the load's write may
-    /// have landed after it: a command resent after a lost connection
-    /// (see `store/redis/connection.rs`) reaches Redis after commands sent
-    /// later. The load's value, read from the database before that write,
-    /// would then stay until its TTL. So the key is dropped: the next read
-    /// loads it again, which is always correct for a cache.
-    async fn drop_if_overtaken(&self, key: &str, leader: &Leader<V>) {
-        if leader.is_current() {
-            return;
-        }
-        self.counters.incr(Counter::LoadWritesDropped);
-        if self.store.delete(key).await.is_err() {
             self.counters.incr(Counter::StoreErrors);
         }
     }

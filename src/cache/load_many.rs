@@ -456,25 +456,9 @@ where
         if let Some(Err(_)) = &stamps {
             self.counters.incr(Counter::StoreErrors);
         }
-        let written: Vec<&str> = writes.iter().map(|write| write.key).collect();
         if !writes.is_empty() && self.store.set_many(writes).await.is_err() {
             // The callers have their answers; only the caching failed.
             self.counters.incr(Counter::StoreErrors);
-        }
-        // Keys written meanwhile may have been overtaken by this batch's
-        // write: dropped, as after a single load (`drop_if_overtaken`).
-        let overtaken: Vec<&str> = led
-            .iter()
-            .filter(|one| !one.leader.is_current())
-            .map(|one| &**one.leader.key())
-            .filter(|key| written.contains(key))
-            .collect();
-        if !overtaken.is_empty() {
-            self.counters
-                .add(Counter::LoadWritesDropped, overtaken.len() as u64);
-            if self.store.delete_many(&overtaken).await.is_err() {
-                self.counters.incr(Counter::StoreErrors);
-            }
         }
         // The leaders go only now, after the write: see singleflight.rs.
         led.into_iter()

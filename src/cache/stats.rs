@@ -147,10 +147,6 @@ pub struct Stats {
     pub tag_invalidations: u64,
     /// Entries written with tags (by a tagged `set`, `set_many` or load).
     pub tagged_writes: u64,
-    /// Loaded values deleted right after they were stored, because a write
-    /// of the key started while they were being stored (and might have
-    /// been overtaken by them).
-    pub load_writes_dropped: u64,
     /// What the store reports, per tier.
     pub store: StoreStats,
 }
@@ -261,10 +257,9 @@ pub(crate) enum Counter {
     RefreshAheadRejected,
     TagInvalidations,
     TaggedWrites,
-    LoadWritesDropped,
 }
 
-const COUNTERS: usize = Counter::LoadWritesDropped as usize + 1;
+const COUNTERS: usize = Counter::TaggedWrites as usize + 1;
 
 /// The live counters behind [`Stats`].
 ///
@@ -367,7 +362,6 @@ impl Counters {
             refresh_ahead_rejected: get(Counter::RefreshAheadRejected),
             tag_invalidations: get(Counter::TagInvalidations),
             tagged_writes: get(Counter::TaggedWrites),
-            load_writes_dropped: get(Counter::LoadWritesDropped),
             store: StoreStats::default(),
         }
     }

@@ -336,11 +336,6 @@ const REFRESH_AHEAD_COUNTERS: &[CacheCounter] = &[
         help: "Entries written with tags by this process.",
         value: |s| s.tagged_writes,
     },
-    CacheCounter {
-        name: "load_writes_dropped",
-        help: "Loaded values deleted after a write of their key overlapped their store write.",
-        value: |s| s.load_writes_dropped,
-    },
 ];
 
 /// A counter of one tier of the store (labels `cache`, `tier`).
