@@ -10,6 +10,7 @@ use std::time::Duration;
 use cachex::store::redis::{RedisStore, TimedOut};
 use cachex::store::{Envelope, Store};
 use cachex::{Cache, StoreOp};
+use cachex_testkit::FaultProxy;
 use redis_support::{builder, source, RedisServer};
 
 const TIMEOUT: Duration = Duration::from_millis(300);
@@ -183,4 +184,36 @@ async fn connection_failures_say_what_happened() {
         .build()
         .await
         .unwrap();
+}
+
+/// A value a load read from the database is written once only: resent
+/// after its connection died, it could land after a `set` of the same key
+/// sent later on the new connection, and keep the older value until its
+/// TTL (`chaos_redis` met that as a stale read). A `set` is sent again.
+#[tokio::test]
+async fn a_loaded_value_is_not_resent_after_its_connection_died_and_a_set_is() {
+    let server = RedisServer::start();
+    let proxy = FaultProxy::start(&server.addr());
+    let store: RedisStore<u64> = RedisStore::builder()
+        .url(proxy.url())
+        .prefix("resend")
+        .build()
+        .await
+        .unwrap();
+    let loaded = || Envelope::found(2).with_load_time(Duration::from_millis(3));
+    let mut refused = 0;
+    for _ in 0..5 {
+        store.set("warm", Envelope::found(1), None).await.unwrap();
+        proxy.drop_connections();
+        if store.set("loaded", loaded(), None).await.is_err() {
+            refused += 1;
+        }
+        store.set("warm", Envelope::found(1), None).await.unwrap();
+        proxy.drop_connections();
+        store
+            .set("plain", Envelope::found(3), None)
+            .await
+            .expect("a set is sent again on the new connection");
+    }
+    assert!(refused > 0, "the loaded value was sent again every time");
 }

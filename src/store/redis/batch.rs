@@ -8,6 +8,7 @@ use redis::Value;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use super::connection::Resend;
 use super::stats::Event;
 use super::{unexpected, Inner, OnCorrupt, Reply, UnexpectedReply};
 use crate::codec::Codec;
@@ -210,7 +211,9 @@ impl<C: Codec> Inner<C> {
             for cmd in &commands {
                 pipe.add_command(cmd.clone());
             }
-            let sent = self.connection.pipeline(&pipe, commands.len());
+            // Loaded values are sent once only: see `Resend`.
+            let resend = Resend::for_writes(writes.iter().map(|write| &write.entry));
+            let sent = self.connection.pipeline(&pipe, commands.len(), resend);
             self.call(StoreOp::Set, None, sent).await?
         };
         for (write, reply) in writes.iter().zip(replies) {

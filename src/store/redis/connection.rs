@@ -214,15 +214,26 @@ impl Connection {
     /// some back as a `Value::ServerError`, which a caller expecting, say,
     /// an integer from `UNLINK` could otherwise mistake for success.
     pub(crate) async fn query(&self, cmd: &Cmd) -> RedisResult<Value> {
+        self.send(cmd, Resend::IfStale).await
+    }
+
+    /// [`query`](Self::query), never sent a second time: for a write that
+    /// must not land after writes sent later (see [`Resend`]).
+    pub(crate) async fn query_once(&self, cmd: &Cmd) -> RedisResult<Value> {
+        self.send(cmd, Resend::Never).await
+    }
+
+    async fn send(&self, cmd: &Cmd, resend: Resend) -> RedisResult<Value> {
         match self {
             // Cloning is how these connections are shared: an `Arc` or a
             // channel sender, not a new socket.
-            Connection::Standalone(conn) => once_more_if_stale(|| {
-                let mut conn = conn.clone();
-                async move { conn.send_packed_command(cmd).await }
-            })
-            .await
-            .and_then(Value::extract_error),
+            Connection::Standalone(conn) => resend
+                .run(|| {
+                    let mut conn = conn.clone();
+                    async move { conn.send_packed_command(cmd).await }
+                })
+                .await
+                .and_then(Value::extract_error),
             Connection::Cluster(conn) => conn
                 .clone()
                 .req_packed_command(cmd)
@@ -242,14 +253,20 @@ impl Connection {
     }
 
     /// Sends the `count` commands of `pipe` in one round trip.
-    pub(crate) async fn pipeline(&self, pipe: &Pipeline, count: usize) -> RedisResult<Vec<Value>> {
+    pub(crate) async fn pipeline(
+        &self,
+        pipe: &Pipeline,
+        count: usize,
+        resend: Resend,
+    ) -> RedisResult<Vec<Value>> {
         match self {
             Connection::Standalone(conn) => {
-                once_more_if_stale(|| {
-                    let mut conn = conn.clone();
-                    async move { conn.send_packed_commands(pipe, 0, count).await }
-                })
-                .await
+                resend
+                    .run(|| {
+                        let mut conn = conn.clone();
+                        async move { conn.send_packed_commands(pipe, 0, count).await }
+                    })
+                    .await
             }
             Connection::Cluster(conn) => conn.clone().req_packed_commands(pipe, 0, count).await,
             Connection::Sentinel(sentinel) => {
@@ -284,6 +301,50 @@ impl Connection {
 /// retried: nothing listens, and failing fast is the point. Every command
 /// the store sends may be repeated safely (`GET`, `SET`, `UNLINK`, `PTTL`,
 /// `SCAN`; a repeated `PUBLISH` invalidates a key twice).
+///
+/// Repeated, but maybe not in order: the second attempt can reach Redis
+/// after commands sent later on the new connection. A write of a value a
+/// load read from the database is therefore sent once only
+/// ([`Resend::Never`]): resent after a `set` of the same key that came
+/// while its connection died, it would land last and keep the older value
+/// until its TTL. A failed write of a loaded value costs a later reload,
+/// nothing more.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Resend {
+    /// Once more after the connection died (see [`once_more_if_stale`]).
+    IfStale,
+    /// Never.
+    Never,
+}
+
+impl Resend {
+    /// How a write of `entries` is sent: once only if one holds a loaded
+    /// value (a load time above zero; `set` writes zero).
+    pub(crate) fn for_writes<'a, V: 'a>(
+        mut entries: impl Iterator<Item = &'a crate::store::Envelope<V>>,
+    ) -> Resend {
+        if entries.any(|entry| !entry.load_time().is_zero()) {
+            Resend::Never
+        } else {
+            Resend::IfStale
+        }
+    }
+
+    async fn run<T, F, Fut>(self, send: F) -> RedisResult<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = RedisResult<T>>,
+    {
+        match self {
+            Resend::IfStale => once_more_if_stale(send).await,
+            Resend::Never => {
+                let mut send = send;
+                send().await
+            }
+        }
+    }
+}
+
 async fn once_more_if_stale<T, F, Fut>(mut send: F) -> RedisResult<T>
 where
     F: FnMut() -> Fut,

@@ -90,7 +90,7 @@ use crate::codec::{Codec, EncodeError, Expiry, Framing, MessagePack};
 use crate::observe::{StoreStats, Tier, TierStats};
 use crate::tag::{TagStamps, Tags};
 use crate::{BoxError, Error, Result, StoreOp};
-use connection::Connection;
+use connection::{Connection, Resend};
 pub(crate) use stats::is_connection_error;
 use stats::{Counters, Event};
 
@@ -421,9 +421,12 @@ where
         StoreFuture::new(async move {
             let inner = &*self.inner;
             let cmd = inner.set_command(key, &entry, ttl)?;
-            let reply = inner
-                .call(StoreOp::Set, Some(key), inner.connection.query(&cmd))
-                .await?;
+            // A loaded value is sent once only: see `Resend`.
+            let sent = match Resend::for_writes(std::iter::once(&entry)) {
+                Resend::IfStale => inner.connection.query(&cmd).left_future(),
+                Resend::Never => inner.connection.query_once(&cmd).right_future(),
+            };
+            let reply = inner.call(StoreOp::Set, Some(key), sent).await?;
             match reply {
                 Value::Okay => Ok(()),
                 other => Err(unexpected(StoreOp::Set, key, &Some(other))),
