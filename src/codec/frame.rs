@@ -453,6 +453,10 @@ fn put_tags(out: &mut Vec<u8>, tags: &TagStamps) {
 fn take_tags(bytes: &[u8]) -> Result<(TagStamps, &[u8]), FrameError> {
     let corrupt = || FrameError::Corrupt("the entry's tag section is truncated".into());
     let (&count, mut rest) = bytes.split_first().ok_or_else(corrupt)?;
+    if count == 0 {
+        // Never written: an entry without tags has no tag section.
+        return Err(FrameError::Corrupt("the entry's tag section is empty".into()));
+    }
     let mut stamps = Vec::with_capacity(usize::from(count));
     for _ in 0..count {
         let (&len, tail) = rest.split_first().ok_or_else(corrupt)?;
@@ -656,6 +660,42 @@ mod tests {
             ),
             FrameError::UnknownFlags(FLAG_EXPIRES)
         );
+    }
+
+    #[test]
+    fn tags_sit_after_the_header_outside_compression_and_round_trip() {
+        use crate::tag::{Stamp, TagCell, TagStamps};
+        let stamps = TagStamps::new(vec![
+            Stamp {
+                cell: TagCell::detached("user:7"),
+                version: 1 << 40,
+            },
+            Stamp {
+                cell: TagCell::detached("users"),
+                version: 7,
+            },
+        ]);
+        let entry = found(&"x".repeat(500)).with_tags(stamps);
+        for compress_above in [None, Some(0)] {
+            let framing = Framing::new(MessagePack, compress_above, 1 << 20);
+            let bytes = framing
+                .encode(&entry, Expiry::Never, <[u8]>::to_vec)
+                .unwrap();
+            assert_ne!(bytes[3] & FLAG_TAGS, 0);
+            // Where the Redis store's read script looks: count, then the
+            // first name's length and name.
+            assert_eq!(&bytes[4..7], &[2, 6, b'u']);
+            assert_eq!(&bytes[6..12], b"user:7");
+            let (decoded, _) = framing.decode::<String>(&bytes).unwrap();
+            assert_eq!(decoded, entry);
+        }
+        // A tag section with no tags is never written, and refused.
+        let framing = Framing::new(MessagePack, None, 1 << 20);
+        let empty = [MAGIC, VERSION, MessagePack::ID, FLAG_TAGS, 0, 0, 0xa0];
+        assert!(framing.decode::<String>(&empty).is_err());
+        // A truncated one too.
+        let truncated = [MAGIC, VERSION, MessagePack::ID, FLAG_TAGS, 1, 5, b'a'];
+        assert!(framing.decode::<String>(&truncated).is_err());
     }
 
     #[test]
