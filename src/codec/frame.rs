@@ -455,7 +455,9 @@ fn take_tags(bytes: &[u8]) -> Result<(TagStamps, &[u8]), FrameError> {
     let (&count, mut rest) = bytes.split_first().ok_or_else(corrupt)?;
     if count == 0 {
         // Never written: an entry without tags has no tag section.
-        return Err(FrameError::Corrupt("the entry's tag section is empty".into()));
+        return Err(FrameError::Corrupt(
+            "the entry's tag section is empty".into(),
+        ));
     }
     let mut stamps = Vec::with_capacity(usize::from(count));
     for _ in 0..count {
