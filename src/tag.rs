@@ -39,7 +39,7 @@
 //! # }).unwrap();
 //! ```
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -86,17 +86,7 @@ impl Tags {
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
-        let mut list: Vec<Box<str>> = Vec::new();
-        for tag in tags {
-            let tag = tag.as_ref();
-            check_tag(tag)?;
-            if !list.iter().any(|seen| &**seen == tag) {
-                if list.len() == MAX_TAGS {
-                    return Err(Error::TooManyTags { max: MAX_TAGS });
-                }
-                list.push(tag.into());
-            }
-        }
+        let list = distinct(tags, MAX_TAGS, |_| Error::TooManyTags { max: MAX_TAGS })?;
         Ok(Tags(list.into()))
     }
 
@@ -107,20 +97,10 @@ impl Tags {
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
-        let mut list: Vec<Box<str>> = Vec::new();
-        for tag in tags {
-            let tag = tag.as_ref();
-            check_tag(tag)?;
-            list.push(tag.into());
-        }
-        list.sort_unstable();
-        list.dedup();
-        if list.len() > crate::MAX_BATCH {
-            return Err(Error::BatchTooLarge {
-                len: list.len(),
-                max: crate::MAX_BATCH,
-            });
-        }
+        let list = distinct(tags, crate::MAX_BATCH, |len| Error::BatchTooLarge {
+            len,
+            max: crate::MAX_BATCH,
+        })?;
         Ok(Tags(list.into()))
     }
 
@@ -144,6 +124,28 @@ impl fmt::Debug for Tags {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_list().entries(self.iter()).finish()
     }
+}
+
+/// `tags` validated, without repeats (the first occurrence keeps its
+/// place), refused with `too_many(count)` past `max` distinct ones.
+fn distinct<I, S>(tags: I, max: usize, too_many: impl Fn(usize) -> Error) -> Result<Vec<Box<str>>>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<str>,
+{
+    let mut seen = HashSet::new();
+    let mut list: Vec<Box<str>> = Vec::new();
+    for tag in tags {
+        let tag = tag.as_ref();
+        check_tag(tag)?;
+        if seen.insert(Box::<str>::from(tag)) {
+            list.push(tag.into());
+        }
+    }
+    if list.len() > max {
+        return Err(too_many(list.len()));
+    }
+    Ok(list)
 }
 
 /// Refuses a tag no store should see.
@@ -172,6 +174,8 @@ fn check_tag(tag: &str) -> Result<()> {
 pub(crate) struct TagCell {
     name: Box<str>,
     version: AtomicU64,
+    /// The id of the registry the cell belongs to; 0 for a detached cell.
+    owner: u64,
     /// Held while the version changes, so that a version learnt from a
     /// read cannot overwrite an invalidation that came in meanwhile (see
     /// [`TagRegistry::learn`]).
@@ -179,17 +183,18 @@ pub(crate) struct TagCell {
 }
 
 impl TagCell {
-    fn new(name: &str, version: u64) -> Self {
+    fn new(name: &str, version: u64, owner: u64) -> Self {
         TagCell {
             name: name.into(),
             version: AtomicU64::new(version),
+            owner,
             changing: Mutex::new(()),
         }
     }
 
     /// A cell that only names its tag (an entry read from Redis).
     pub(crate) fn detached(name: &str) -> Arc<Self> {
-        Arc::new(TagCell::new(name, UNKNOWN))
+        Arc::new(TagCell::new(name, UNKNOWN, 0))
     }
 
     pub(crate) fn name(&self) -> &str {
@@ -251,8 +256,12 @@ impl TagStamps {
     }
 
     /// The same stamps on `registry`'s cells (an entry read from Redis
-    /// copied into a process's memory).
+    /// copied into a process's memory); these stamps themselves if they
+    /// are on its cells already (a write whose versions it gave).
     pub(crate) fn rebind(&self, registry: &TagRegistry) -> TagStamps {
+        if self.0.iter().all(|stamp| stamp.cell.owner == registry.id) {
+            return self.clone();
+        }
         TagStamps(
             self.0
                 .iter()
@@ -290,6 +299,9 @@ impl fmt::Debug for TagStamps {
 
 const REGISTRY_SHARDS: usize = 16;
 
+/// The next registry's id; 0 is left to detached cells.
+static NEXT_REGISTRY: AtomicU64 = AtomicU64::new(1);
+
 /// The tag cells of one store's memory, by name.
 ///
 /// The registry holds cells weakly: entries (and loads under way) hold
@@ -303,6 +315,9 @@ pub(crate) struct TagRegistry {
     /// store's messages, a lost subscription): a version read from Redis
     /// before it may be out of date, and is not learnt.
     epoch: AtomicU64,
+    /// Tells this registry's cells from others' (never 0: see
+    /// [`TagCell::owner`]).
+    id: u64,
 }
 
 #[derive(Default)]
@@ -320,6 +335,7 @@ impl Default for TagRegistry {
                 .collect(),
             hasher: foldhash::fast::RandomState::default(),
             epoch: AtomicU64::new(0),
+            id: NEXT_REGISTRY.fetch_add(1, Ordering::Relaxed),
         }
     }
 }
@@ -340,7 +356,7 @@ impl TagRegistry {
             shard.cells.retain(|_, cell| cell.strong_count() > 0);
             shard.sweep_at = (shard.cells.len() * 2).max(64);
         }
-        let cell = Arc::new(TagCell::new(name, version));
+        let cell = Arc::new(TagCell::new(name, version, self.id));
         shard.cells.insert(name.into(), Arc::downgrade(&cell));
         cell
     }
@@ -455,6 +471,23 @@ mod tests {
         assert_eq!(cell.version(), 6);
         registry.forget_all();
         assert_eq!(cell.version(), UNKNOWN);
+    }
+
+    #[test]
+    fn stamps_are_rebound_only_when_on_another_registrys_cells() {
+        let (mine, other) = (TagRegistry::default(), TagRegistry::default());
+        let stamp = |cell: Arc<TagCell>| TagStamps::new(vec![Stamp { cell, version: 3 }]);
+        let own = stamp(mine.cell("t", 3));
+        let same = own.rebind(&mine);
+        assert!(
+            Arc::ptr_eq(&own.0, &same.0),
+            "already on this registry's cells"
+        );
+        for foreign in [stamp(TagCell::detached("t")), stamp(other.cell("t", 3))] {
+            let bound = foreign.rebind(&mine);
+            assert!(Arc::ptr_eq(&bound.stamps()[0].cell, &mine.cell("t", 0)));
+            assert_eq!(bound, foreign, "same names and versions");
+        }
     }
 
     #[test]

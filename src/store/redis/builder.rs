@@ -313,6 +313,9 @@ impl<V, C: Codec> RedisStoreBuilder<V, C> {
                 ))
             }
         };
+        // Decided once: a Cluster's scripts may not read the tag keys (see
+        // `tags.rs`).
+        let read_tags_in_script = self.read_tags_in_script && connection.cluster().is_none();
         Ok(RedisStore {
             inner: Arc::new(Inner {
                 connection,
@@ -322,7 +325,7 @@ impl<V, C: Codec> RedisStoreBuilder<V, C> {
                 timeout,
                 on_corrupt: self.on_corrupt,
                 allow_flushdb: self.allow_flushdb,
-                read_tags_in_script: self.read_tags_in_script,
+                read_tags_in_script,
                 counters: Counters::default(),
             }),
             _values: PhantomData,

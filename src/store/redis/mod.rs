@@ -150,7 +150,7 @@ pub(crate) struct Inner<C> {
     on_corrupt: OnCorrupt,
     allow_flushdb: bool,
     /// Reads by a script that returns tagged entries' tag versions with
-    /// them (see `tags.rs`).
+    /// them (see `tags.rs`); never on a Cluster.
     read_tags_in_script: bool,
     counters: Counters,
 }

@@ -212,9 +212,10 @@ impl<C: Codec> Inner<C> {
         Ok(tags_match(tags, &current))
     }
 
-    /// Whether reads go through [`READ`]: asked for, and not on a Cluster.
+    /// Whether reads go through [`READ`]: asked for, and not on a Cluster
+    /// (decided when the store was built).
     pub(super) fn reads_by_script(&self) -> bool {
-        self.read_tags_in_script && self.connection.cluster().is_none()
+        self.read_tags_in_script
     }
 
     /// One read by [`READ`]: the `GET` reply it carries, and the versions
